@@ -1,0 +1,107 @@
+"""fastwsrpc: a fast, durable, bidirectional JSON-RPC 2.0 channel over WebSockets.
+
+A drop-in superset of ``fastapi-ws-rpc`` 1.x: replace ``from fastapi_ws_rpc import``
+with ``from fastwsrpc import``. ``IMPLEMENTATION`` says which twin of the hot
+path is live: ``"cython"`` (compiled) or ``"python"``.
+"""
+
+from ._accel import IMPLEMENTATION, PendingTable, check_size, classify, decode
+from .channel import (
+    OnConnectCallback,
+    OnDisconnectCallback,
+    OnErrorCallback,
+    RpcCaller,
+    RpcChannel,
+    RpcPromise,
+)
+from .client import WebSocketRpcClient, WebsocketsTransport
+from .config import (
+    RpcBackpressureConfig,
+    RpcConnectionConfig,
+    RpcDebugConfig,
+    RpcKeepaliveConfig,
+    RpcRetryConfig,
+    WebSocketConnectionConfig,
+    WebSocketRpcClientConfig,
+)
+from .endpoint import ConnectionManager, StarletteTransport, WebSocketFrameType, WebSocketRpcEndpoint
+from .errors import (
+    JsonRpcErrorCode,
+    RemoteValueError,
+    RpcBackpressureError,
+    RpcChannelClosedError,
+    RpcError,
+    RpcInternalError,
+    RpcInvalidParamsError,
+    RpcInvalidRequestError,
+    RpcInvalidStateError,
+    RpcMessageTooLargeError,
+    RpcNotConnectedError,
+    RpcParseError,
+    RpcServerOverloadedError,
+    RpcTimeoutError,
+    UnknownMethodError,
+)
+from .logger import LoggingModes, get_logger, logging_config
+from .methods import NoResponse, ProcessDetails, RpcMethodsBase, RpcUtilityMethods
+from .protocol import Batch, ErrorObject, Invalid, Notification, Request, Response
+from .transport import Transport, TransportClosed
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IMPLEMENTATION",
+    "Batch",
+    "ConnectionManager",
+    "ErrorObject",
+    "Invalid",
+    "JsonRpcErrorCode",
+    "LoggingModes",
+    "NoResponse",
+    "Notification",
+    "OnConnectCallback",
+    "OnDisconnectCallback",
+    "OnErrorCallback",
+    "PendingTable",
+    "ProcessDetails",
+    "RemoteValueError",
+    "Request",
+    "Response",
+    "RpcBackpressureConfig",
+    "RpcBackpressureError",
+    "RpcCaller",
+    "RpcChannel",
+    "RpcChannelClosedError",
+    "RpcConnectionConfig",
+    "RpcDebugConfig",
+    "RpcError",
+    "RpcInternalError",
+    "RpcInvalidParamsError",
+    "RpcInvalidRequestError",
+    "RpcInvalidStateError",
+    "RpcKeepaliveConfig",
+    "RpcMessageTooLargeError",
+    "RpcMethodsBase",
+    "RpcNotConnectedError",
+    "RpcParseError",
+    "RpcPromise",
+    "RpcRetryConfig",
+    "RpcServerOverloadedError",
+    "RpcTimeoutError",
+    "RpcUtilityMethods",
+    "StarletteTransport",
+    "Transport",
+    "TransportClosed",
+    "UnknownMethodError",
+    "WebSocketConnectionConfig",
+    "WebSocketFrameType",
+    "WebSocketRpcClient",
+    "WebSocketRpcClientConfig",
+    "WebSocketRpcEndpoint",
+    "WebsocketsTransport",
+    "check_size",
+    "classify",
+    "decode",
+    "get_logger",
+    "logging_config",
+]

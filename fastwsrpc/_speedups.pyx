@@ -1,0 +1,263 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: infer_types=True, initializedcheck=False
+"""Compiled twin of ``_speedups_py.py``: size check, decode + classify, pending table.
+
+The JSON decode itself is msgspec's (already C); what this module removes is the
+Python-level dict probing and type checks of classification, and the method
+dispatch of the pending table. Behaviour, names and exceptions are exactly those
+of the pure twin; ``tests/test_speedups.py`` holds them to it.
+"""
+
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_DelItem, PyDict_Size
+from cpython.object cimport PyObject
+from cpython.unicode cimport PyUnicode_GET_LENGTH
+
+import msgspec
+
+from fastwsrpc.errors import RpcBackpressureError, RpcMessageTooLargeError, RpcTimeoutError
+from fastwsrpc.protocol import (
+    MAX_ID_LENGTH,
+    Batch,
+    ErrorObject,
+    Invalid,
+    Notification,
+    Request,
+    Response,
+)
+
+cdef object _json_decode = msgspec.json.Decoder().decode
+cdef object _DecodeError = msgspec.DecodeError
+cdef object _Request = Request
+cdef object _Notification = Notification
+cdef object _Response = Response
+cdef object _Invalid = Invalid
+cdef object _Batch = Batch
+cdef object _ErrorObject = ErrorObject
+cdef Py_ssize_t _MAX_ID_LENGTH = MAX_ID_LENGTH
+
+cdef str _S_ID = "id"
+cdef str _S_JSONRPC = "jsonrpc"
+cdef str _S_VERSION = "2.0"
+cdef str _S_METHOD = "method"
+cdef str _S_PARAMS = "params"
+cdef str _S_RESULT = "result"
+cdef str _S_ERROR = "error"
+cdef str _S_CODE = "code"
+cdef str _S_MESSAGE = "message"
+cdef str _S_DATA = "data"
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+INTERNAL_ERROR = -32603
+cdef int _PARSE_ERROR = -32700
+cdef int _INVALID_REQUEST = -32600
+cdef int _INTERNAL_ERROR = -32603
+
+
+cpdef Py_ssize_t frame_size(object frame):
+    """Size of a frame in bytes as it travelled (UTF-8 for text)."""
+    if type(frame) is str:
+        return len((<str>frame).encode("utf-8", "surrogatepass"))
+    return len(frame)
+
+
+cpdef check_size(object frame, Py_ssize_t max_size):
+    """Refuse a frame over ``max_size`` bytes before anything parses it."""
+    cdef Py_ssize_t n
+    cdef bint is_text = type(frame) is str
+    if is_text:
+        n = PyUnicode_GET_LENGTH(frame)
+    else:
+        n = len(frame)
+    if n * 4 <= max_size:
+        return None
+    if n > max_size or (is_text and frame_size(frame) > max_size):
+        raise RpcMessageTooLargeError(
+            f"message of {frame_size(frame)} bytes exceeds max_message_size of {max_size} bytes"
+        )
+    return None
+
+
+cdef inline str _bad_id(object value):
+    cdef type t = type(value)
+    if t is int or value is None:
+        return ""
+    if t is str:
+        if PyUnicode_GET_LENGTH(value) > _MAX_ID_LENGTH:
+            return f"Invalid Request: id longer than {_MAX_ID_LENGTH} characters"
+        return ""
+    return "Invalid Request: id must be a string, an integer or null"
+
+
+cdef object _classify_one(object obj):
+    cdef PyObject* p
+    cdef object call_id, method, params, error, code, message, data
+    cdef bint has_id
+    cdef str reason
+    cdef type pt
+    if type(obj) is not dict:
+        return _Invalid(None, _INVALID_REQUEST, "Invalid Request: expected an object")
+    p = PyDict_GetItem(obj, _S_ID)
+    has_id = p != NULL
+    if has_id:
+        call_id = <object>p
+        reason = _bad_id(call_id)
+        if reason:
+            return _Invalid(None, _INVALID_REQUEST, reason)
+    else:
+        call_id = None
+    p = PyDict_GetItem(obj, _S_JSONRPC)
+    if p == NULL or not (type(<object>p) is str and <str>p == _S_VERSION):
+        return _Invalid(call_id, _INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"')
+    p = PyDict_GetItem(obj, _S_METHOD)
+    if p != NULL:
+        method = <object>p
+        if type(method) is not str:
+            return _Invalid(call_id, _INVALID_REQUEST, "Invalid Request: method must be a string")
+        p = PyDict_GetItem(obj, _S_PARAMS)
+        if p == NULL:
+            params = None
+        else:
+            params = <object>p
+            pt = type(params)
+            if params is not None and pt is not dict and pt is not list:
+                return _Invalid(
+                    call_id, _INVALID_REQUEST, "Invalid Request: params must be an object or an array"
+                )
+        if has_id:
+            return _Request(method, params, call_id)
+        return _Notification(method, params)
+    if not has_id:
+        return _Invalid(None, _INVALID_REQUEST, "Invalid Request: no method and no id")
+    p = PyDict_GetItem(obj, _S_ERROR)
+    if p == NULL:
+        p = PyDict_GetItem(obj, _S_RESULT)
+        return _Response(call_id, None if p == NULL else <object>p, None)
+    error = <object>p
+    if PyDict_GetItem(obj, _S_RESULT) != NULL:
+        return _Response(
+            call_id, None, _ErrorObject(_INTERNAL_ERROR, "Invalid response: both result and error", None)
+        )
+    if type(error) is dict:
+        p = PyDict_GetItem(error, _S_CODE)
+        code = None if p == NULL else <object>p
+        p = PyDict_GetItem(error, _S_MESSAGE)
+        message = None if p == NULL else <object>p
+        if type(code) is int and type(message) is str:
+            p = PyDict_GetItem(error, _S_DATA)
+            data = None if p == NULL else <object>p
+            return _Response(call_id, None, _ErrorObject(code, message, data))
+    return _Response(
+        call_id, None, _ErrorObject(_INTERNAL_ERROR, "Invalid response: malformed error", error)
+    )
+
+
+cpdef object classify(object obj):
+    """Turn one decoded JSON value into a typed message (a Batch for arrays)."""
+    cdef type t = type(obj)
+    cdef list items, out
+    cdef Py_ssize_t i, n
+    if t is dict:
+        return _classify_one(obj)
+    if t is list:
+        items = <list>obj
+        n = len(items)
+        if n == 0:
+            return _Invalid(None, _INVALID_REQUEST, "Invalid Request: empty batch")
+        out = [None] * n
+        for i in range(n):
+            out[i] = _classify_one(items[i])
+        return _Batch(out)
+    return _Invalid(None, _INVALID_REQUEST, "Invalid Request: expected an object or an array")
+
+
+cpdef object decode(object frame, Py_ssize_t max_size):
+    """Size check, one JSON decode, classification: the whole per-frame path."""
+    check_size(frame, max_size)
+    try:
+        obj = _json_decode(frame)
+    except _DecodeError:
+        return _Invalid(None, _PARSE_ERROR, "Parse error")
+    return classify(obj)
+
+
+cdef class PendingTable:
+    """Outgoing calls waiting for their answer, by id (see the pure twin's docstring)."""
+
+    cdef dict _entries
+    cdef long long _next_id
+    cdef public Py_ssize_t max_pending
+
+    def __init__(self, Py_ssize_t max_pending):
+        self._entries = {}
+        self._next_id = 0
+        self.max_pending = max_pending
+
+    cpdef long long next_id(self):
+        self._next_id += 1
+        return self._next_id
+
+    cpdef add(self, object call_id, object future, double deadline):
+        cdef Py_ssize_t n = PyDict_Size(self._entries)
+        if n >= self.max_pending:
+            raise RpcBackpressureError(
+                f"{n} calls are pending, the limit is {self.max_pending}; "
+                "wait for some to finish or raise max_pending_requests"
+            )
+        if PyDict_GetItem(self._entries, call_id) != NULL:
+            raise ValueError(f"call id {call_id!r} is already pending")
+        PyDict_SetItem(self._entries, call_id, (future, deadline))
+
+    cpdef bint resolve(self, object call_id, object response):
+        cdef PyObject* p = PyDict_GetItem(self._entries, call_id)
+        if p == NULL:
+            return False
+        future = (<tuple>p)[0]
+        PyDict_DelItem(self._entries, call_id)
+        if not future.done():
+            future.set_result(response)
+        return True
+
+    cpdef bint fail(self, object call_id, object exc):
+        cdef PyObject* p = PyDict_GetItem(self._entries, call_id)
+        if p == NULL:
+            return False
+        future = (<tuple>p)[0]
+        PyDict_DelItem(self._entries, call_id)
+        if not future.done():
+            future.set_exception(exc)
+        return True
+
+    cpdef bint discard(self, object call_id):
+        if PyDict_GetItem(self._entries, call_id) == NULL:
+            return False
+        PyDict_DelItem(self._entries, call_id)
+        return True
+
+    cpdef Py_ssize_t fail_all(self, object make_exc):
+        cdef dict entries = self._entries
+        self._entries = {}
+        for entry in entries.values():
+            future = (<tuple>entry)[0]
+            if not future.done():
+                future.set_exception(make_exc())
+        return len(entries)
+
+    cpdef list expire(self, double now):
+        cdef list expired = []
+        cdef tuple entry
+        for cid, value in self._entries.items():
+            entry = <tuple>value
+            if <double>entry[1] <= now:
+                expired.append(cid)
+        for cid in expired:
+            future = (<tuple>self._entries.pop(cid))[0]
+            if not future.done():
+                future.set_exception(RpcTimeoutError(f"no answer to call {cid!r} before its deadline"))
+        return expired
+
+    def __len__(self):
+        return PyDict_Size(self._entries)
+
+    def __contains__(self, object call_id):
+        return PyDict_GetItem(self._entries, call_id) != NULL

@@ -1,0 +1,340 @@
+"""WebSocketRpcClient: the ``websockets`` adapter of the client side.
+
+Accepts both generations of ``fastapi-ws-rpc`` arguments: the 1.2 config
+objects (``config=WebSocketRpcClientConfig(...)``) and the keyword arguments of
+the project page (``retry_config=``, ``default_response_timeout=``,
+``keep_alive=``, ``max_consecutive_ping_failures=``, ``ssl=`` and any other
+``websockets.connect`` keyword). Explicit keywords win over the config object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl as _ssl
+from dataclasses import replace
+from typing import Any, Dict, Iterable, List, Optional, Union
+
+import tenacity
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+
+from .channel import (
+    BatchCall,
+    OnConnectCallback,
+    OnDisconnectCallback,
+    OnErrorCallback,
+    Params,
+    RpcCaller,
+    RpcChannel,
+)
+from .config import (
+    RpcBackpressureConfig,
+    RpcConnectionConfig,
+    RpcKeepaliveConfig,
+    RpcRetryConfig,
+    WebSocketRpcClientConfig,
+)
+from .errors import RpcInvalidStateError
+from .logger import get_logger
+from .methods import RpcMethodsBase
+from .protocol import Response
+from .transport import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, TransportClosed
+
+logger = get_logger("client")
+
+_DEFAULT: Any = object()
+
+
+def _closed(exc: ConnectionClosed) -> TransportClosed:
+    frame = exc.rcvd or exc.sent
+    return TransportClosed(frame.code if frame else 1006, frame.reason if frame else "")
+
+
+class WebsocketsTransport:
+    """A ``websockets`` client connection as a :class:`~fastwsrpc.transport.Transport`."""
+
+    __slots__ = ("ws",)
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self.ws.send(data, text=True)
+        except ConnectionClosed as exc:
+            raise _closed(exc) from exc
+
+    async def receive(self) -> Union[str, bytes]:
+        try:
+            # decode=False: text frames stay UTF-8 bytes; msgspec parses them as they are.
+            return await self.ws.recv(decode=False)
+        except ConnectionClosed as exc:
+            raise _closed(exc) from exc
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        await self.ws.close(code, reason)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Whether a failed connect is worth another try.
+
+    Refusals are final: an HTTP 4xx at the handshake (authentication, wrong
+    path) other than 429, a malformed URI, a TLS verification failure.
+    """
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        return status >= 500 or status == 429
+    if isinstance(exc, (InvalidURI, _ssl.SSLError, ValueError, TypeError)):
+        return False
+    return isinstance(exc, (OSError, asyncio.TimeoutError, websockets.exceptions.InvalidHandshake, EOFError))
+
+
+class _BackoffWithJitter:
+    """Exponential backoff from ``min_wait`` capped at ``max_wait``, plus 0-25% jitter."""
+
+    def __init__(self, config: RpcRetryConfig) -> None:
+        self.config = config
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        cfg = self.config
+        delay: float = min(cfg.max_wait, cfg.min_wait * (2 ** (retry_state.attempt_number - 1)))
+        if cfg.jitter:
+            delay *= 1 + random.uniform(0, 0.25)
+        return min(delay, cfg.max_wait * 1.25)
+
+
+def _retrying(retry: Union[RpcRetryConfig, Dict[str, Any], bool, None]) -> tenacity.AsyncRetrying:
+    if isinstance(retry, dict):  # the original library's form: tenacity's own kwargs
+        return tenacity.AsyncRetrying(**{"reraise": True, **retry})
+    if retry is False or retry is None or (isinstance(retry, RpcRetryConfig) and not retry.enabled):
+        return tenacity.AsyncRetrying(stop=tenacity.stop_after_attempt(1), reraise=True)
+    cfg = retry if isinstance(retry, RpcRetryConfig) else RpcRetryConfig()
+    return tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(cfg.max_attempts),
+        wait=_BackoffWithJitter(cfg),
+        retry=tenacity.retry_if_exception(_is_transient),
+        reraise=True,
+    )
+
+
+class WebSocketRpcClient:
+    """Connects to a WebSocket RPC endpoint; use it as ``async with``.
+
+    ``client.other.method(**kw)`` calls the server; ``methods`` is what the
+    server may call back.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        methods: Optional[RpcMethodsBase] = None,
+        config: Any = None,
+        on_connect: Optional[List[OnConnectCallback]] = None,
+        on_disconnect: Optional[List[OnDisconnectCallback]] = None,
+        on_error: Optional[List[OnErrorCallback]] = None,
+        serializing_socket_cls: Any = None,
+        *,
+        retry_config: Any = _DEFAULT,
+        default_response_timeout: Optional[float] = None,
+        keep_alive: Optional[float] = None,
+        max_consecutive_ping_failures: Optional[int] = None,
+        max_message_size: Optional[int] = None,
+        max_pending_requests: Optional[int] = None,
+        max_connection_duration: Optional[float] = None,
+        **kwargs: Any,
+    ) -> None:
+        # The original library's third positional argument was retry_config.
+        if config is not None and not isinstance(config, WebSocketRpcClientConfig):
+            if retry_config is _DEFAULT:
+                retry_config = config
+            config = None
+        cfg = config or WebSocketRpcClientConfig()
+        connection = cfg.connection
+        if default_response_timeout is not None or max_connection_duration is not None:
+            connection = replace(
+                connection,
+                default_response_timeout=(
+                    connection.default_response_timeout
+                    if default_response_timeout is None
+                    else default_response_timeout
+                ),
+                max_connection_duration=(
+                    connection.max_connection_duration
+                    if max_connection_duration is None
+                    else max_connection_duration
+                ),
+            )
+        backpressure = cfg.backpressure
+        if max_message_size is not None or max_pending_requests is not None:
+            backpressure = RpcBackpressureConfig(
+                max_pending_requests=max_pending_requests or backpressure.max_pending_requests,
+                max_message_size=max_message_size or backpressure.max_message_size,
+                max_send_queue_size=backpressure.max_send_queue_size,
+            )
+        keepalive = cfg.keepalive
+        if keep_alive is not None or max_consecutive_ping_failures is not None:
+            keepalive = RpcKeepaliveConfig(
+                interval=keepalive.interval if keep_alive is None else keep_alive,
+                max_consecutive_failures=max_consecutive_ping_failures or keepalive.max_consecutive_failures,
+                use_protocol_ping=keepalive.use_protocol_ping,
+            )
+        self.config = replace(cfg, connection=connection, backpressure=backpressure, keepalive=keepalive)
+        self.retry_config = self.config.retry if retry_config is _DEFAULT else retry_config
+        self.uri = uri
+        self.methods = methods if methods is not None else RpcMethodsBase()
+        self._on_connect = list(on_connect or ())
+        self._on_disconnect = list(on_disconnect or ())
+        self._on_error = list(on_error or ())
+        if serializing_socket_cls is not None:
+            logger.warning("serializing_socket_cls is ignored: fastwsrpc always speaks JSON-RPC 2.0 JSON")
+        if "extra_headers" in kwargs:  # websockets' legacy name
+            kwargs["additional_headers"] = kwargs.pop("extra_headers")
+        self.connect_kwargs: Dict[str, Any] = {**self.config.websocket_kwargs, **kwargs}
+        self.ws: Optional[ClientConnection] = None
+        self.channel: Optional[RpcChannel] = None
+        self._reader_task: Optional[asyncio.Task] = None
+        self._keepalive_task: Optional[asyncio.Task] = None
+
+    # ------------------------------------------------------------ connect
+    def _websockets_kwargs(self) -> Dict[str, Any]:
+        ws_cfg = self.config.websocket
+        options: Dict[str, Any] = {
+            "max_size": self.config.backpressure.max_message_size,
+            "compression": "deflate" if ws_cfg.compression else None,
+        }
+        if ws_cfg.subprotocols:
+            options["subprotocols"] = list(ws_cfg.subprotocols)
+        if ws_cfg.ping_timeout is not None:
+            options["ping_timeout"] = ws_cfg.ping_timeout
+        options.update(self.connect_kwargs)
+        return options
+
+    async def __connect__(self) -> WebSocketRpcClient:
+        """Open the connection, retrying transient failures with tenacity."""
+        options = self._websockets_kwargs()
+        ws: Optional[ClientConnection] = None
+        async for attempt in _retrying(self.retry_config):
+            with attempt:
+                ws = await connect(self.uri, **options)
+        assert ws is not None
+        self.ws = ws
+        connection = self.config.connection
+        self.channel = RpcChannel(
+            self.methods,
+            WebsocketsTransport(ws),
+            default_response_timeout=connection.default_response_timeout,
+            max_pending_requests=self.config.backpressure.max_pending_requests,
+            max_connection_duration=connection.max_connection_duration,
+            max_message_size=self.config.backpressure.max_message_size,
+            debug_config=connection.debug,
+            subprotocol=ws.subprotocol,
+            connect_callbacks=self._on_connect,
+            disconnect_callbacks=self._on_disconnect,
+            error_callbacks=self._on_error,
+        )
+        self._reader_task = asyncio.get_running_loop().create_task(self.channel.run())
+        await self.channel.on_connect()
+        if self.config.keepalive.enabled:
+            self._keepalive_task = asyncio.get_running_loop().create_task(self._keepalive())
+        return self
+
+    async def __aenter__(self) -> WebSocketRpcClient:
+        return await self.__connect__()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection; pending calls fail with RpcChannelClosedError."""
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            self._keepalive_task = None
+        if self.channel is not None:
+            await self.channel.close()
+        if self._reader_task is not None:
+            try:
+                await self._reader_task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    # ----------------------------------------------------------- keepalive
+    async def _keepalive(self) -> None:
+        """Ping every ``interval``; close after ``max_failures`` misses in a row."""
+        cfg = self.config.keepalive
+        failures = 0
+        channel, ws = self.channel, self.ws
+        assert channel is not None and ws is not None
+        while not channel.is_closed():
+            await asyncio.sleep(cfg.interval)
+            try:
+                if cfg.use_protocol_ping:
+                    pong = await ws.ping()
+                    await asyncio.wait_for(pong, cfg.interval)
+                else:
+                    await channel.call("ping", timeout=cfg.interval)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                logger.warning("keepalive ping %d/%d failed: %r", failures, cfg.max_consecutive_failures, exc)
+                if failures >= cfg.max_consecutive_failures:
+                    await channel.close(CLOSE_INTERNAL_ERROR, "keepalive failed")
+                    return
+
+    # ------------------------------------------------------------- calls
+    def _require_channel(self) -> RpcChannel:
+        if self.channel is None:
+            raise RpcInvalidStateError(
+                "the client is not connected: use 'async with WebSocketRpcClient(...) as client:' "
+                "(or await client.__connect__()) before calling"
+            )
+        return self.channel
+
+    @property
+    def other(self) -> RpcCaller:
+        return self._require_channel().other
+
+    async def call(self, name: str, args: Params = None, timeout: Any = _DEFAULT) -> Response:
+        channel = self._require_channel()
+        if timeout is _DEFAULT:
+            return await channel.call(name, args)
+        return await channel.call(name, args, timeout=timeout)
+
+    async def notify(self, name: str, args: Params = None) -> None:
+        await self._require_channel().notify(name, args)
+
+    async def call_batch(self, calls: Iterable[BatchCall], timeout: Any = _DEFAULT) -> List[Response]:
+        channel = self._require_channel()
+        if timeout is _DEFAULT:
+            return await channel.call_batch(calls)
+        return await channel.call_batch(calls, timeout=timeout)
+
+    async def ping(self) -> Response:
+        return await self._require_channel().call("ping")
+
+    async def wait_on_rpc_ready(self) -> None:
+        """Kept for compatibility: the channel is ready as soon as ``__aenter__`` returns."""
+        self._require_channel()
+
+    async def wait_on_reader(self) -> None:
+        """Wait until the connection ends."""
+        if self._reader_task is not None:
+            try:
+                await self._reader_task
+            except asyncio.CancelledError:
+                pass
+
+    @property
+    def is_connected(self) -> bool:
+        return self.channel is not None and not self.channel.is_closed()
+
+    @property
+    def close_code(self) -> Optional[int]:
+        return self.ws.close_code if self.ws is not None else None
+
+    @property
+    def close_reason(self) -> Optional[str]:
+        return self.ws.close_reason if self.ws is not None else None

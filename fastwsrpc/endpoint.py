@@ -1,0 +1,191 @@
+"""WebSocketRpcEndpoint: the FastAPI/Starlette adapter of the server side.
+
+One channel per connection. FastAPI ``dependencies`` on the route run before the
+connection is accepted, so they can refuse it (raise
+``WebSocketException(code=status.WS_1008_POLICY_VIOLATION)``; the client then
+sees the handshake fail with HTTP 403).
+
+The ``jsonrpc2.0`` subprotocol is accepted when the client offers it; a client
+that offers none gets none (RFC 6455 forbids answering one that was not
+offered), which is what plain JSON-RPC clients of other languages expect.
+
+Server-side liveness: Starlette cannot send WebSocket pings itself; uvicorn
+does, with its ``ws_ping_interval`` / ``ws_ping_timeout`` settings, and clients
+may also call the RPC ``ping`` method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from enum import Enum
+from typing import Any, List, Optional, Sequence, Union
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .channel import OnConnectCallback, OnDisconnectCallback, OnErrorCallback, RpcChannel
+from .config import JSONRPC_SUBPROTOCOL, RpcConnectionConfig, RpcDebugConfig
+from .logger import get_logger
+from .methods import RpcMethodsBase
+from .transport import CLOSE_NORMAL, TransportClosed
+
+logger = get_logger("endpoint")
+
+_SEND_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)
+
+
+class WebSocketFrameType(str, Enum):
+    Text = "text"
+    Binary = "binary"
+
+
+class StarletteTransport:
+    """A Starlette ``WebSocket`` as a :class:`~fastwsrpc.transport.Transport`."""
+
+    __slots__ = ("websocket", "_ws_send", "_ws_receive", "_binary")
+
+    def __init__(self, websocket: WebSocket, binary: bool = False) -> None:
+        self.websocket = websocket
+        self._ws_send = websocket.send
+        self._ws_receive = websocket.receive
+        self._binary = binary
+
+    async def send(self, data: bytes) -> None:
+        message = (
+            {"type": "websocket.send", "bytes": data}
+            if self._binary
+            else {"type": "websocket.send", "text": data.decode()}
+        )
+        try:
+            await self._ws_send(message)
+        except _SEND_ERRORS as exc:
+            raise TransportClosed(getattr(exc, "code", 1006), str(exc)) from exc
+
+    async def receive(self) -> Union[str, bytes]:
+        try:
+            message = await self._ws_receive()
+        except _SEND_ERRORS as exc:
+            raise TransportClosed(1006, str(exc)) from exc
+        if message["type"] == "websocket.receive":
+            text = message.get("text")
+            return text if text is not None else (message.get("bytes") or b"")
+        raise TransportClosed(message.get("code", 1000), message.get("reason") or "")
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        try:
+            await self.websocket.close(code, reason)
+        except _SEND_ERRORS:
+            pass
+
+
+class ConnectionManager:
+    """Keeps the list of open connections (as ``fastapi-ws-rpc`` does)."""
+
+    def __init__(self) -> None:
+        self.active_connections: List[WebSocket] = []
+
+    async def connect(self, websocket: WebSocket, subprotocol: Optional[str] = None) -> None:
+        await websocket.accept(subprotocol=subprotocol)
+        self.active_connections.append(websocket)
+
+    def disconnect(self, websocket: WebSocket) -> None:
+        if websocket in self.active_connections:
+            self.active_connections.remove(websocket)
+
+
+class WebSocketRpcEndpoint:
+    """Serves an ``RpcMethodsBase`` over WebSocket on a FastAPI app or router.
+
+    The keyword arguments are those of ``fastapi-ws-rpc`` 1.x; the limits default
+    to the project page's (10 MB messages, 1000 calls in flight per connection).
+    """
+
+    def __init__(
+        self,
+        methods: Optional[RpcMethodsBase] = None,
+        manager: Optional[ConnectionManager] = None,
+        on_disconnect: Optional[List[OnDisconnectCallback]] = None,
+        on_connect: Optional[List[OnConnectCallback]] = None,
+        frame_type: WebSocketFrameType = WebSocketFrameType.Text,
+        serializing_socket_cls: Any = None,
+        rpc_channel_get_remote_id: bool = False,
+        max_message_size: Optional[int] = None,
+        max_pending_requests: Optional[int] = None,
+        max_connection_duration: Optional[float] = None,
+        connection_config: Optional[RpcConnectionConfig] = None,
+        on_error: Optional[List[OnErrorCallback]] = None,
+        default_response_timeout: Optional[float] = None,
+        debug_mode: Optional[bool] = None,
+        subprotocols: Sequence[str] = (JSONRPC_SUBPROTOCOL,),
+    ) -> None:
+        self.manager = manager if manager is not None else ConnectionManager()
+        self.methods = methods if methods is not None else RpcMethodsBase()
+        self._on_connect = list(on_connect or ())
+        self._on_disconnect = list(on_disconnect or ())
+        self._on_error = list(on_error or ())
+        self._binary = frame_type == WebSocketFrameType.Binary
+        if serializing_socket_cls is not None:
+            logger.warning("serializing_socket_cls is ignored: fastwsrpc always speaks JSON-RPC 2.0 JSON")
+        self._rpc_channel_get_remote_id = rpc_channel_get_remote_id
+        config = connection_config or RpcConnectionConfig(max_connection_duration=max_connection_duration)
+        self.connection_config = config
+        self.max_message_size = max_message_size
+        self.max_pending_requests = max_pending_requests
+        self.max_connection_duration = (
+            config.max_connection_duration if max_connection_duration is None else max_connection_duration
+        )
+        self.default_response_timeout = (
+            config.default_response_timeout if default_response_timeout is None else default_response_timeout
+        )
+        self.debug_config = (
+            config.debug if debug_mode is None else RpcDebugConfig(debug_mode=debug_mode)
+        )
+        self.subprotocols = tuple(subprotocols)
+
+    def _choose_subprotocol(self, websocket: WebSocket) -> Optional[str]:
+        offered = websocket.scope.get("subprotocols") or ()
+        for name in self.subprotocols:
+            if name in offered:
+                return name
+        return None
+
+    async def main_loop(self, websocket: WebSocket, client_id: Optional[str] = None, **kwargs: Any) -> None:
+        """Accept the connection and serve it until it ends.
+
+        Use it from your own route when you need path parameters:
+        ``@app.websocket("/ws/{client_id}")`` then ``await endpoint.main_loop(websocket, client_id)``.
+        Extra keyword arguments land in ``channel.context``.
+        """
+        subprotocol = self._choose_subprotocol(websocket)
+        await self.manager.connect(websocket, subprotocol)
+        transport = StarletteTransport(websocket, binary=self._binary)
+        if client_id is not None:
+            kwargs.setdefault("client_id", client_id)
+        channel = RpcChannel(
+            self.methods,
+            transport,
+            default_response_timeout=self.default_response_timeout,
+            max_pending_requests=self.max_pending_requests,
+            max_connection_duration=self.max_connection_duration,
+            max_message_size=self.max_message_size,
+            debug_config=self.debug_config,
+            subprotocol=subprotocol,
+            connect_callbacks=self._on_connect,
+            disconnect_callbacks=self._on_disconnect,
+            error_callbacks=self._on_error,
+            **kwargs,
+        )
+        try:
+            await channel.on_connect()
+            await channel.run()
+        except asyncio.CancelledError:
+            raise
+        finally:
+            self.manager.disconnect(websocket)
+
+    def register_route(self, router: Any, path: str = "/ws", dependencies: Optional[Sequence[Any]] = None) -> None:
+        """Add this endpoint as a WebSocket route of ``router`` (a FastAPI app or APIRouter)."""
+
+        async def websocket_endpoint(websocket: WebSocket) -> None:
+            await self.main_loop(websocket)
+
+        router.add_api_websocket_route(path, websocket_endpoint, dependencies=dependencies)

@@ -1,0 +1,141 @@
+"""Exceptions, and their mapping to and from JSON-RPC 2.0 error codes.
+
+The names are those of ``fastapi-ws-rpc`` 1.x so that ``except`` clauses written
+against it keep working. On top of them, every error that arrives from the other
+side is a :class:`RemoteValueError` carrying the remote ``code``, ``message`` and
+``data``; the standard codes get a subclass each, so callers can catch exactly
+what they care about.
+
+A method may raise any of the remote error classes itself (for example
+``raise RemoteValueError("insufficient funds", code=-32010)``): the other side
+then receives that code and message, and raises the same class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from enum import IntEnum
+from typing import Any, Optional
+
+
+class JsonRpcErrorCode(IntEnum):
+    """The error codes fixed by the JSON-RPC 2.0 specification."""
+
+    PARSE_ERROR = -32700
+    INVALID_REQUEST = -32600
+    METHOD_NOT_FOUND = -32601
+    INVALID_PARAMS = -32602
+    INTERNAL_ERROR = -32603
+    #: The first of the range reserved for implementation-defined server errors.
+    SERVER_ERROR = -32000
+    #: Our choice inside -32000..-32099: the peer has too many calls in flight.
+    SERVER_OVERLOADED = -32001
+
+
+class RpcError(Exception):
+    """Base of every exception this library raises."""
+
+
+class RpcChannelClosedError(RpcError):
+    """The channel is closed, or closed while the call was waiting for its answer."""
+
+
+class RpcInvalidStateError(RpcError):
+    """An operation was attempted in a state that does not allow it (not yet open, closed)."""
+
+
+class RpcNotConnectedError(RpcChannelClosedError, RpcInvalidStateError):
+    """A call was made on a channel that is not open.
+
+    Both an :class:`RpcChannelClosedError` and an :class:`RpcInvalidStateError`,
+    so code that catches either (as ``fastapi-ws-rpc`` users do) sees it.
+    """
+
+
+class RpcMessageTooLargeError(RpcError):
+    """A message is larger than the configured ``max_message_size``."""
+
+
+class RpcBackpressureError(RpcError):
+    """Too many calls are pending on this channel; slow down or raise the limit."""
+
+
+class RpcTimeoutError(RpcError, asyncio.TimeoutError):
+    """No answer arrived within the call's timeout.
+
+    It is also an :class:`asyncio.TimeoutError` because that is what
+    ``fastapi-ws-rpc`` raised, and code written against it catches that.
+    """
+
+
+class RemoteValueError(RpcError):
+    """The other side answered with a JSON-RPC error.
+
+    Raise it (or a subclass) from a method to answer with a chosen code.
+    """
+
+    default_code: int = JsonRpcErrorCode.SERVER_ERROR
+
+    def __init__(
+        self,
+        message: str = "",
+        code: Optional[int] = None,
+        data: Any = None,
+        response: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = int(code) if code is not None else int(self.default_code)
+        self.data = data
+        #: The :class:`~fastwsrpc.protocol.Response` that carried the error, if any.
+        self.response = response
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+
+class RpcParseError(RemoteValueError):
+    default_code = JsonRpcErrorCode.PARSE_ERROR
+
+
+class RpcInvalidRequestError(RemoteValueError):
+    default_code = JsonRpcErrorCode.INVALID_REQUEST
+
+
+class UnknownMethodError(RemoteValueError):
+    """The method does not exist on the other side (-32601)."""
+
+    default_code = JsonRpcErrorCode.METHOD_NOT_FOUND
+
+
+class RpcInvalidParamsError(RemoteValueError):
+    default_code = JsonRpcErrorCode.INVALID_PARAMS
+
+
+class RpcInternalError(RemoteValueError):
+    default_code = JsonRpcErrorCode.INTERNAL_ERROR
+
+
+class RpcServerOverloadedError(RemoteValueError):
+    """The other side refused the call because it has too many in flight (-32001)."""
+
+    default_code = JsonRpcErrorCode.SERVER_OVERLOADED
+
+
+_BY_CODE: dict[int, type[RemoteValueError]] = {
+    cls.default_code: cls
+    for cls in (
+        RpcParseError,
+        RpcInvalidRequestError,
+        UnknownMethodError,
+        RpcInvalidParamsError,
+        RpcInternalError,
+        RpcServerOverloadedError,
+    )
+}
+
+
+def error_for_code(code: int, message: str, data: Any = None, response: Any = None) -> RemoteValueError:
+    """Build the exception a caller sees for a remote error with this code."""
+    cls = _BY_CODE.get(code, RemoteValueError)
+    return cls(message, code=code, data=data, response=response)

@@ -1,0 +1,87 @@
+"""Logging modes, as in ``fastapi-ws-rpc``: pick one with :meth:`LoggingConfig.set_mode`
+or the ``WS_RPC_LOGGING`` environment variable (``NO_LOGS``, ``UVICORN``, ``SIMPLE``,
+``LOGURU``).
+
+All loggers live under the ``fastwsrpc`` logger, so the standard ``logging``
+configuration of an application can also override everything. The per-message
+path logs only behind ``isEnabledFor`` checks, so no string is built unless
+debug logging is on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from enum import Enum
+from typing import Optional
+
+ENV_VAR = "WS_RPC_LOGGING"
+ROOT_LOGGER = "fastwsrpc"
+
+
+class LoggingModes(Enum):
+    NO_LOGS = 0
+    UVICORN = 1
+    SIMPLE = 2
+    LOGURU = 3
+
+
+class _LoguruHandler(logging.Handler):
+    """Forwards standard records to loguru, for applications that log through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - needs loguru
+        from loguru import logger as loguru_logger
+
+        loguru_logger.opt(depth=6, exception=record.exc_info).log(record.levelname, record.getMessage())
+
+
+class LoggingConfig:
+    def __init__(self) -> None:
+        self._mode: Optional[LoggingModes] = None
+
+    def get_mode(self) -> LoggingModes:
+        if self._mode is None:
+            name = os.environ.get(ENV_VAR, "SIMPLE").upper()
+            self._mode = LoggingModes.__members__.get(name, LoggingModes.SIMPLE)
+        return self._mode
+
+    def set_mode(self, mode: LoggingModes = LoggingModes.SIMPLE, level: int = logging.INFO) -> None:
+        """Route the library's logs: nowhere, like uvicorn, plainly, or through loguru."""
+        self._mode = mode
+        root = logging.getLogger(ROOT_LOGGER)
+        for handler in list(root.handlers):
+            if getattr(handler, "_fastwsrpc", False):
+                root.removeHandler(handler)
+        handler: Optional[logging.Handler] = None
+        if mode is LoggingModes.NO_LOGS:
+            root.propagate = False
+            root.setLevel(logging.CRITICAL + 1)
+            return
+        root.setLevel(level)
+        if mode is LoggingModes.UVICORN:
+            handler = logging.StreamHandler()
+            try:
+                from uvicorn.logging import DefaultFormatter
+
+                handler.setFormatter(DefaultFormatter("%(levelprefix)s %(asctime)s %(message)s"))
+            except ImportError:  # pragma: no cover - uvicorn is a dependency of the server side
+                handler.setFormatter(logging.Formatter("%(levelname)s %(asctime)s %(message)s"))
+            root.propagate = False
+        elif mode is LoggingModes.LOGURU:
+            handler = _LoguruHandler()
+            root.propagate = False
+        else:
+            root.propagate = True
+        if handler is not None:
+            handler._fastwsrpc = True  # type: ignore[attr-defined]
+            root.addHandler(handler)
+
+
+logging_config = LoggingConfig()
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A logger under ``fastwsrpc``; the mode from ``WS_RPC_LOGGING`` is applied on first use."""
+    if logging_config._mode is None and os.environ.get(ENV_VAR):
+        logging_config.set_mode(logging_config.get_mode())
+    return logging.getLogger(f"{ROOT_LOGGER}.{name}")
