@@ -1,0 +1,120 @@
+"""The methods and the FastAPI app the end-to-end tests talk to."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any, Dict, List
+
+import msgspec
+import pydantic
+from fastapi import Depends, FastAPI, WebSocket, WebSocketException, status
+
+from fastwsrpc import NoResponse, RemoteValueError, RpcUtilityMethods, WebSocketRpcEndpoint
+
+#: What notifications delivered, by key, so a test can see them arrive.
+RECORDED: Dict[str, List[Any]] = {}
+#: Server-side handlers that saw CancelledError, by key.
+CANCELLED: Dict[str, int] = {}
+
+
+class User(pydantic.BaseModel):
+    name: str
+    tags: List[str]
+
+
+class Point(msgspec.Struct):
+    x: int
+    y: int
+
+
+@dataclasses.dataclass
+class Box:
+    width: float
+    height: float
+
+
+class ServerMethods(RpcUtilityMethods):
+    async def add(self, a: int, b: int) -> int:
+        return a + b
+
+    async def concat(self, a: str = "", b: str = "") -> str:
+        return a + b
+
+    async def subtract(self, minuend: float, subtrahend: float) -> float:
+        return minuend - subtrahend
+
+    async def sleep(self, seconds: float, key: str = "") -> float:
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            CANCELLED[key] = CANCELLED.get(key, 0) + 1
+            raise
+        return seconds
+
+    async def fail(self) -> None:
+        raise ValueError("secret detail")
+
+    async def fail_with_code(self, code: int, message: str) -> None:
+        raise RemoteValueError(message, code=code, data={"hint": "custom"})
+
+    async def record(self, key: str, value: Any = None) -> None:
+        RECORDED.setdefault(key, []).append(value)
+
+    async def recorded(self, key: str) -> List[Any]:
+        return RECORDED.get(key, [])
+
+    async def nested(self, depth: int) -> List[str]:
+        """Ping-pong between the two sides ``depth`` times, each side adding its name."""
+        if depth <= 0:
+            return ["server"]
+        assert self.channel is not None
+        response = await self.channel.other.nested(depth=depth - 1)
+        return ["server", *response.result]
+
+    async def call_client(self, method: str, params: Any = None) -> Any:
+        assert self.channel is not None
+        response = await self.channel.call(method, params)
+        return response.result
+
+    async def user(self) -> User:
+        return User(name="ada", tags=["x", "y"])
+
+    async def point(self) -> Point:
+        return Point(1, 2)
+
+    async def box(self) -> Box:
+        return Box(1.5, 2.0)
+
+    async def nothing(self) -> None:
+        return None
+
+    async def silent(self) -> Any:
+        return NoResponse
+
+    async def unencodable(self) -> Any:
+        return object()
+
+    async def _private(self) -> str:
+        return "never"
+
+    def not_async(self) -> str:
+        return "never"
+
+    async def big(self, size: int) -> str:
+        return "x" * size
+
+
+def require_token(websocket: WebSocket) -> None:
+    if websocket.headers.get("x-token") != "let-me-in":
+        raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason="bad token")
+
+
+def make_app(**endpoint_kwargs: Any) -> FastAPI:
+    app = FastAPI()
+    WebSocketRpcEndpoint(ServerMethods(), **endpoint_kwargs).register_route(app, "/ws")
+    WebSocketRpcEndpoint(ServerMethods(), **endpoint_kwargs).register_route(
+        app, "/secure", dependencies=[Depends(require_token)]
+    )
+    WebSocketRpcEndpoint(ServerMethods(), max_message_size=4096).register_route(app, "/small")
+    return app
