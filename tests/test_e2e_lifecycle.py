@@ -1,0 +1,167 @@
+"""Connections coming and going: callbacks, server shutdown, refusals, first-connect retry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, List
+
+import pytest
+from fastapi import FastAPI
+from websockets.exceptions import InvalidStatus
+
+from fastwsrpc import (
+    LoggingModes,
+    RpcChannel,
+    RpcChannelClosedError,
+    RpcKeepaliveConfig,
+    RpcMethodsBase,
+    RpcRetryConfig,
+    WebSocketRpcClient,
+    WebSocketRpcClientConfig,
+    WebSocketRpcEndpoint,
+    logging_config,
+)
+
+from .app import ServerMethods, make_app
+from .support import ServerThread, eventually
+
+
+class Greeter(RpcMethodsBase):
+    def __init__(self) -> None:
+        super().__init__()
+        self.greetings: List[str] = []
+
+    async def greet(self, name: str) -> str:
+        self.greetings.append(name)
+        return f"hello {name}"
+
+
+async def test_server_on_connect_calls_the_client_and_on_disconnect_fires() -> None:
+    seen: List[Any] = []
+    gone = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def on_connect(channel: RpcChannel) -> None:
+        response = await channel.other.greet(name="from-server")
+        seen.append(response.result)
+
+    async def on_disconnect(channel: RpcChannel) -> None:
+        loop.call_soon_threadsafe(gone.set)
+
+    app = FastAPI()
+    WebSocketRpcEndpoint(ServerMethods(), on_connect=[on_connect], on_disconnect=[on_disconnect]).register_route(
+        app, "/ws"
+    )
+    client_events: List[str] = []
+
+    async def client_connected(channel: RpcChannel) -> None:
+        client_events.append("connect")
+
+    async def client_disconnected(channel: RpcChannel) -> None:
+        client_events.append("disconnect")
+
+    with ServerThread(app) as srv:
+        async with WebSocketRpcClient(
+            srv.url(), Greeter(), on_connect=[client_connected], on_disconnect=[client_disconnected]
+        ) as client:
+            await eventually(lambda: seen == ["hello from-server"])
+            assert client.channel.methods.greetings == ["from-server"]
+        await asyncio.wait_for(gone.wait(), 10)
+    assert client_events == ["connect", "disconnect"]
+
+
+async def test_pending_calls_fail_when_the_server_goes_away() -> None:
+    with ServerThread(make_app()) as srv:
+        client = WebSocketRpcClient(srv.url(), RpcMethodsBase())
+        await client.__aenter__()
+        calls = [asyncio.ensure_future(client.other.sleep(seconds=60)) for _ in range(5)]
+        await eventually(lambda: client.channel.pending_count == 5)
+    # server stopped: every pending call fails at once, none hangs
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    assert all(isinstance(r, RpcChannelClosedError) for r in results), results
+    assert client.channel.pending_count == 0 and not client.is_connected
+    with pytest.raises(RpcChannelClosedError):
+        await client.other.add(a=1, b=2)
+    await client.close()
+
+
+async def test_fastapi_dependency_refuses_a_connection_and_the_client_does_not_retry(server: ServerThread) -> None:
+    retry = RpcRetryConfig(max_attempts=5, min_wait=0.01, max_wait=0.02)
+    with pytest.raises(InvalidStatus) as refused:
+        async with WebSocketRpcClient(server.url("/secure"), RpcMethodsBase(), retry_config=retry):
+            pass
+    assert refused.value.response.status_code == 403
+    async with WebSocketRpcClient(
+        server.url("/secure"), RpcMethodsBase(), additional_headers={"x-token": "let-me-in"}
+    ) as client:
+        assert (await client.other.add(a=1, b=1)).result == 2
+    # the original library's spelling of the headers keyword works too
+    async with WebSocketRpcClient(
+        server.url("/secure"), RpcMethodsBase(), extra_headers={"x-token": "let-me-in"}
+    ) as client:
+        assert (await client.other.add(a=2, b=2)).result == 4
+
+
+async def test_first_connect_is_retried_until_the_server_is_up() -> None:
+    srv = ServerThread(make_app())
+    import socket
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    srv.port = probe.getsockname()[1]
+    probe.close()
+    retry = RpcRetryConfig(max_attempts=40, min_wait=0.05, max_wait=0.1)
+    client = WebSocketRpcClient(srv.url(), RpcMethodsBase(), retry_config=retry)
+    connecting = asyncio.ensure_future(client.__aenter__())
+    await asyncio.sleep(0.3)
+    assert not connecting.done()  # nothing listens yet: still retrying
+    await asyncio.get_running_loop().run_in_executor(None, srv.start)
+    try:
+        await asyncio.wait_for(connecting, 20)
+        assert (await client.other.add(a=1, b=2)).result == 3
+        await client.close()
+    finally:
+        srv.stop()
+
+
+async def test_connect_failure_is_raised_when_retries_are_off() -> None:
+    import socket
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with pytest.raises(OSError):
+        async with WebSocketRpcClient(f"ws://127.0.0.1:{port}/ws", RpcMethodsBase(), retry_config=False):
+            pass
+
+
+async def test_project_page_keywords_and_config_objects_are_both_accepted(url: str) -> None:
+    client = WebSocketRpcClient(url, RpcMethodsBase(), keep_alive=5.0, max_consecutive_ping_failures=3)
+    assert client.config.keepalive.interval == 5.0 and client.config.keepalive.max_failures == 3
+    config = WebSocketRpcClientConfig(keepalive=RpcKeepaliveConfig(interval=30.0, use_protocol_ping=True, max_failures=2))
+    assert config.keepalive.max_consecutive_failures == 2
+    assert RpcRetryConfig().max_attempts == 10 and RpcRetryConfig().max_wait == 60.0
+    async with WebSocketRpcClient(url, RpcMethodsBase(), config=WebSocketRpcClientConfig.production_defaults()) as c:
+        assert (await c.other.add(a=1, b=2)).result == 3
+        assert c.channel.default_response_timeout == 30.0
+
+
+async def test_rpc_level_keepalive_keeps_a_healthy_connection(url: str) -> None:
+    config = WebSocketRpcClientConfig(keepalive=RpcKeepaliveConfig(interval=0.05, use_protocol_ping=False))
+    async with WebSocketRpcClient(url, RpcMethodsBase(), config=config) as client:
+        await asyncio.sleep(0.3)
+        assert client.is_connected
+        assert (await client.other.add(a=1, b=2)).result == 3
+
+
+async def test_logging_modes(caplog: Any, monkeypatch: Any) -> None:
+    logging_config.set_mode(LoggingModes.NO_LOGS)
+    assert logging.getLogger("fastwsrpc").level > logging.CRITICAL
+    logging_config.set_mode(LoggingModes.UVICORN)
+    root = logging.getLogger("fastwsrpc")
+    assert any(getattr(h, "_fastwsrpc", False) for h in root.handlers)
+    logging_config.set_mode(LoggingModes.SIMPLE)
+    assert root.propagate and not any(getattr(h, "_fastwsrpc", False) for h in root.handlers)
+    assert logging_config.get_mode() is LoggingModes.SIMPLE
