@@ -4,7 +4,7 @@ Run: python examples/bidirectional_server.py --port 9000
 """
 
 import argparse
-from typing import List
+from typing import List, Optional
 
 import uvicorn
 from fastapi import FastAPI
@@ -38,7 +38,7 @@ app = FastAPI()
 WebSocketRpcEndpoint(Calculator(), on_connect=[on_connect]).register_route(app, "/ws")
 
 
-def main(argv: List[str] = None) -> None:  # type: ignore[assignment]
+def main(argv: Optional[List[str]] = None) -> None:  # type: ignore[assignment]
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=9000)
     args = parser.parse_args(argv)

@@ -87,9 +87,7 @@ def _classify_one(obj: Any) -> Message:
             return Invalid(call_id, INVALID_REQUEST, "Invalid Request: method must be a string")
         params = obj.get("params")
         if params is not None and type(params) is not dict and type(params) is not list:
-            return Invalid(
-                call_id, INVALID_REQUEST, "Invalid Request: params must be an object or an array"
-            )
+            return Invalid(call_id, INVALID_REQUEST, "Invalid Request: params must be an object or an array")
         if has_id:
             return Request(method, params, call_id)
         return Notification(method, params)

@@ -22,6 +22,7 @@ from typing import (
     Any,
     Awaitable,
     Callable,
+    Coroutine,
     Dict,
     Iterable,
     List,
@@ -36,7 +37,12 @@ from typing import (
 import msgspec
 
 from . import _accel
-from .config import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_PENDING_REQUESTS, DEFAULT_PROMISE_TTL, RpcDebugConfig
+from .config import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_PENDING_REQUESTS,
+    DEFAULT_PROMISE_TTL,
+    RpcDebugConfig,
+)
 from .errors import (
     JsonRpcErrorCode,
     RemoteValueError,
@@ -80,7 +86,7 @@ _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 class RpcPromise:
     """An outgoing call started with :meth:`RpcChannel.async_call`; await :meth:`wait`."""
 
-    __slots__ = ("call_id", "_future")
+    __slots__ = ("_future", "call_id")
 
     def __init__(self, call_id: Any, future: asyncio.Future) -> None:
         self.call_id = call_id
@@ -105,9 +111,7 @@ class _RemoteMethod:
     def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Response]:
         if args:
             if kwargs:
-                raise TypeError(
-                    f"{self._name}(): JSON-RPC params are either positional or named, not both"
-                )
+                raise TypeError(f"{self._name}(): JSON-RPC params are either positional or named, not both")
             return self._channel.call(self._name, list(args))
         return self._channel.call(self._name, kwargs if kwargs else None)
 
@@ -201,9 +205,7 @@ class RpcChannel:
         self._started_at = self._loop.time()
         self._duration_handle: Optional[asyncio.TimerHandle] = None
         if max_connection_duration:
-            self._duration_handle = self._loop.call_later(
-                max_connection_duration, self._on_max_duration
-            )
+            self._duration_handle = self._loop.call_later(max_connection_duration, self._on_max_duration)
         self.other = RpcCaller(self)
         self._context: Dict[str, Any] = dict(kwargs)
 
@@ -528,9 +530,7 @@ class RpcChannel:
         except TransportClosed as exc:
             raise RpcChannelClosedError(f"notification {name!r} not sent: {exc}") from exc
 
-    async def call_batch(
-        self, calls: Iterable[BatchCall], timeout: Any = _DEFAULT
-    ) -> List[Response]:
+    async def call_batch(self, calls: Iterable[BatchCall], timeout: Any = _DEFAULT) -> List[Response]:
         """Send several calls in one frame; answer their responses in the order given.
 
         Items are ``(method, params)``, ``(method, params, True)`` for a
@@ -550,7 +550,11 @@ class RpcChannel:
         try:
             for item in calls:
                 if isinstance(item, Mapping):
-                    name, params, is_note = item["method"], item.get("params"), item.get("notification", False)
+                    name, params, is_note = (
+                        item["method"],
+                        item.get("params"),
+                        item.get("notification", False),
+                    )
                 else:
                     name, params = item[0], item[1] if len(item) > 1 else None
                     is_note = bool(item[2]) if len(item) > 2 else False
@@ -616,13 +620,13 @@ class RpcChannel:
         await self._fire_disconnect()
 
     # ------------------------------------------------------------ helpers
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = self._loop.create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _spawn_untracked(self, coro: Awaitable[Any]) -> None:
-        task = self._loop.create_task(coro)  # type: ignore[arg-type]
+    def _spawn_untracked(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = self._loop.create_task(coro)
         _background.add(task)
         task.add_done_callback(_background.discard)
 

@@ -31,7 +31,6 @@ from .channel import (
 )
 from .config import (
     RpcBackpressureConfig,
-    RpcConnectionConfig,
     RpcKeepaliveConfig,
     RpcRetryConfig,
     WebSocketRpcClientConfig,

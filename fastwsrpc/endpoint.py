@@ -41,7 +41,7 @@ class WebSocketFrameType(str, Enum):
 class StarletteTransport:
     """A Starlette ``WebSocket`` as a :class:`~fastwsrpc.transport.Transport`."""
 
-    __slots__ = ("websocket", "_ws_send", "_ws_receive", "_binary")
+    __slots__ = ("_binary", "_ws_receive", "_ws_send", "websocket")
 
     def __init__(self, websocket: WebSocket, binary: bool = False) -> None:
         self.websocket = websocket
@@ -136,9 +136,7 @@ class WebSocketRpcEndpoint:
         self.default_response_timeout = (
             config.default_response_timeout if default_response_timeout is None else default_response_timeout
         )
-        self.debug_config = (
-            config.debug if debug_mode is None else RpcDebugConfig(debug_mode=debug_mode)
-        )
+        self.debug_config = config.debug if debug_mode is None else RpcDebugConfig(debug_mode=debug_mode)
         self.subprotocols = tuple(subprotocols)
 
     def _choose_subprotocol(self, websocket: WebSocket) -> Optional[str]:
@@ -182,7 +180,9 @@ class WebSocketRpcEndpoint:
         finally:
             self.manager.disconnect(websocket)
 
-    def register_route(self, router: Any, path: str = "/ws", dependencies: Optional[Sequence[Any]] = None) -> None:
+    def register_route(
+        self, router: Any, path: str = "/ws", dependencies: Optional[Sequence[Any]] = None
+    ) -> None:
         """Add this endpoint as a WebSocket route of ``router`` (a FastAPI app or APIRouter)."""
 
         async def websocket_endpoint(websocket: WebSocket) -> None:

@@ -49,9 +49,9 @@ class LoggingConfig:
         """Route the library's logs: nowhere, like uvicorn, plainly, or through loguru."""
         self._mode = mode
         root = logging.getLogger(ROOT_LOGGER)
-        for handler in list(root.handlers):
-            if getattr(handler, "_fastwsrpc", False):
-                root.removeHandler(handler)
+        for old in list(root.handlers):
+            if getattr(old, "_fastwsrpc", False):
+                root.removeHandler(old)
         handler: Optional[logging.Handler] = None
         if mode is LoggingModes.NO_LOGS:
             root.propagate = False

@@ -50,9 +50,9 @@ async def test_server_on_connect_calls_the_client_and_on_disconnect_fires() -> N
         loop.call_soon_threadsafe(gone.set)
 
     app = FastAPI()
-    WebSocketRpcEndpoint(ServerMethods(), on_connect=[on_connect], on_disconnect=[on_disconnect]).register_route(
-        app, "/ws"
-    )
+    WebSocketRpcEndpoint(
+        ServerMethods(), on_connect=[on_connect], on_disconnect=[on_disconnect]
+    ).register_route(app, "/ws")
     client_events: List[str] = []
 
     async def client_connected(channel: RpcChannel) -> None:
@@ -86,7 +86,9 @@ async def test_pending_calls_fail_when_the_server_goes_away() -> None:
     await client.close()
 
 
-async def test_fastapi_dependency_refuses_a_connection_and_the_client_does_not_retry(server: ServerThread) -> None:
+async def test_fastapi_dependency_refuses_a_connection_and_the_client_does_not_retry(
+    server: ServerThread,
+) -> None:
     retry = RpcRetryConfig(max_attempts=5, min_wait=0.01, max_wait=0.02)
     with pytest.raises(InvalidStatus) as refused:
         async with WebSocketRpcClient(server.url("/secure"), RpcMethodsBase(), retry_config=retry):
@@ -140,10 +142,14 @@ async def test_connect_failure_is_raised_when_retries_are_off() -> None:
 async def test_project_page_keywords_and_config_objects_are_both_accepted(url: str) -> None:
     client = WebSocketRpcClient(url, RpcMethodsBase(), keep_alive=5.0, max_consecutive_ping_failures=3)
     assert client.config.keepalive.interval == 5.0 and client.config.keepalive.max_failures == 3
-    config = WebSocketRpcClientConfig(keepalive=RpcKeepaliveConfig(interval=30.0, use_protocol_ping=True, max_failures=2))
+    config = WebSocketRpcClientConfig(
+        keepalive=RpcKeepaliveConfig(interval=30.0, use_protocol_ping=True, max_failures=2)
+    )
     assert config.keepalive.max_consecutive_failures == 2
     assert RpcRetryConfig().max_attempts == 10 and RpcRetryConfig().max_wait == 60.0
-    async with WebSocketRpcClient(url, RpcMethodsBase(), config=WebSocketRpcClientConfig.production_defaults()) as c:
+    async with WebSocketRpcClient(
+        url, RpcMethodsBase(), config=WebSocketRpcClientConfig.production_defaults()
+    ) as c:
         assert (await c.other.add(a=1, b=2)).result == 3
         assert c.channel.default_response_timeout == 30.0
 

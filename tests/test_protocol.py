@@ -60,7 +60,9 @@ def test_null_id_is_a_request_not_a_notification(speedups: Any) -> None:
 
 
 def test_notification(speedups: Any) -> None:
-    assert speedups.decode(b'{"jsonrpc":"2.0","method":"log","params":[1]}', LIMIT) == Notification("log", [1])
+    assert speedups.decode(b'{"jsonrpc":"2.0","method":"log","params":[1]}', LIMIT) == Notification(
+        "log", [1]
+    )
 
 
 def test_responses(speedups: Any) -> None:
@@ -149,7 +151,12 @@ def test_size_counts_utf8_bytes_not_characters(speedups: Any) -> None:
 
 def test_encoders_write_standard_json_rpc() -> None:
     dec = msgspec.json.decode
-    assert dec(encode_request(7, "add", {"a": 1})) == {"jsonrpc": "2.0", "method": "add", "params": {"a": 1}, "id": 7}
+    assert dec(encode_request(7, "add", {"a": 1})) == {
+        "jsonrpc": "2.0",
+        "method": "add",
+        "params": {"a": 1},
+        "id": 7,
+    }
     assert dec(encode_request("x", "ping")) == {"jsonrpc": "2.0", "method": "ping", "id": "x"}
     assert dec(encode_notification("log", [1])) == {"jsonrpc": "2.0", "method": "log", "params": [1]}
     assert dec(encode_result(1, None)) == {"jsonrpc": "2.0", "id": 1, "result": None}
