@@ -12,6 +12,15 @@ from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_DelItem, PyDict
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_GET_LENGTH
 
+
+cdef extern from "Python.h":
+    int PyUnicode_KIND(object o)
+    void* PyUnicode_DATA(object o)
+    Py_UCS4 PyUnicode_READ(int kind, void* data, Py_ssize_t index)
+    bint PyUnicode_IS_ASCII(object o)
+
+from asyncio import InvalidStateError
+
 import msgspec
 
 from fastwsrpc.errors import RpcBackpressureError, RpcMessageTooLargeError, RpcTimeoutError
@@ -25,6 +34,8 @@ from fastwsrpc.protocol import (
     Response,
 )
 
+cdef object _InvalidStateError = InvalidStateError
+cdef double INF = float("inf")
 cdef object _json_decode = msgspec.json.Decoder().decode
 cdef object _DecodeError = msgspec.DecodeError
 cdef object _Request = Request
@@ -54,10 +65,25 @@ cdef int _INVALID_REQUEST = -32600
 cdef int _INTERNAL_ERROR = -32603
 
 
+cdef Py_ssize_t _utf8_size(str text):
+    """UTF-8 size of ``text`` counted from its code points, without encoding it."""
+    cdef Py_ssize_t i, n = PyUnicode_GET_LENGTH(text), size = n
+    cdef int kind = PyUnicode_KIND(text)
+    cdef void* data = PyUnicode_DATA(text)
+    cdef Py_UCS4 ch
+    if PyUnicode_IS_ASCII(text):
+        return n
+    for i in range(n):
+        ch = PyUnicode_READ(kind, data, i)
+        if ch >= 0x80:
+            size += 1 if ch < 0x800 else (2 if ch < 0x10000 else 3)
+    return size
+
+
 cpdef Py_ssize_t frame_size(object frame):
     """Size of a frame in bytes as it travelled (UTF-8 for text)."""
     if type(frame) is str:
-        return len((<str>frame).encode("utf-8", "surrogatepass"))
+        return _utf8_size(<str>frame)
     return len(frame)
 
 
@@ -184,12 +210,14 @@ cpdef object decode(object frame, Py_ssize_t max_size):
 cdef class PendingTable:
     """Outgoing calls waiting for their answer, by id (see the pure twin's docstring)."""
 
-    cdef dict _entries
+    cdef dict _futures
+    cdef dict _deadlines
     cdef long long _next_id
     cdef public Py_ssize_t max_pending
 
     def __init__(self, Py_ssize_t max_pending):
-        self._entries = {}
+        self._futures = {}
+        self._deadlines = {}
         self._next_id = 0
         self.max_pending = max_pending
 
@@ -197,67 +225,87 @@ cdef class PendingTable:
         self._next_id += 1
         return self._next_id
 
-    cpdef add(self, object call_id, object future, double deadline):
-        cdef Py_ssize_t n = PyDict_Size(self._entries)
-        if n >= self.max_pending:
-            raise RpcBackpressureError(
-                f"{n} calls are pending, the limit is {self.max_pending}; "
-                "wait for some to finish or raise max_pending_requests"
-            )
-        if PyDict_GetItem(self._entries, call_id) != NULL:
+    cdef object _full(self):
+        return RpcBackpressureError(
+            f"{PyDict_Size(self._futures)} calls are pending, the limit is {self.max_pending}; "
+            "wait for some to finish or raise max_pending_requests"
+        )
+
+    cpdef long long register(self, object future, double deadline=INF) except? -1:
+        if PyDict_Size(self._futures) >= self.max_pending:
+            raise self._full()
+        self._next_id += 1
+        cdef object call_id = self._next_id
+        PyDict_SetItem(self._futures, call_id, future)
+        if deadline != INF:
+            PyDict_SetItem(self._deadlines, call_id, deadline)
+        return self._next_id
+
+    cpdef add(self, object call_id, object future, double deadline=INF):
+        if PyDict_Size(self._futures) >= self.max_pending:
+            raise self._full()
+        if PyDict_GetItem(self._futures, call_id) != NULL:
             raise ValueError(f"call id {call_id!r} is already pending")
-        PyDict_SetItem(self._entries, call_id, (future, deadline))
+        PyDict_SetItem(self._futures, call_id, future)
+        if deadline != INF:
+            PyDict_SetItem(self._deadlines, call_id, deadline)
 
-    cpdef bint resolve(self, object call_id, object response):
-        cdef PyObject* p = PyDict_GetItem(self._entries, call_id)
+    cdef inline object _pop(self, object call_id):
+        cdef PyObject* p = PyDict_GetItem(self._futures, call_id)
         if p == NULL:
+            return None
+        future = <object>p
+        PyDict_DelItem(self._futures, call_id)
+        if PyDict_Size(self._deadlines) and PyDict_GetItem(self._deadlines, call_id) != NULL:
+            PyDict_DelItem(self._deadlines, call_id)
+        return future
+
+    cpdef bint resolve(self, object call_id, object response) except -1:
+        future = self._pop(call_id)
+        if future is None:
             return False
-        future = (<tuple>p)[0]
-        PyDict_DelItem(self._entries, call_id)
-        if not future.done():
+        try:
             future.set_result(response)
+        except _InvalidStateError:
+            pass
         return True
 
-    cpdef bint fail(self, object call_id, object exc):
-        cdef PyObject* p = PyDict_GetItem(self._entries, call_id)
-        if p == NULL:
+    cpdef bint fail(self, object call_id, object exc) except -1:
+        future = self._pop(call_id)
+        if future is None:
             return False
-        future = (<tuple>p)[0]
-        PyDict_DelItem(self._entries, call_id)
-        if not future.done():
+        try:
             future.set_exception(exc)
+        except _InvalidStateError:
+            pass
         return True
 
-    cpdef bint discard(self, object call_id):
-        if PyDict_GetItem(self._entries, call_id) == NULL:
-            return False
-        PyDict_DelItem(self._entries, call_id)
-        return True
+    cpdef bint discard(self, object call_id) except -1:
+        return self._pop(call_id) is not None
 
-    cpdef Py_ssize_t fail_all(self, object make_exc):
-        cdef dict entries = self._entries
-        self._entries = {}
-        for entry in entries.values():
-            future = (<tuple>entry)[0]
+    cpdef Py_ssize_t fail_all(self, object make_exc) except -1:
+        cdef dict futures = self._futures
+        self._futures = {}
+        self._deadlines = {}
+        for future in futures.values():
             if not future.done():
                 future.set_exception(make_exc())
-        return len(entries)
+        return PyDict_Size(futures)
 
     cpdef list expire(self, double now):
         cdef list expired = []
-        cdef tuple entry
-        for cid, value in self._entries.items():
-            entry = <tuple>value
-            if <double>entry[1] <= now:
+        for cid, deadline in self._deadlines.items():
+            if <double>deadline <= now:
                 expired.append(cid)
         for cid in expired:
-            future = (<tuple>self._entries.pop(cid))[0]
+            PyDict_DelItem(self._deadlines, cid)
+            future = self._futures.pop(cid)
             if not future.done():
                 future.set_exception(RpcTimeoutError(f"no answer to call {cid!r} before its deadline"))
         return expired
 
     def __len__(self):
-        return PyDict_Size(self._entries)
+        return PyDict_Size(self._futures)
 
     def __contains__(self, object call_id):
-        return PyDict_GetItem(self._entries, call_id) != NULL
+        return PyDict_GetItem(self._futures, call_id) != NULL

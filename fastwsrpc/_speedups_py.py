@@ -8,7 +8,8 @@ Change one, change the other.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Hashable, List, Tuple, Union
+from asyncio import InvalidStateError
+from typing import Any, Callable, Dict, Hashable, List, Union
 
 import msgspec
 
@@ -31,6 +32,7 @@ _MISSING: Any = object()
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 INTERNAL_ERROR = -32603
+INF = float("inf")
 
 
 def frame_size(frame: Union[str, bytes]) -> int:
@@ -133,15 +135,18 @@ def decode(frame: Union[str, bytes], max_size: int) -> Message:
 class PendingTable:
     """Outgoing calls waiting for their answer, by id.
 
-    Each entry is the caller's future and a deadline (``loop.time()`` based;
-    ``inf`` for none). Every operation is O(1) but ``expire`` and ``fail_all``,
-    which run on a timer and at close; nothing is kept once an entry resolves.
+    Futures by id, and deadlines (``loop.time()`` based) only for entries that
+    have one: a call with a timeout is timed out by its own timer, so most
+    entries carry none and cost one dict slot. Every operation is O(1) but
+    ``expire`` and ``fail_all``, which run on a timer and at close; nothing is
+    kept once an entry resolves.
     """
 
-    __slots__ = ("_entries", "_next_id", "max_pending")
+    __slots__ = ("_deadlines", "_futures", "_next_id", "max_pending")
 
     def __init__(self, max_pending: int) -> None:
-        self._entries: Dict[Hashable, Tuple[Any, float]] = {}
+        self._futures: Dict[Hashable, Any] = {}
+        self._deadlines: Dict[Hashable, float] = {}
         self._next_id = 0
         self.max_pending = max_pending
 
@@ -149,55 +154,83 @@ class PendingTable:
         self._next_id += 1
         return self._next_id
 
-    def add(self, call_id: Hashable, future: Any, deadline: float) -> None:
-        if len(self._entries) >= self.max_pending:
-            raise RpcBackpressureError(
-                f"{len(self._entries)} calls are pending, the limit is {self.max_pending}; "
-                "wait for some to finish or raise max_pending_requests"
-            )
-        if call_id in self._entries:
+    def _full(self) -> RpcBackpressureError:
+        return RpcBackpressureError(
+            f"{len(self._futures)} calls are pending, the limit is {self.max_pending}; "
+            "wait for some to finish or raise max_pending_requests"
+        )
+
+    def register(self, future: Any, deadline: float = INF) -> int:
+        """Allocate the next id and add ``future`` under it: one call per outgoing request."""
+        futures = self._futures
+        if len(futures) >= self.max_pending:
+            raise self._full()
+        self._next_id += 1
+        call_id = self._next_id
+        futures[call_id] = future
+        if deadline != INF:
+            self._deadlines[call_id] = deadline
+        return call_id
+
+    def add(self, call_id: Hashable, future: Any, deadline: float = INF) -> None:
+        """Add ``future`` under an id chosen by the caller (``async_call(call_id=...)``)."""
+        if len(self._futures) >= self.max_pending:
+            raise self._full()
+        if call_id in self._futures:
             raise ValueError(f"call id {call_id!r} is already pending")
-        self._entries[call_id] = (future, deadline)
+        self._futures[call_id] = future
+        if deadline != INF:
+            self._deadlines[call_id] = deadline
 
     def resolve(self, call_id: Hashable, response: Any) -> bool:
-        entry = self._entries.pop(call_id, None)
-        if entry is None:
+        future = self._futures.pop(call_id, None)
+        if future is None:
             return False
-        future = entry[0]
-        if not future.done():
+        if self._deadlines:
+            self._deadlines.pop(call_id, None)
+        try:
             future.set_result(response)
+        except InvalidStateError:  # the waiter was cancelled meanwhile
+            pass
         return True
 
     def fail(self, call_id: Hashable, exc: BaseException) -> bool:
-        entry = self._entries.pop(call_id, None)
-        if entry is None:
+        future = self._futures.pop(call_id, None)
+        if future is None:
             return False
-        future = entry[0]
-        if not future.done():
+        if self._deadlines:
+            self._deadlines.pop(call_id, None)
+        try:
             future.set_exception(exc)
+        except InvalidStateError:
+            pass
         return True
 
     def discard(self, call_id: Hashable) -> bool:
-        return self._entries.pop(call_id, None) is not None
+        if self._deadlines:
+            self._deadlines.pop(call_id, None)
+        return self._futures.pop(call_id, None) is not None
 
     def fail_all(self, make_exc: Callable[[], BaseException]) -> int:
-        entries = self._entries
-        self._entries = {}
-        for future, _ in entries.values():
+        futures = self._futures
+        self._futures = {}
+        self._deadlines = {}
+        for future in futures.values():
             if not future.done():
                 future.set_exception(make_exc())
-        return len(entries)
+        return len(futures)
 
     def expire(self, now: float) -> List[Hashable]:
-        expired = [cid for cid, (_, deadline) in self._entries.items() if deadline <= now]
+        expired = [cid for cid, deadline in self._deadlines.items() if deadline <= now]
         for cid in expired:
-            future = self._entries.pop(cid)[0]
+            del self._deadlines[cid]
+            future = self._futures.pop(cid)
             if not future.done():
                 future.set_exception(RpcTimeoutError(f"no answer to call {cid!r} before its deadline"))
         return expired
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._futures)
 
     def __contains__(self, call_id: object) -> bool:
-        return call_id in self._entries
+        return call_id in self._futures

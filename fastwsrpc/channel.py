@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import math
 import uuid
 from typing import (
     Any,
@@ -452,9 +451,8 @@ class RpcChannel:
             timeout = self.default_response_timeout
         loop = self._loop
         pending = self._pending
-        call_id = pending.next_id()
         future = loop.create_future()
-        pending.add(call_id, future, loop.time() + timeout if timeout else math.inf)
+        call_id = pending.register(future)  # its timeout is the timer below, not a table deadline
         try:
             await self._send(encode_request(call_id, name, args))
         except BaseException as exc:
@@ -488,10 +486,12 @@ class RpcChannel:
         """
         self._check_open()
         loop = self._loop
-        if call_id is None:
-            call_id = self._pending.next_id()
         future = loop.create_future()
-        self._pending.add(call_id, future, loop.time() + self.promise_ttl)
+        deadline = loop.time() + self.promise_ttl
+        if call_id is None:
+            call_id = self._pending.register(future, deadline)
+        else:
+            self._pending.add(call_id, future, deadline)
         promise = RpcPromise(call_id, future)
         key = str(call_id)
         self._saved[key] = promise
@@ -546,7 +546,6 @@ class RpcChannel:
         pending = self._pending
         parts: List[bytes] = []
         calls_made: List[Tuple[Any, asyncio.Future]] = []
-        deadline = loop.time() + timeout if timeout else math.inf
         try:
             for item in calls:
                 if isinstance(item, Mapping):
@@ -561,9 +560,8 @@ class RpcChannel:
                 if is_note:
                     parts.append(encode_notification(name, params))
                     continue
-                call_id = pending.next_id()
                 future = loop.create_future()
-                pending.add(call_id, future, deadline)
+                call_id = pending.register(future)
                 calls_made.append((call_id, future))
                 parts.append(encode_request(call_id, name, params))
             if not parts:

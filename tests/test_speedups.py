@@ -103,6 +103,19 @@ async def test_table_resolves_by_id_and_keeps_nothing(speedups: Any) -> None:
     assert table.resolve(99, "nobody") is False
 
 
+async def test_table_register_allocates_ids(speedups: Any) -> None:
+    loop = asyncio.get_running_loop()
+    table = speedups.PendingTable(2)
+    first, second = loop.create_future(), loop.create_future()
+    assert table.register(first) == 1
+    assert table.register(second, 5.0) == 2
+    with pytest.raises(RpcBackpressureError):
+        table.register(loop.create_future())
+    assert table.expire(4.0) == [] and table.expire(5.0) == [2]  # only 2 had a deadline
+    assert table.resolve(1, "one") and first.result() == "one"
+    assert len(table) == 0 and table.next_id() == 3
+
+
 async def test_table_string_ids_and_duplicates(speedups: Any) -> None:
     loop = asyncio.get_running_loop()
     table = speedups.PendingTable(10)
@@ -149,3 +162,10 @@ async def test_table_tolerates_cancelled_waiters(speedups: Any) -> None:
     assert table.resolve(1, "late") is True  # no InvalidStateError
     table.add(2, future, 1.0)
     assert table.fail(2, KeyError()) is True
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(exclude_categories=()), max_size=50))
+def test_frame_size_agrees_on_any_text(compiled: Any, text: str) -> None:
+    # surrogates included: the pure twin counts them as "surrogatepass" would encode them
+    assert compiled.frame_size(text) == py.frame_size(text) == len(text.encode("utf-8", "surrogatepass"))
