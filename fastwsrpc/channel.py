@@ -205,6 +205,7 @@ class RpcChannel:
         self._duration_handle: Optional[asyncio.TimerHandle] = None
         if max_connection_duration:
             self._duration_handle = self._loop.call_later(max_connection_duration, self._on_max_duration)
+        self._sweep_handle = self._loop.call_later(promise_ttl, self._sweep)
         self.other = RpcCaller(self)
         self._context: Dict[str, Any] = dict(kwargs)
 
@@ -495,13 +496,15 @@ class RpcChannel:
         promise = RpcPromise(call_id, future)
         key = str(call_id)
         self._saved[key] = promise
-        loop.call_later(self.promise_ttl, self._drop_saved, key, call_id)
         self._spawn(self._send_or_fail(call_id, encode_request(call_id, name, args)))
         return promise
 
-    def _drop_saved(self, key: str, call_id: Any) -> None:
-        self._saved.pop(key, None)
-        self._pending.fail(call_id, RpcTimeoutError(f"no answer to call {call_id!r} within the promise TTL"))
+    def _sweep(self) -> None:
+        """Every ``promise_ttl`` seconds: drop calls whose deadline passed and nobody collected."""
+        for call_id in self._pending.expire(self._loop.time()):
+            self._saved.pop(str(call_id), None)
+        if not self._closed:
+            self._sweep_handle = self._loop.call_later(self.promise_ttl, self._sweep)
 
     async def _send_or_fail(self, call_id: Any, data: bytes) -> None:
         try:
@@ -596,6 +599,7 @@ class RpcChannel:
         self._closed = True
         self._close_reason = reason
         self._closed_event.set()
+        self._sweep_handle.cancel()
         if self._duration_handle is not None:
             self._duration_handle.cancel()
         message = f"channel {self.id} closed before the answer arrived ({reason})"

@@ -39,7 +39,7 @@ from .errors import RpcInvalidStateError
 from .logger import get_logger
 from .methods import RpcMethodsBase
 from .protocol import Response
-from .transport import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, TransportClosed
+from .transport import CLOSE_NORMAL, TransportClosed
 
 logger = get_logger("client")
 
@@ -142,6 +142,7 @@ class WebSocketRpcClient:
         max_message_size: Optional[int] = None,
         max_pending_requests: Optional[int] = None,
         max_connection_duration: Optional[float] = None,
+        auto_reconnect: Optional[bool] = None,
         **kwargs: Any,
     ) -> None:
         # The original library's third positional argument was retry_config.
@@ -151,6 +152,8 @@ class WebSocketRpcClient:
             config = None
         cfg = config or WebSocketRpcClientConfig()
         connection = cfg.connection
+        if auto_reconnect is not None:
+            connection = replace(connection, auto_reconnect=auto_reconnect)
         if default_response_timeout is not None or max_connection_duration is not None:
             connection = replace(
                 connection,
@@ -194,7 +197,12 @@ class WebSocketRpcClient:
         self.ws: Optional[ClientConnection] = None
         self.channel: Optional[RpcChannel] = None
         self._reader_task: Optional[asyncio.Task] = None
-        self._keepalive_task: Optional[asyncio.Task] = None
+        self._closing = False
+        self._connected: Optional[asyncio.Event] = None  # made in the loop that connects
+        #: How many times the connection was re-established (``auto_reconnect``).
+        self.reconnects = 0
+        #: Why the last reconnect gave up, if it did.
+        self.last_error: Optional[BaseException] = None
 
     # ------------------------------------------------------------ connect
     def _websockets_kwargs(self) -> Dict[str, Any]:
@@ -210,8 +218,8 @@ class WebSocketRpcClient:
         options.update(self.connect_kwargs)
         return options
 
-    async def __connect__(self) -> WebSocketRpcClient:
-        """Open the connection, retrying transient failures with tenacity."""
+    async def _open(self) -> RpcChannel:
+        """Connect (retrying transient failures with tenacity) and build the channel."""
         options = self._websockets_kwargs()
         ws: Optional[ClientConnection] = None
         async for attempt in _retrying(self.retry_config):
@@ -220,7 +228,7 @@ class WebSocketRpcClient:
         assert ws is not None
         self.ws = ws
         connection = self.config.connection
-        self.channel = RpcChannel(
+        channel = RpcChannel(
             self.methods,
             WebsocketsTransport(ws),
             default_response_timeout=connection.default_response_timeout,
@@ -233,11 +241,44 @@ class WebSocketRpcClient:
             disconnect_callbacks=self._on_disconnect,
             error_callbacks=self._on_error,
         )
-        self._reader_task = asyncio.get_running_loop().create_task(self.channel.run())
-        await self.channel.on_connect()
-        if self.config.keepalive.enabled:
-            self._keepalive_task = asyncio.get_running_loop().create_task(self._keepalive())
+        self.channel = channel
+        if self._connected is not None:
+            self._connected.set()
+        return channel
+
+    async def __connect__(self) -> WebSocketRpcClient:
+        """Open the connection; with ``auto_reconnect``, keep it open until ``close()``."""
+        self._closing = False
+        if self._connected is None:
+            self._connected = asyncio.Event()
+        channel = await self._open()
+        self._reader_task = asyncio.get_running_loop().create_task(self._serve(channel))
         return self
+
+    async def _serve(self, channel: RpcChannel) -> None:
+        """Run connection after connection: read, keep alive, and reconnect when allowed."""
+        while True:
+            keepalive = None
+            if self.config.keepalive.enabled:
+                keepalive = asyncio.get_running_loop().create_task(self._keepalive(channel))
+            await channel.on_connect()
+            try:
+                await channel.run()
+            finally:
+                if keepalive is not None:
+                    keepalive.cancel()
+            if self._connected is not None:
+                self._connected.clear()
+            if self._closing or not self.config.connection.auto_reconnect:
+                return
+            logger.info("connection to %s lost (%s); reconnecting", self.uri, channel.close_reason)
+            self.reconnects += 1
+            try:
+                channel = await self._open()
+            except Exception as exc:
+                logger.error("could not reconnect to %s: %r; giving up", self.uri, exc)
+                self.last_error = exc
+                return
 
     async def __aenter__(self) -> WebSocketRpcClient:
         return await self.__connect__()
@@ -246,25 +287,35 @@ class WebSocketRpcClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the connection; pending calls fail with RpcChannelClosedError."""
-        if self._keepalive_task is not None:
-            self._keepalive_task.cancel()
-            self._keepalive_task = None
+        """Close the connection for good; pending calls fail with RpcChannelClosedError."""
+        self._closing = True
         if self.channel is not None:
             await self.channel.close()
         if self._reader_task is not None:
-            try:
-                await self._reader_task
-            except (asyncio.CancelledError, Exception):
-                pass
+            if asyncio.current_task() is not self._reader_task:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._reader_task), 10)
+                except (asyncio.CancelledError, asyncio.TimeoutError, Exception):
+                    self._reader_task.cancel()
+
+    async def wait_connected(self, timeout: Optional[float] = None) -> None:
+        """Wait until a connection is open (after a reconnect, say); raises TimeoutError."""
+        if self._connected is None:
+            raise RpcInvalidStateError("the client was never connected: use 'async with' first")
+        await asyncio.wait_for(self._connected.wait(), timeout)
 
     # ----------------------------------------------------------- keepalive
-    async def _keepalive(self) -> None:
-        """Ping every ``interval``; close after ``max_failures`` misses in a row."""
+    async def _keepalive(self, channel: RpcChannel) -> None:
+        """Ping every ``interval``; close after ``max_failures`` misses in a row.
+
+        Protocol pings (``use_protocol_ping``) check the socket; RPC pings
+        (the peer's ``ping`` method) check the whole path, handlers included.
+        """
         cfg = self.config.keepalive
+        transport = channel.socket
+        assert isinstance(transport, WebsocketsTransport)
+        ws = transport.ws
         failures = 0
-        channel, ws = self.channel, self.ws
-        assert channel is not None and ws is not None
         while not channel.is_closed():
             await asyncio.sleep(cfg.interval)
             try:
@@ -280,7 +331,9 @@ class WebSocketRpcClient:
                 failures += 1
                 logger.warning("keepalive ping %d/%d failed: %r", failures, cfg.max_consecutive_failures, exc)
                 if failures >= cfg.max_consecutive_failures:
-                    await channel.close(CLOSE_INTERNAL_ERROR, "keepalive failed")
+                    # The socket may be stalled: do not wait for a closing handshake.
+                    channel._mark_closed("keepalive failed")
+                    ws.transport.abort()
                     return
 
     # ------------------------------------------------------------- calls
@@ -329,6 +382,10 @@ class WebSocketRpcClient:
     @property
     def is_connected(self) -> bool:
         return self.channel is not None and not self.channel.is_closed()
+
+    @property
+    def pending_count(self) -> int:
+        return self.channel.pending_count if self.channel is not None else 0
 
     @property
     def close_code(self) -> Optional[int]:

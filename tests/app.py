@@ -117,4 +117,7 @@ def make_app(**endpoint_kwargs: Any) -> FastAPI:
         app, "/secure", dependencies=[Depends(require_token)]
     )
     WebSocketRpcEndpoint(ServerMethods(), max_message_size=4096).register_route(app, "/small")
+    WebSocketRpcEndpoint(ServerMethods(), max_pending_requests=2).register_route(app, "/limited")
+    WebSocketRpcEndpoint(ServerMethods(), max_pending_requests=20_000).register_route(app, "/many")
+    WebSocketRpcEndpoint(ServerMethods(), max_connection_duration=0.5).register_route(app, "/short")
     return app
