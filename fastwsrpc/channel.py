@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import sys
 import uuid
 from typing import (
     Any,
@@ -79,6 +80,7 @@ Params = Union[Mapping[str, Any], Sequence[Any], None]
 BatchCall = Union[Tuple[Any, ...], Mapping[str, Any]]
 
 _DEFAULT: Any = object()
+_EAGER = sys.version_info >= (3, 12)
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
 
@@ -623,7 +625,14 @@ class RpcChannel:
 
     # ------------------------------------------------------------ helpers
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = self._loop.create_task(coro)
+        if _EAGER:
+            # Python 3.12+: run the handler's first step now; one that never
+            # suspends (most do not) finishes here, never scheduled, never tracked.
+            task = asyncio.Task(coro, loop=self._loop, eager_start=True)  # type: ignore[call-arg]
+            if task.done():
+                return
+        else:
+            task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -1,0 +1,450 @@
+"""Side-by-side throughput of fastwsrpc against its peer and the raw floor, in one run.
+
+    python benchmarks/compare.py [--quick] [--only NAME ...] [--uvicorn-ws websockets]
+
+Contenders, each server in its own process on a free 127.0.0.1 port, each driven
+by a client process of its own (so the client side runs the same implementation):
+
+* ``fastwsrpc[cython]`` and ``fastwsrpc[python]``: this library, compiled and pure;
+* ``fastapi-ws-rpc``: the 1.2 package (``pip install --no-deps fastapi-ws-rpc==1.2.0``);
+* ``raw``: the floor. A FastAPI endpoint that orjson-decodes each JSON-RPC frame and
+  answers it, driven by a plain ``websockets`` client that pipelines frames.
+
+Every loop is bounded in count and time; servers are stopped by pid at the end.
+Absolute numbers drift on shared machines: read the ratios, measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+# At module level: FastAPI resolves the endpoint's string annotations here.
+from fastapi import WebSocket, WebSocketDisconnect
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CONTENDERS = ["raw", "fastwsrpc[cython]", "fastwsrpc[python]", "fastapi-ws-rpc"]
+MIB = 1024 * 1024
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 8192), hard), hard))
+
+
+def _env(name: str) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.pop("FASTWSRPC_NO_EXTENSIONS", None)
+    env.pop("FASTWSRPC_REQUIRE_EXTENSIONS", None)
+    if name == "fastwsrpc[cython]":
+        env["FASTWSRPC_REQUIRE_EXTENSIONS"] = "1"
+    elif name == "fastwsrpc[python]":
+        env["FASTWSRPC_NO_EXTENSIONS"] = "1"
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+# ---------------------------------------------------------------- servers
+def make_app(kind: str) -> Any:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    state = {"notes": 0}
+
+    if kind == "raw":
+        import orjson
+
+        @app.websocket("/ws")
+        async def raw(ws: WebSocket) -> None:
+            await ws.accept()
+            try:
+                while True:
+                    msg = orjson.loads(await ws.receive_text())
+                    method, params = msg["method"], msg.get("params") or {}
+                    if method == "note":
+                        state["notes"] += 1
+                        continue
+                    if method == "add":
+                        result: Any = params["a"] + params["b"]
+                    elif method == "echo":
+                        result = params["text"]
+                    else:
+                        result = state["notes"]
+                    await ws.send_text(orjson.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}).decode())
+            except WebSocketDisconnect:
+                pass
+
+        return app
+
+    if kind == "fastapi-ws-rpc":
+        import fastapi_ws_rpc as lib
+    else:
+        import fastwsrpc as lib  # type: ignore[no-redef]
+
+    class Methods(lib.RpcMethodsBase):  # type: ignore[misc,name-defined]
+        async def add(self, a: int, b: int) -> int:
+            return a + b
+
+        async def echo(self, text: str) -> str:
+            return text
+
+        async def note(self) -> None:
+            state["notes"] += 1
+
+        async def notes(self) -> int:
+            return state["notes"]
+
+        async def call_me(self, n: int, in_flight: int) -> float:
+            """Server-to-client calls: n calls of the client's ``add``, in_flight at a time."""
+            channel = self.channel
+            start = time.perf_counter()
+            todo = iter(range(n))
+
+            async def worker() -> None:
+                for i in todo:
+                    await channel.other.add(a=i, b=1)
+
+            await asyncio.gather(*(worker() for _ in range(in_flight)))
+            return time.perf_counter() - start
+
+    kwargs: Dict[str, Any] = {"max_pending_requests": 100_000}
+    if kind == "fastapi-ws-rpc":
+        kwargs["max_message_size"] = 16 * MIB
+    lib.WebSocketRpcEndpoint(Methods(), **kwargs).register_route(app, "/ws")
+    return app
+
+
+def serve(kind: str, port: int, ws_impl: str) -> None:
+    import uvicorn
+
+    _raise_fd_limit()
+    loop = "uvloop"
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        loop = "asyncio"
+    uvicorn.run(
+        make_app(kind),
+        host="127.0.0.1",
+        port=port,
+        log_level="error",
+        loop=loop,
+        ws=ws_impl,
+        ws_max_size=16 * MIB,
+        lifespan="off",
+        backlog=4096,
+    )
+
+
+# ---------------------------------------------------------------- drivers
+class Driver:
+    """What each figure needs from a contender's client."""
+
+    def __init__(self, kind: str, url: str) -> None:
+        self.kind = kind
+        self.url = url
+
+    async def open(self) -> Any:
+        if self.kind == "raw":
+            from websockets.asyncio.client import connect
+
+            return await connect(self.url, max_size=None, compression=None)
+        if self.kind == "fastapi-ws-rpc":
+            import fastapi_ws_rpc as lib
+
+            config = lib.WebSocketRpcClientConfig(
+                retry=lib.RpcRetryConfig(enabled=False),
+                backpressure=lib.RpcBackpressureConfig(max_pending_requests=100_000, max_message_size=16 * MIB),
+                websocket=lib.WebSocketConnectionConfig(compression=None),
+                websocket_kwargs={"max_size": None},
+            )
+            client = lib.WebSocketRpcClient(self.url, ClientMethodsFor(lib), config=config)
+        else:
+            import fastwsrpc as lib  # type: ignore[no-redef]
+
+            client = lib.WebSocketRpcClient(
+                self.url, ClientMethodsFor(lib), retry_config=False, max_pending_requests=100_000, max_message_size=16 * MIB
+            )
+        return await client.__aenter__()
+
+    async def close(self, conn: Any) -> None:
+        if self.kind == "raw":
+            await conn.close()
+        else:
+            await conn.__aexit__(None, None, None)
+
+    async def call(self, conn: Any, method: str, **params: Any) -> Any:
+        """One call; the raw floor does it by hand (no pipelining here)."""
+        if self.kind == "raw":
+            await conn.send(json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}))
+            return json.loads(await conn.recv())["result"]
+        return (await getattr(conn.other, method)(**params)).result
+
+    async def in_flight(self, conn: Any, n: int, window: int) -> None:
+        """n calls of add, ``window`` outstanding at any time."""
+        if self.kind == "raw":
+            import orjson
+
+            sent = 0
+
+            def frame(i: int) -> str:
+                return orjson.dumps({"jsonrpc": "2.0", "method": "add", "params": {"a": i, "b": 1}, "id": i}).decode()
+
+            for _ in range(min(window, n)):
+                await conn.send(frame(sent))
+                sent += 1
+            for _ in range(n):
+                await conn.recv()
+                if sent < n:
+                    await conn.send(frame(sent))
+                    sent += 1
+            return
+        todo = iter(range(n))
+
+        async def worker() -> None:
+            for i in todo:
+                await conn.other.add(a=i, b=1)
+
+        await asyncio.gather(*(worker() for _ in range(window)))
+
+    async def notify(self, conn: Any, n: int) -> None:
+        if self.kind == "raw":
+            frame = json.dumps({"jsonrpc": "2.0", "method": "note"})
+            for _ in range(n):
+                await conn.send(frame)
+        else:
+            for _ in range(n):
+                await conn.channel.notify("note")
+
+
+def ClientMethodsFor(lib: Any) -> Any:  # noqa: N802 - a class factory
+    class ClientMethods(lib.RpcMethodsBase):  # type: ignore[misc,name-defined]
+        async def add(self, a: int, b: int) -> int:
+            return a + b
+
+    return ClientMethods()
+
+
+async def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    await fn()
+    return time.perf_counter() - start
+
+
+async def drive(kind: str, url: str, quick: bool, server_pid: int) -> Dict[str, Any]:
+    _raise_fd_limit()
+    d = Driver(kind, url)
+    scale = 0.25 if quick else 1.0
+    out: Dict[str, Any] = {}
+    conn = await d.open()
+    try:
+        for _ in range(200):  # warm up
+            await d.call(conn, "add", a=1, b=2)
+
+        n = int(3000 * scale)
+        lat: List[float] = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            await d.call(conn, "add", a=i, b=1)
+            lat.append(time.perf_counter() - t0)
+        out["seq_calls_s"] = n / sum(lat)
+        q = statistics.quantiles(lat, n=100)
+        out["seq_p50_us"], out["seq_p99_us"] = q[49] * 1e6, q[98] * 1e6
+
+        for window in (64, 512):
+            n = int(30_000 * scale)
+            out[f"inflight{window}_calls_s"] = n / await _timed(lambda w=window, n=n: d.in_flight(conn, n, w))
+
+        n = int(50_000 * scale)
+        base = await d.call(conn, "notes")
+        t0 = time.perf_counter()
+        await d.notify(conn, n)
+        deadline = t0 + 60
+        while await d.call(conn, "notes") < base + n and time.perf_counter() < deadline:
+            await asyncio.sleep(0.001)
+        out["notify_s"] = n / (time.perf_counter() - t0)
+
+        payload = "x" * MIB
+        n = max(5, int(40 * scale))
+        out["echo_1mib_MB_s"] = n * 2 * MIB / 1e6 / await _timed(lambda: _seq_echo(d, conn, payload, n))
+
+        if kind.startswith("fastwsrpc"):
+            n = int(20_000 * scale)
+            elapsed = await d.call(conn, "call_me", n=n, in_flight=64)
+            out["s2c_calls_s"] = n / elapsed
+    finally:
+        await d.close(conn)
+
+    clients = [await d.open() for _ in range(50)]
+    try:
+        per = int(400 * scale)
+
+        async def one(c: Any) -> None:
+            for i in range(per):
+                await d.call(c, "add", a=i, b=1)
+
+        out["clients50_calls_s"] = 50 * per / await _timed(lambda: asyncio.gather(*(one(c) for c in clients)))
+    finally:
+        await asyncio.gather(*(d.close(c) for c in clients))
+
+    from websockets.asyncio.client import connect
+
+    await asyncio.sleep(0.5)
+    before = _rss(server_pid)
+    idle = []
+    try:
+        for _ in range(1000):
+            # offered: fastapi-ws-rpc's server answers it even when it was not offered
+            idle.append(await connect(url, compression=None, subprotocols=["jsonrpc2.0"]))
+        await asyncio.sleep(1.0)
+        out["idle1000_rss_MB"] = (_rss(server_pid) - before) / 1e6
+    finally:
+        await asyncio.gather(*(c.close() for c in idle), return_exceptions=True)
+    return out
+
+
+async def _seq_echo(d: Driver, conn: Any, payload: str, n: int) -> None:
+    for _ in range(n):
+        assert len(await d.call(conn, "echo", text=payload)) == len(payload)
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# ---------------------------------------------------------------- orchestration
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+def run_contender(kind: str, quick: bool, ws_impl: str) -> Optional[Dict[str, Any]]:
+    port = _free_port()
+    env = _env(kind)
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--uvicorn-ws", ws_impl], env=env
+    )
+    try:
+        _wait_port(port, server)
+        cmd = [sys.executable, __file__, "--drive", kind, "--port", str(port), "--server-pid", str(server.pid)]
+        if quick:
+            cmd.append("--quick")
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            print(f"{kind}: driver failed\n{done.stderr[-2000:]}", file=sys.stderr)
+            return None
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+FIGURES = [
+    ("seq_calls_s", "sequential calls/s", True),
+    ("seq_p50_us", "sequential p50 latency (us)", False),
+    ("seq_p99_us", "sequential p99 latency (us)", False),
+    ("inflight64_calls_s", "calls/s, 64 in flight", True),
+    ("inflight512_calls_s", "calls/s, 512 in flight", True),
+    ("notify_s", "notifications/s (counted by server)", True),
+    ("echo_1mib_MB_s", "1 MiB echo, MB/s (both ways)", True),
+    ("s2c_calls_s", "server-to-client calls/s (64 in flight)", True),
+    ("clients50_calls_s", "50 clients, aggregate calls/s", True),
+    ("idle1000_rss_MB", "server RSS growth, 1000 idle conns (MB)", False),
+]
+
+
+def print_table(results: Dict[str, Dict[str, Any]]) -> None:
+    names = [n for n in CONTENDERS if n in results]
+    width = 42
+    print("\n" + "figure".ljust(width) + "".join(n.rjust(20) for n in names))
+    for key, label, _ in FIGURES:
+        row = label.ljust(width)
+        for n in names:
+            v = results[n].get(key)
+            row += (f"{v:,.0f}" if v is not None and v >= 100 else f"{v:,.1f}" if v is not None else "n/a").rjust(20)
+        print(row)
+    ours = results.get("fastwsrpc[cython]")
+    if not ours:
+        return
+    print("\nratios of fastwsrpc[cython] (higher is better, except latency and RSS)")
+    for other in ("raw", "fastapi-ws-rpc", "fastwsrpc[python]"):
+        if other not in results:
+            continue
+        parts = []
+        for key, label, _ in FIGURES:
+            a, b = ours.get(key), results[other].get(key)
+            if a and b:
+                parts.append(f"{key}={a / b:.2f}x")
+        print(f"  vs {other}: " + ", ".join(parts))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--serve")
+    parser.add_argument("--drive")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--server-pid", type=int)
+    parser.add_argument("--quick", action="store_true", help="a quarter of the work, for a smoke run")
+    parser.add_argument("--only", nargs="*", choices=CONTENDERS)
+    parser.add_argument("--uvicorn-ws", default="websockets-sansio", help="uvicorn's ws implementation")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.uvicorn_ws)
+        return
+    if args.drive:
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        figures = asyncio.run(drive(args.drive, f"ws://127.0.0.1:{args.port}/ws", args.quick, args.server_pid))
+        print(json.dumps(figures))
+        return
+    results: Dict[str, Dict[str, Any]] = {}
+    for kind in args.only or CONTENDERS:
+        print(f"running {kind} ...", flush=True)
+        figures = run_contender(kind, args.quick, args.uvicorn_ws)
+        if figures is not None:
+            results[kind] = figures
+    print_table(results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
