@@ -6,6 +6,7 @@ path is live: ``"cython"`` (compiled) or ``"python"``.
 """
 
 from ._accel import IMPLEMENTATION, PendingTable, check_size, classify, decode
+from ._version import __version__
 from .channel import (
     OnConnectCallback,
     OnDisconnectCallback,
@@ -46,8 +47,6 @@ from .logger import LoggingModes, get_logger, logging_config
 from .methods import NoResponse, ProcessDetails, RpcMethodsBase, RpcUtilityMethods
 from .protocol import Batch, ErrorObject, Invalid, Notification, Request, Response
 from .transport import Transport, TransportClosed
-
-__version__ = "0.1.0"
 
 __all__ = [
     "IMPLEMENTATION",

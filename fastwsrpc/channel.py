@@ -37,6 +37,7 @@ from typing import (
 import msgspec
 
 from . import _accel
+from ._version import __version__
 from .config import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_PENDING_REQUESTS,
@@ -67,6 +68,7 @@ from .protocol import (
     encode_result,
 )
 from .transport import CLOSE_MESSAGE_TOO_BIG, CLOSE_NORMAL, Transport, TransportClosed
+from .typed import convert_result, method_spec, openrpc_document, typed_handler
 
 logger = get_logger("channel")
 
@@ -78,6 +80,11 @@ Params = Union[Mapping[str, Any], Sequence[Any], None]
 #: One call of a batch: ``(method, params)``, ``(method, params, is_notification)``
 #: or ``{"method": ..., "params": ..., "notification": bool}``.
 BatchCall = Union[Tuple[Any, ...], Mapping[str, Any]]
+
+#: LSP's convention for cancellation that crosses the wire.
+CANCEL_REQUEST = "$/cancelRequest"
+#: OpenRPC's discovery method (``rpc.`` names are reserved for this by JSON-RPC 2.0).
+DISCOVER = "rpc.discover"
 
 _DEFAULT: Any = object()
 _EAGER = sys.version_info >= (3, 12)
@@ -110,11 +117,19 @@ class _RemoteMethod:
         self._name = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Response]:
+        if "result_type" in kwargs:
+            return self._typed_call(kwargs.pop("result_type"), args, kwargs)
         if args:
             if kwargs:
                 raise TypeError(f"{self._name}(): JSON-RPC params are either positional or named, not both")
             return self._channel.call(self._name, list(args))
         return self._channel.call(self._name, kwargs if kwargs else None)
+
+    async def _typed_call(self, result_type: Any, args: Any, kwargs: Any) -> Response:
+        """``other.name(..., result_type=T)``: the response's ``.result`` comes back as a ``T``."""
+        response = await self(*args, **kwargs)
+        response.result = convert_result(response.result, result_type)
+        return response
 
     def __repr__(self) -> str:
         return f"<remote method {self._name!r} of channel {self._channel.id}>"
@@ -176,6 +191,7 @@ class RpcChannel:
         max_send_queue_size: Optional[int] = None,
         max_message_size: Optional[int] = None,
         promise_ttl: float = DEFAULT_PROMISE_TTL,
+        discovery: bool = True,
         **kwargs: Any,
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -196,6 +212,8 @@ class RpcChannel:
         self.sync_channel_id = sync_channel_id
         self._pending = _accel.PendingTable(self.max_pending_requests)
         self._tasks: Set[asyncio.Task] = set()
+        self._by_id: Dict[Any, asyncio.Task] = {}  # incoming calls in flight, for $/cancelRequest
+        self.discovery = discovery
         self._saved: Dict[str, RpcPromise] = {}
         self._connect_callbacks: List[OnConnectCallback] = list(connect_callbacks or ())
         self._disconnect_callbacks: List[OnDisconnectCallback] = list(disconnect_callbacks or ())
@@ -325,7 +343,10 @@ class RpcChannel:
         elif kind is Request:
             self._start_request(msg)
         elif kind is Notification:
-            self._spawn(self._invoke(msg.method, msg.params, None, notification=True))
+            if msg.method == CANCEL_REQUEST:
+                self._cancel_incoming(msg.params)
+            else:
+                self._spawn(self._invoke(msg.method, msg.params, None, notification=True))
         elif kind is Invalid:
             self._spawn(self._send_quietly(encode_error(msg.id, msg.code, msg.message)))
         elif kind is Batch:
@@ -345,18 +366,39 @@ class RpcChannel:
                 )
             )
             return
-        self._spawn(self._handle_request(req))
+        task = self._spawn(self._handle_request(req))
+        if task is not None:
+            self._by_id[req.id] = task
 
     async def _handle_request(self, req: Request) -> None:
-        data = await self._invoke(req.method, req.params, req.id)
+        try:
+            data = await self._invoke(req.method, req.params, req.id)
+        finally:
+            if self._by_id:
+                self._by_id.pop(req.id, None)
         if data is not None:
             await self._send_quietly(data)
 
+    def _cancel_incoming(self, params: Any) -> None:
+        """The caller gave up on a call: cancel its handler; it will not be answered."""
+        call_id = params.get("id") if isinstance(params, dict) else (params[0] if params else None)
+        task = self._by_id.pop(call_id, None) if _hashable(call_id) else None
+        if task is not None:
+            task.cancel()
+
     def _handler(self, name: str) -> Optional[Callable[..., Awaitable[Any]]]:
         handler = self._handlers.get(name)
-        if handler is None and name in self._exposed:
-            handler = self._handlers[name] = getattr(self.methods, name)
+        if handler is None:
+            if name in self._exposed:
+                spec = method_spec(type(self.methods), name)
+                handler = self._handlers[name] = typed_handler(getattr(self.methods, name), spec)
+            elif name == DISCOVER and self.discovery:
+                handler = self._handlers[name] = self._discover
         return handler
+
+    async def _discover(self) -> Dict[str, Any]:
+        """``rpc.discover``: an OpenRPC document of the methods this side exposes."""
+        return openrpc_document(self.methods, self._exposed, type(self.methods).__name__, __version__)
 
     async def _invoke(
         self, name: str, params: Any, call_id: Any, notification: bool = False
@@ -466,6 +508,11 @@ class RpcChannel:
         handle = loop.call_later(timeout, self._time_out, call_id, name, timeout) if timeout else None
         try:
             response: Response = await future
+        except (asyncio.CancelledError, RpcTimeoutError):
+            # The caller gave up: tell the other side to stop working on it.
+            pending.discard(call_id)
+            self._send_cancel(call_id)
+            raise
         except BaseException:
             pending.discard(call_id)
             raise
@@ -476,6 +523,10 @@ class RpcChannel:
         if error is not None:
             raise error_for_code(error.code, error.message, error.data, response)
         return response
+
+    def _send_cancel(self, call_id: Any) -> None:
+        if not self._closed:
+            self._spawn_untracked(self._send_quietly(encode_notification(CANCEL_REQUEST, {"id": call_id})))
 
     def _time_out(self, call_id: Any, name: str, timeout: float) -> None:
         self._pending.fail(call_id, RpcTimeoutError(f"no answer to {name!r} within {timeout} s"))
@@ -607,6 +658,7 @@ class RpcChannel:
         message = f"channel {self.id} closed before the answer arrived ({reason})"
         self._pending.fail_all(lambda: RpcChannelClosedError(message))
         self._saved.clear()
+        self._by_id.clear()
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:  # a method may close its own channel
@@ -624,17 +676,18 @@ class RpcChannel:
         await self._fire_disconnect()
 
     # ------------------------------------------------------------ helpers
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> Optional[asyncio.Task]:
         if _EAGER:
             # Python 3.12+: run the handler's first step now; one that never
             # suspends (most do not) finishes here, never scheduled, never tracked.
             task = asyncio.Task(coro, loop=self._loop, eager_start=True)  # type: ignore[call-arg]
             if task.done():
-                return
+                return None
         else:
             task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _spawn_untracked(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = self._loop.create_task(coro)
@@ -652,6 +705,10 @@ class RpcChannel:
 #: Tasks that must outlive the channel's own cancellation (closing, answers of
 #: refusal); kept referenced so the loop does not garbage-collect them mid-run.
 _background: Set[asyncio.Task] = set()
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, (str, int)) or value is None
 
 
 def _remove(callbacks: List[Any], callback: Any) -> bool:

@@ -116,6 +116,7 @@ class WebSocketRpcEndpoint:
         default_response_timeout: Optional[float] = None,
         debug_mode: Optional[bool] = None,
         subprotocols: Sequence[str] = (JSONRPC_SUBPROTOCOL,),
+        discovery: bool = True,
     ) -> None:
         self.manager = manager if manager is not None else ConnectionManager()
         self.methods = methods if methods is not None else RpcMethodsBase()
@@ -138,6 +139,8 @@ class WebSocketRpcEndpoint:
         )
         self.debug_config = config.debug if debug_mode is None else RpcDebugConfig(debug_mode=debug_mode)
         self.subprotocols = tuple(subprotocols)
+        #: Answer ``rpc.discover`` with an OpenRPC document of the exposed methods.
+        self.discovery = discovery
 
     def _choose_subprotocol(self, websocket: WebSocket) -> Optional[str]:
         offered = websocket.scope.get("subprotocols") or ()
@@ -170,6 +173,7 @@ class WebSocketRpcEndpoint:
             connect_callbacks=self._on_connect,
             disconnect_callbacks=self._on_disconnect,
             error_callbacks=self._on_error,
+            discovery=self.discovery,
             **kwargs,
         )
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import msgspec
 import pydantic
@@ -34,7 +34,50 @@ class Box:
     height: float
 
 
+class Item(msgspec.Struct):
+    name: str
+    price: float
+
+
+@dataclasses.dataclass
+class Address:
+    city: str
+    zip: Optional[str] = None
+
+
 class ServerMethods(RpcUtilityMethods):
+    async def total(self, items: List[Item], discount: Optional[float] = None) -> float:
+        """Sum of the prices.
+
+        A typed method: params are validated and converted from the hints.
+        """
+        assert all(isinstance(item, Item) for item in items)
+        return sum(item.price for item in items) - (discount or 0.0)
+
+    async def where(self, address: Address) -> str:
+        assert isinstance(address, Address)
+        return address.city
+
+    async def greet_user(self, user: User) -> str:
+        assert isinstance(user, User)
+        return f"hi {user.name}"
+
+    async def make_point(self, x: int, y: int) -> Point:
+        return Point(x, y)
+
+    async def running(self) -> int:
+        """Incoming calls this connection is handling, this one included."""
+        assert self.channel is not None
+        return self.channel.running_count
+
+    async def call_client_with_timeout(self, method: str, params: Any, timeout: float) -> str:
+        assert self.channel is not None
+        try:
+            await self.channel.call(method, params, timeout=timeout)
+        except asyncio.TimeoutError:
+            return "timed out"
+        return "answered"
+
     async def add(self, a: int, b: int) -> int:
         return a + b
 
@@ -120,4 +163,5 @@ def make_app(**endpoint_kwargs: Any) -> FastAPI:
     WebSocketRpcEndpoint(ServerMethods(), max_pending_requests=2).register_route(app, "/limited")
     WebSocketRpcEndpoint(ServerMethods(), max_pending_requests=20_000).register_route(app, "/many")
     WebSocketRpcEndpoint(ServerMethods(), max_connection_duration=0.5).register_route(app, "/short")
+    WebSocketRpcEndpoint(ServerMethods(), discovery=False).register_route(app, "/hidden")
     return app

@@ -127,8 +127,8 @@ async def test_binary_frames_are_read_too(ws: ClientConnection) -> None:
 async def test_results_keep_their_json_types(ws: ClientConnection) -> None:
     answer = await rpc(ws, {"jsonrpc": "2.0", "method": "box", "id": 1})
     assert answer["result"] == {"width": 1.5, "height": 2.0}
-    answer = await rpc(ws, {"jsonrpc": "2.0", "method": "add", "params": [1.5, 1], "id": 2})
-    assert answer["result"] == 2.5
+    answer = await rpc(ws, {"jsonrpc": "2.0", "method": "subtract", "params": [1.5, 1], "id": 2})
+    assert answer["result"] == 0.5
 
 
 async def test_oversized_frame_closes_with_1009_and_server_keeps_serving(server: Any) -> None:
