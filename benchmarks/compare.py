@@ -174,7 +174,11 @@ class Driver:
             import fastwsrpc as lib  # type: ignore[no-redef]
 
             client = lib.WebSocketRpcClient(
-                self.url, ClientMethodsFor(lib), retry_config=False, max_pending_requests=100_000, max_message_size=16 * MIB
+                self.url,
+                ClientMethodsFor(lib),
+                retry_config=False,
+                max_pending_requests=100_000,
+                max_message_size=16 * MIB,
             )
         return await client.__aenter__()
 
@@ -228,7 +232,7 @@ class Driver:
                 await conn.channel.notify("note")
 
 
-def ClientMethodsFor(lib: Any) -> Any:  # noqa: N802 - a class factory
+def ClientMethodsFor(lib: Any) -> Any:
     class ClientMethods(lib.RpcMethodsBase):  # type: ignore[misc,name-defined]
         async def add(self, a: int, b: int) -> int:
             return a + b
@@ -403,7 +407,7 @@ def print_table(results: Dict[str, Dict[str, Any]]) -> None:
         if other not in results:
             continue
         parts = []
-        for key, label, _ in FIGURES:
+        for key, _label, _ in FIGURES:
             a, b = ours.get(key), results[other].get(key)
             if a and b:
                 parts.append(f"{key}={a / b:.2f}x")

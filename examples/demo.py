@@ -41,9 +41,7 @@ def main() -> None:
     port = free_port()
     print(f"fastwsrpc {fastwsrpc.__version__} ({fastwsrpc.IMPLEMENTATION} hot path)")
     print(f"starting demo server on ws://127.0.0.1:{port}/ws")
-    server = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "bidirectional_server.py"), "--port", str(port)]
-    )
+    server = subprocess.Popen([sys.executable, os.path.join(HERE, "bidirectional_server.py"), "--port", str(port)])
     try:
         wait_for_port(port, server)
         asyncio.run(bidirectional_client.main(f"ws://127.0.0.1:{port}/ws"))

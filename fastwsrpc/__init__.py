@@ -98,6 +98,7 @@ __all__ = [
     "WebSocketRpcClientConfig",
     "WebSocketRpcEndpoint",
     "WebsocketsTransport",
+    "__version__",
     "check_size",
     "classify",
     "decode",

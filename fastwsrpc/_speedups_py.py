@@ -99,9 +99,7 @@ def _classify_one(obj: Any) -> Message:
     if error is _MISSING:
         return Response(call_id, obj.get("result"), None)
     if "result" in obj:
-        return Response(
-            call_id, None, ErrorObject(INTERNAL_ERROR, "Invalid response: both result and error", None)
-        )
+        return Response(call_id, None, ErrorObject(INTERNAL_ERROR, "Invalid response: both result and error", None))
     if type(error) is dict:
         code = error.get("code")
         message = error.get("message")

@@ -400,9 +400,7 @@ class RpcChannel:
         """``rpc.discover``: an OpenRPC document of the methods this side exposes."""
         return openrpc_document(self.methods, self._exposed, type(self.methods).__name__, __version__)
 
-    async def _invoke(
-        self, name: str, params: Any, call_id: Any, notification: bool = False
-    ) -> Optional[bytes]:
+    async def _invoke(self, name: str, params: Any, call_id: Any, notification: bool = False) -> Optional[bytes]:
         """Run one method; answer the encoded response (None for notifications)."""
         handler = self._handlers.get(name) or self._handler(name)
         if handler is None:
@@ -424,9 +422,7 @@ class RpcChannel:
             if not _params_bind(handler, params):
                 if notification:
                     return None
-                return encode_error(
-                    call_id, JsonRpcErrorCode.INVALID_PARAMS, f"Invalid params for {name}: {exc}"
-                )
+                return encode_error(call_id, JsonRpcErrorCode.INVALID_PARAMS, f"Invalid params for {name}: {exc}")
             return self._internal_error(call_id, name, exc, notification)
         except asyncio.CancelledError:
             raise
@@ -477,8 +473,7 @@ class RpcChannel:
     def _check_open(self) -> None:
         if self._closed:
             raise RpcNotConnectedError(
-                f"channel {self.id} is closed ({self._close_reason}); "
-                "reconnect, or open a new client, before calling"
+                f"channel {self.id} is closed ({self._close_reason}); reconnect, or open a new client, before calling"
             )
 
     async def call(self, name: str, args: Params = None, timeout: Any = _DEFAULT) -> Response:

@@ -207,9 +207,7 @@ class WebSocketRpcClient:
                     else default_response_timeout
                 ),
                 max_connection_duration=(
-                    connection.max_connection_duration
-                    if max_connection_duration is None
-                    else max_connection_duration
+                    connection.max_connection_duration if max_connection_duration is None else max_connection_duration
                 ),
             )
         backpressure = cfg.backpressure

@@ -184,9 +184,7 @@ class WebSocketRpcEndpoint:
         finally:
             self.manager.disconnect(websocket)
 
-    def register_route(
-        self, router: Any, path: str = "/ws", dependencies: Optional[Sequence[Any]] = None
-    ) -> None:
+    def register_route(self, router: Any, path: str = "/ws", dependencies: Optional[Sequence[Any]] = None) -> None:
         """Add this endpoint as a WebSocket route of ``router`` (a FastAPI app or APIRouter)."""
 
         async def websocket_endpoint(websocket: WebSocket) -> None:

@@ -80,16 +80,12 @@ class MethodSpec:
             data={"param": param, "path": path, "message": message},
         )
 
-    def convert(
-        self, args: Tuple[Any, ...], kwargs: Dict[str, Any]
-    ) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+    def convert(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
         """Validate and convert one call's params, or raise RpcInvalidParamsError (-32602)."""
         try:
             if args:
                 if len(args) > len(self.names):
-                    raise msgspec.ValidationError(
-                        f"Expected at most {len(self.names)} params, got {len(args)}"
-                    )
+                    raise msgspec.ValidationError(f"Expected at most {len(self.names)} params, got {len(args)}")
                 values = msgspec.structs.asdict(msgspec.convert(list(args), self.positional))
             else:
                 values = msgspec.structs.asdict(msgspec.convert(kwargs, self.named))
@@ -100,9 +96,7 @@ class MethodSpec:
                 values[name] = model.model_validate(values[name])
             except Exception as exc:  # pydantic.ValidationError
                 errors: List[Any] = getattr(exc, "errors", list)()
-                loc = "".join(
-                    f"[{p}]" if isinstance(p, int) else f".{p}" for p in (errors[0]["loc"] if errors else ())
-                )
+                loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in (errors[0]["loc"] if errors else ()))
                 message = errors[0]["msg"] if errors else str(exc)
                 raise RpcInvalidParamsError(
                     f"Invalid params for {self.name}: $.{name}{loc}: {message}",
@@ -161,8 +155,7 @@ def openrpc_method(spec: MethodSpec) -> Dict[str, Any]:
     entry: Dict[str, Any] = {
         "name": spec.name,
         "params": [
-            {"name": n, "required": d is msgspec.NODEFAULT, "schema": _schema_for(t)}
-            for n, t, d in spec.params
+            {"name": n, "required": d is msgspec.NODEFAULT, "schema": _schema_for(t)} for n, t, d in spec.params
         ],
         "result": {"name": "result", "schema": _schema_for(spec.result_type)},
         "paramStructure": "either",

@@ -99,9 +99,7 @@ class ServerProcess:
         import sys
 
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.serve_app", "--port", str(self.port)], cwd=root
-        )
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.serve_app", "--port", str(self.port)], cwd=root)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -117,8 +117,8 @@ class SlowClient(RpcMethodsBase):
 
 async def test_cancellation_works_from_server_to_client(url: str) -> None:
     async with WebSocketRpcClient(url, SlowClient()) as client:
-        assert (
-            await client.other.call_client_with_timeout(method="slow", params=None, timeout=0.2)
-        ).result == ("timed out")
+        assert (await client.other.call_client_with_timeout(method="slow", params=None, timeout=0.2)).result == (
+            "timed out"
+        )
         await eventually(lambda: client.channel.methods.cancelled == 1)
         await eventually(lambda: client.channel.running_count == 0)

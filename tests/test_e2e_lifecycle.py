@@ -50,9 +50,9 @@ async def test_server_on_connect_calls_the_client_and_on_disconnect_fires() -> N
         loop.call_soon_threadsafe(gone.set)
 
     app = FastAPI()
-    WebSocketRpcEndpoint(
-        ServerMethods(), on_connect=[on_connect], on_disconnect=[on_disconnect]
-    ).register_route(app, "/ws")
+    WebSocketRpcEndpoint(ServerMethods(), on_connect=[on_connect], on_disconnect=[on_disconnect]).register_route(
+        app, "/ws"
+    )
     client_events: List[str] = []
 
     async def client_connected(channel: RpcChannel) -> None:
@@ -147,9 +147,7 @@ async def test_project_page_keywords_and_config_objects_are_both_accepted(url: s
     )
     assert config.keepalive.max_consecutive_failures == 2
     assert RpcRetryConfig().max_attempts == 10 and RpcRetryConfig().max_wait == 60.0
-    async with WebSocketRpcClient(
-        url, RpcMethodsBase(), config=WebSocketRpcClientConfig.production_defaults()
-    ) as c:
+    async with WebSocketRpcClient(url, RpcMethodsBase(), config=WebSocketRpcClientConfig.production_defaults()) as c:
         assert (await c.other.add(a=1, b=2)).result == 3
         assert c.channel.default_response_timeout == 30.0
 

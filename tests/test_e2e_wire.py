@@ -37,9 +37,7 @@ async def test_jsonrpc_subprotocol_accepted_when_offered(url: str) -> None:
 
 
 async def test_ids_are_echoed_with_their_type(ws: ClientConnection) -> None:
-    assert (await rpc(ws, {"jsonrpc": "2.0", "method": "add", "params": {"a": 1, "b": 2}, "id": 7}))[
-        "id"
-    ] == 7
+    assert (await rpc(ws, {"jsonrpc": "2.0", "method": "add", "params": {"a": 1, "b": 2}, "id": 7}))["id"] == 7
     assert (await rpc(ws, {"jsonrpc": "2.0", "method": "add", "params": [1, 2], "id": "7"}))["id"] == "7"
     answer = await rpc(ws, {"jsonrpc": "2.0", "method": "add", "params": [1, 2], "id": None})
     assert answer == {"jsonrpc": "2.0", "id": None, "result": 3}
@@ -112,9 +110,7 @@ async def test_invalid_params_and_internal_errors(ws: ClientConnection) -> None:
     assert extra["error"]["code"] == -32602
     crash = await rpc(ws, {"jsonrpc": "2.0", "method": "fail", "id": 3})
     assert crash == {"jsonrpc": "2.0", "id": 3, "error": {"code": -32603, "message": "Internal error"}}
-    custom = await rpc(
-        ws, {"jsonrpc": "2.0", "method": "fail_with_code", "params": [-32050, "nope"], "id": 4}
-    )
+    custom = await rpc(ws, {"jsonrpc": "2.0", "method": "fail_with_code", "params": [-32050, "nope"], "id": 4})
     assert custom["error"] == {"code": -32050, "message": "nope", "data": {"hint": "custom"}}
     assert (await rpc(ws, {"jsonrpc": "2.0", "method": "add", "params": [2, 2], "id": 5}))["result"] == 4
 
@@ -138,6 +134,4 @@ async def test_oversized_frame_closes_with_1009_and_server_keeps_serving(server:
             await asyncio.wait_for(conn.recv(), 10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
     async with connect(server.url("/small")) as conn:
-        assert (await rpc(conn, {"jsonrpc": "2.0", "method": "echo", "params": ["ok"], "id": 2}))[
-            "result"
-        ] == "ok"
+        assert (await rpc(conn, {"jsonrpc": "2.0", "method": "echo", "params": ["ok"], "id": 2}))["result"] == "ok"

@@ -120,9 +120,7 @@ async def test_flood_then_memory_returns_and_server_still_answers() -> None:
                 with pytest.raises(ConnectionClosed):
                     await asyncio.wait_for(ws.recv(), 10)
         # 10,000 calls pending at once on one connection
-        async with WebSocketRpcClient(
-            srv.url("/many"), RpcMethodsBase(), max_pending_requests=20_000
-        ) as client:
+        async with WebSocketRpcClient(srv.url("/many"), RpcMethodsBase(), max_pending_requests=20_000) as client:
             calls = [client.other.sleep(seconds=1.0) for _ in range(10_000)]
             results = await asyncio.wait_for(asyncio.gather(*calls), 120)
             assert len(results) == 10_000 and client.pending_count == 0

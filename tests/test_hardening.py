@@ -69,16 +69,12 @@ async def test_incoming_overload_is_answered_not_queued(server: ServerThread) ->
         later = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(2)]
         assert sorted(answer["id"] for answer in later) == [0, 1]
     async with WebSocketRpcClient(server.url("/limited"), RpcMethodsBase()) as client:
-        calls = await asyncio.gather(
-            *(client.other.sleep(seconds=0.3) for _ in range(3)), return_exceptions=True
-        )
+        calls = await asyncio.gather(*(client.other.sleep(seconds=0.3) for _ in range(3)), return_exceptions=True)
         assert sum(isinstance(c, RpcServerOverloadedError) for c in calls) == 1
 
 
 async def test_connection_duration_limit_and_reconnect(server: ServerThread) -> None:
-    client = WebSocketRpcClient(
-        server.url("/short"), RpcMethodsBase(), auto_reconnect=True, retry_config=FAST_RETRY
-    )
+    client = WebSocketRpcClient(server.url("/short"), RpcMethodsBase(), auto_reconnect=True, retry_config=FAST_RETRY)
     async with client:
         first = client.channel
         await eventually(lambda: client.reconnects >= 1 and client.is_connected, timeout=10)
@@ -165,7 +161,5 @@ async def test_expired_server_certificate_is_refused_without_retrying(tmp_path: 
     certfile, keyfile, ctx = _certs(tmp_path, expired=True)
     with ServerThread(make_app(), ssl_certfile=certfile, ssl_keyfile=keyfile) as srv:
         with pytest.raises(ssl.SSLCertVerificationError, match="expired"):
-            async with WebSocketRpcClient(
-                srv.url(scheme="wss"), RpcMethodsBase(), ssl=ctx, retry_config=FAST_RETRY
-            ):
+            async with WebSocketRpcClient(srv.url(scheme="wss"), RpcMethodsBase(), ssl=ctx, retry_config=FAST_RETRY):
                 pass

@@ -50,9 +50,7 @@ def test_request_positional_and_absent_params(speedups: Any) -> None:
     )
     assert speedups.decode(b'{"jsonrpc":"2.0","method":"s","id":1}', LIMIT) == Request("s", None, 1)
     # Lenient: "params": null reads as no params.
-    assert speedups.decode(b'{"jsonrpc":"2.0","method":"s","params":null,"id":1}', LIMIT) == Request(
-        "s", None, 1
-    )
+    assert speedups.decode(b'{"jsonrpc":"2.0","method":"s","params":null,"id":1}', LIMIT) == Request("s", None, 1)
 
 
 def test_null_id_is_a_request_not_a_notification(speedups: Any) -> None:
@@ -60,9 +58,7 @@ def test_null_id_is_a_request_not_a_notification(speedups: Any) -> None:
 
 
 def test_notification(speedups: Any) -> None:
-    assert speedups.decode(b'{"jsonrpc":"2.0","method":"log","params":[1]}', LIMIT) == Notification(
-        "log", [1]
-    )
+    assert speedups.decode(b'{"jsonrpc":"2.0","method":"log","params":[1]}', LIMIT) == Notification("log", [1])
 
 
 def test_responses(speedups: Any) -> None:
@@ -102,9 +98,7 @@ def test_malformed_responses_become_errors_for_the_caller(speedups: Any) -> None
         (b'{"jsonrpc":"2.0"}', -32600, None),
     ],
 )
-def test_invalid_frames_are_answered_with_standard_errors(
-    speedups: Any, frame: bytes, code: int, id_: Any
-) -> None:
+def test_invalid_frames_are_answered_with_standard_errors(speedups: Any, frame: bytes, code: int, id_: Any) -> None:
     msg = speedups.decode(frame, LIMIT)
     assert type(msg) is Invalid
     assert (msg.code, msg.id) == (code, id_)

@@ -22,9 +22,7 @@ json_scalars = st.one_of(
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
 # Objects shaped like JSON-RPC messages, right and wrong, so that every branch is hit.
@@ -34,9 +32,7 @@ message_like = st.fixed_dictionaries(
         "jsonrpc": st.sampled_from(["2.0", "1.0", 2, None]),
         "method": st.one_of(st.text(max_size=10), st.integers()),
         "params": json_values,
-        "id": st.one_of(
-            st.integers(), st.text(max_size=300), st.none(), st.floats(allow_nan=False), st.booleans()
-        ),
+        "id": st.one_of(st.integers(), st.text(max_size=300), st.none(), st.floats(allow_nan=False), st.booleans()),
         "result": json_values,
         "error": st.one_of(
             json_values,
@@ -80,9 +76,7 @@ def test_decode_agrees_on_garbage(compiled: Any, frame: Any, limit: int) -> None
 
 def test_size_check_is_the_same_error(compiled: Any) -> None:
     for impl in (compiled, py):
-        with pytest.raises(
-            RpcMessageTooLargeError, match="message of 11 bytes exceeds max_message_size of 10"
-        ):
+        with pytest.raises(RpcMessageTooLargeError, match="message of 11 bytes exceeds max_message_size of 10"):
             impl.check_size(b"x" * 11, 10)
 
 
