@@ -386,14 +386,14 @@ class RpcChannel:
         if task is not None:
             task.cancel()
 
-    def _handler(self, name: str) -> Optional[Callable[..., Awaitable[Any]]]:
-        handler = self._handlers.get(name)
-        if handler is None:
-            if name in self._exposed:
-                spec = method_spec(type(self.methods), name)
-                handler = self._handlers[name] = typed_handler(getattr(self.methods, name), spec)
-            elif name == DISCOVER and self.discovery:
-                handler = self._handlers[name] = self._discover
+    def _build_handler(self, name: str) -> Optional[Callable[..., Awaitable[Any]]]:
+        """First call of ``name`` on this channel: look it up, wrap it if typed, keep it."""
+        handler: Optional[Callable[..., Awaitable[Any]]] = None
+        if name in self._exposed:
+            spec = method_spec(type(self.methods), name)
+            handler = self._handlers[name] = typed_handler(getattr(self.methods, name), spec)
+        elif name == DISCOVER and self.discovery:
+            handler = self._handlers[name] = self._discover
         return handler
 
     async def _discover(self) -> Dict[str, Any]:
@@ -402,7 +402,7 @@ class RpcChannel:
 
     async def _invoke(self, name: str, params: Any, call_id: Any, notification: bool = False) -> Optional[bytes]:
         """Run one method; answer the encoded response (None for notifications)."""
-        handler = self._handlers.get(name) or self._handler(name)
+        handler = self._handlers.get(name) or self._build_handler(name)
         if handler is None:
             if notification:
                 return None

@@ -76,8 +76,14 @@ class WebsocketsTransport:
     async def send(self, data: bytes) -> None:
         if self._protocol.state is not State.OPEN:
             raise TransportClosed(self.ws.close_code or 1006, self.ws.close_reason or "")
-        self._queue.append(data)
-        if not self._scheduled:
+        queue = self._queue
+        queue.append(data)
+        if len(queue) >= _MAX_QUEUED:
+            # A sender that never yields (a tight notify loop) must not grow the
+            # queue without bound: hand it to the socket now, whose buffer the
+            # drain below bounds.
+            self._flush()
+        elif not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush)
         if self._transport.get_write_buffer_size() > _HIGH_WATER:
@@ -89,6 +95,8 @@ class WebsocketsTransport:
     def _flush(self) -> None:
         self._scheduled = False
         queue, self._queue = self._queue, []
+        if not queue:
+            return
         protocol = self._protocol
         if protocol.state is not State.OPEN:
             return  # closing: the reader reports the close; senders see it next time
@@ -118,6 +126,8 @@ class WebsocketsTransport:
 
 #: Above this many bytes waiting in the socket's buffer, senders wait for it to drain.
 _HIGH_WATER = 1024 * 1024
+#: At most this many frames wait for the next coalesced write.
+_MAX_QUEUED = 256
 
 
 def _is_transient(exc: BaseException) -> bool:

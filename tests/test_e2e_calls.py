@@ -85,6 +85,17 @@ async def test_notifications_reach_the_other_side_and_get_no_answer(url: str) ->
         assert client.channel.pending_count == 0
 
 
+async def test_a_burst_of_notifications_is_delivered_whole(url: str) -> None:
+    # The client coalesces frames; a sender that never yields must still get all
+    # of them out, in order, without the queue growing without bound.
+    key = uuid.uuid4().hex
+    async with WebSocketRpcClient(url, RpcMethodsBase()) as client:
+        for i in range(3000):
+            await client.notify("record", {"key": key, "value": i})
+        await eventually(lambda: len(RECORDED.get(key, [])) == 3000, timeout=30)
+        assert sorted(RECORDED[key]) == list(range(3000))
+
+
 async def test_server_notifies_client(url: str) -> None:
     methods = ClientMethods()
     async with WebSocketRpcClient(url, methods) as client:
