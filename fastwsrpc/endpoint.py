@@ -16,7 +16,6 @@ may also call the RPC ``ping`` method.
 
 from __future__ import annotations
 
-import asyncio
 from enum import Enum
 from typing import Any, List, Optional, Sequence, Union
 
@@ -179,8 +178,6 @@ class WebSocketRpcEndpoint:
         try:
             await channel.on_connect()
             await channel.run()
-        except asyncio.CancelledError:
-            raise
         finally:
             self.manager.disconnect(websocket)
 
