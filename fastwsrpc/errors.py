@@ -52,6 +52,37 @@ class RpcNotConnectedError(RpcChannelClosedError, RpcInvalidStateError):
     """
 
 
+class RpcConnectionError(RpcError):
+    """Could not connect (refused, unreachable, DNS, TLS); the cause is chained as ``__cause__``."""
+
+
+class RpcHandshakeRejectedError(RpcConnectionError):
+    """The server answered the WebSocket handshake with an HTTP error status.
+
+    ``status`` tells an authentication refusal (401, 403) from a wrong path (404).
+    """
+
+    def __init__(self, status: int, message: str = "") -> None:
+        super().__init__(message or f"the server refused the WebSocket handshake with HTTP {status}")
+        self.status = status
+
+
+class RpcUsageError(RpcError, ValueError):
+    """The library was called wrongly (a bad URL, say): fix the call; never retried."""
+
+
+class RpcClientNotFoundError(RpcError):
+    """No connection under that client id on any node of the cluster."""
+
+
+class RpcBrokerUnavailableError(RpcError):
+    """The cluster's broker (Redis, NATS) cannot be reached right now; retry later."""
+
+
+class RpcDuplicateClientError(RpcError):
+    """A client id is already connected and the endpoint refuses duplicates (``on_duplicate="reject"``)."""
+
+
 class RpcMessageTooLargeError(RpcError):
     """A message is larger than the configured ``max_message_size``."""
 
