@@ -1,5 +1,9 @@
 """fastwsrpc: a fast, durable, bidirectional JSON-RPC 2.0 channel over WebSockets.
 
+The hot-path primitives (``decode``, ``classify``, ``check_size``,
+``PendingTable``) stay importable from here but are not part of ``__all__``:
+they are the engine, not the API.
+
 A drop-in superset of ``fastapi-ws-rpc`` 1.x: replace ``from fastapi_ws_rpc import``
 with ``from fastwsrpc import``. ``IMPLEMENTATION`` says which twin of the hot
 path is live: ``"cython"`` (compiled) or ``"python"``.
@@ -22,6 +26,7 @@ from .config import (
     RpcDebugConfig,
     RpcKeepaliveConfig,
     RpcRetryConfig,
+    RpcSettings,
     WebSocketConnectionConfig,
     WebSocketRpcClientConfig,
 )
@@ -30,8 +35,13 @@ from .errors import (
     JsonRpcErrorCode,
     RemoteValueError,
     RpcBackpressureError,
+    RpcBrokerUnavailableError,
     RpcChannelClosedError,
+    RpcClientNotFoundError,
+    RpcConnectionError,
+    RpcDuplicateClientError,
     RpcError,
+    RpcHandshakeRejectedError,
     RpcInternalError,
     RpcInvalidParamsError,
     RpcInvalidRequestError,
@@ -41,6 +51,7 @@ from .errors import (
     RpcParseError,
     RpcServerOverloadedError,
     RpcTimeoutError,
+    RpcUsageError,
     UnknownMethodError,
 )
 from .logger import LoggingModes, get_logger, logging_config
@@ -61,19 +72,23 @@ __all__ = [
     "OnConnectCallback",
     "OnDisconnectCallback",
     "OnErrorCallback",
-    "PendingTable",
     "ProcessDetails",
     "RemoteValueError",
     "Request",
     "Response",
     "RpcBackpressureConfig",
     "RpcBackpressureError",
+    "RpcBrokerUnavailableError",
     "RpcCaller",
     "RpcChannel",
     "RpcChannelClosedError",
+    "RpcClientNotFoundError",
+    "RpcConnectionError",
     "RpcConnectionConfig",
     "RpcDebugConfig",
+    "RpcDuplicateClientError",
     "RpcError",
+    "RpcHandshakeRejectedError",
     "RpcInternalError",
     "RpcInvalidParamsError",
     "RpcInvalidRequestError",
@@ -85,8 +100,10 @@ __all__ = [
     "RpcParseError",
     "RpcPromise",
     "RpcRetryConfig",
+    "RpcSettings",
     "RpcServerOverloadedError",
     "RpcTimeoutError",
+    "RpcUsageError",
     "RpcUtilityMethods",
     "StarletteTransport",
     "Transport",
@@ -99,9 +116,6 @@ __all__ = [
     "WebSocketRpcEndpoint",
     "WebsocketsTransport",
     "__version__",
-    "check_size",
-    "classify",
-    "decode",
     "get_logger",
     "logging_config",
 ]

@@ -1,74 +1,64 @@
 """RpcChannel: one JSON-RPC 2.0 conversation over one connection, both ways.
 
-It owns dispatch of incoming calls, the table of outgoing calls waiting for an
-answer, and the ``.other`` proxy. It knows nothing of FastAPI or ``websockets``:
-it reads and writes through a :class:`~fastwsrpc.transport.Transport`.
+This module keeps the lifecycle, the read loop with its budget, and closing.
+Incoming calls are run by :mod:`~fastwsrpc.dispatch`; outgoing calls live in
+:mod:`~fastwsrpc.outgoing`; fastapi-ws-rpc's promise store in
+:mod:`~fastwsrpc.compat`. The channel knows nothing of FastAPI or
+``websockets``: it reads and writes through a :class:`~fastwsrpc.transport.Transport`.
 
-The per-message budget, on each side: one decode (``_accel.decode``), one dict
-lookup for the method or the pending call, one future per outgoing call, one
-task per incoming call (a handler is a coroutine and must not block the read
-loop: a method that calls back into its caller would deadlock otherwise), one
-encode. No log string is built unless debug logging is on.
+The budget of one connection (see ``docs/architecture.md``):
+
+* incoming work in flight (calls, notifications, batch items, each until its
+  answer is handed to the socket) is at most ``max_pending_requests`` (a batch
+  is admitted whole, so at most ``max_pending_requests + max_batch_size - 1``);
+* answers (and error replies) handed to the socket and not yet taken are at
+  most ``max_send_queue_size``; our own calls are not in this budget (their
+  senders wait, and the reader must go on reading their answers);
+* when either is full the reader stops reading, and TCP pushes back on the
+  peer. One exception: while calls of ours wait for answers, the reader goes on
+  (their answers may be what the running handlers wait for; stopping would
+  deadlock). Incoming work read meanwhile waits in a queue of at most
+  ``max_pending_requests`` messages and starts as room frees; past that, calls
+  are refused with -32001 (``refused_calls``) and notifications dropped
+  (``dropped_notifications``, with a warning): the peer is exceeding a declared
+  limit while we cannot stop reading.
+
+Per message: one decode, one dict lookup (method or pending call), one task
+per incoming call that does not finish at once, one encode; no log string is
+built unless its level is on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import sys
 import uuid
-from typing import (
-    Any,
-    Awaitable,
-    Callable,
-    Coroutine,
-    Dict,
-    Iterable,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Set,
-    Tuple,
-    Union,
-)
-
-import msgspec
+from collections import deque
+from types import ModuleType
+from typing import Any, Awaitable, Callable, Coroutine, Deque, Dict, List, Mapping, Optional, Set, Union
 
 from . import _accel
-from ._version import __version__
-from .config import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_MAX_PENDING_REQUESTS,
-    DEFAULT_PROMISE_TTL,
-    RpcDebugConfig,
-)
-from .errors import (
-    JsonRpcErrorCode,
-    RemoteValueError,
-    RpcChannelClosedError,
-    RpcMessageTooLargeError,
-    RpcNotConnectedError,
-    RpcTimeoutError,
-    error_for_code,
-)
+from .compat import PromiseStore, RpcPromise
+from .config import RpcDebugConfig, RpcSettings
+from .dispatch import Dispatcher
+from .errors import JsonRpcErrorCode, RpcChannelClosedError, RpcMessageTooLargeError
 from .logger import get_logger
-from .methods import NoResponse, RpcMethodsBase, exposed_method_names
-from .protocol import (
-    Batch,
-    Invalid,
-    Notification,
-    Request,
-    Response,
-    encode_batch,
-    encode_error,
-    encode_notification,
-    encode_request,
-    encode_result,
+from .methods import RpcMethodsBase
+from .outgoing import CANCEL_REQUEST, BatchCall, OutgoingCalls, Params, RpcCaller
+from .protocol import Batch, Invalid, Notification, Request, Response, encode_batch, encode_error
+from .transport import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+    Transport,
+    TransportClosed,
 )
-from .transport import CLOSE_MESSAGE_TOO_BIG, CLOSE_NORMAL, Transport, TransportClosed
-from .typed import convert_result, method_spec, openrpc_document, typed_handler
+
+__all__ = ["BatchCall", "OnConnectCallback", "OnDisconnectCallback", "OnErrorCallback", "Params", "RpcChannel"]
+__all__ += ["RpcCaller", "RpcPromise"]
 
 logger = get_logger("channel")
 
@@ -76,102 +66,17 @@ OnConnectCallback = Callable[["RpcChannel"], Awaitable[Any]]
 OnDisconnectCallback = Callable[["RpcChannel"], Awaitable[Any]]
 OnErrorCallback = Callable[["RpcChannel", Exception], Awaitable[Any]]
 
-Params = Union[Mapping[str, Any], Sequence[Any], None]
-#: One call of a batch: ``(method, params)``, ``(method, params, is_notification)``
-#: or ``{"method": ..., "params": ..., "notification": bool}``.
-BatchCall = Union[Tuple[Any, ...], Mapping[str, Any]]
-
-#: LSP's convention for cancellation that crosses the wire.
-CANCEL_REQUEST = "$/cancelRequest"
-#: OpenRPC's discovery method (``rpc.`` names are reserved for this by JSON-RPC 2.0).
-DISCOVER = "rpc.discover"
-
-_DEFAULT: Any = object()
 _EAGER = sys.version_info >= (3, 12)
-_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
 
-class RpcPromise:
-    """An outgoing call started with :meth:`RpcChannel.async_call`; await :meth:`wait`."""
-
-    __slots__ = ("_future", "call_id")
-
-    def __init__(self, call_id: Any, future: asyncio.Future) -> None:
-        self.call_id = call_id
-        self._future = future
-
-    async def wait(self) -> Response:
-        return await self._future
-
-    def done(self) -> bool:
-        return self._future.done()
-
-
-class _RemoteMethod:
-    """``channel.other.name``: calling it calls ``name`` on the other side."""
-
-    __slots__ = ("_channel", "_name")
-
-    def __init__(self, channel: RpcChannel, name: str) -> None:
-        self._channel = channel
-        self._name = name
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Response]:
-        if "result_type" in kwargs:
-            return self._typed_call(kwargs.pop("result_type"), args, kwargs)
-        if args:
-            if kwargs:
-                raise TypeError(f"{self._name}(): JSON-RPC params are either positional or named, not both")
-            return self._channel.call(self._name, list(args))
-        return self._channel.call(self._name, kwargs if kwargs else None)
-
-    async def _typed_call(self, result_type: Any, args: Any, kwargs: Any) -> Response:
-        """``other.name(..., result_type=T)``: the response's ``.result`` comes back as a ``T``."""
-        response = await self(*args, **kwargs)
-        response.result = convert_result(response.result, result_type)
-        return response
-
-    def __repr__(self) -> str:
-        return f"<remote method {self._name!r} of channel {self._channel.id}>"
-
-
-class RpcCaller:
-    """The ``.other`` of a channel: any public attribute is a remote method."""
-
-    def __init__(self, channel: RpcChannel) -> None:
-        self._channel = channel
-
-    def __getattr__(self, name: str) -> _RemoteMethod:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        proxy = _RemoteMethod(self._channel, name)
-        self.__dict__[name] = proxy  # later lookups are plain attribute hits
-        return proxy
-
-
-def _params_bind(handler: Callable[..., Any], params: Any) -> bool:
-    """Whether ``params`` fit the handler's signature (asked only after a TypeError)."""
-    try:
-        sig = inspect.signature(handler)
-    except (TypeError, ValueError):  # pragma: no cover - builtins without signature
-        return True
-    try:
-        if params is None:
-            sig.bind()
-        elif isinstance(params, dict):
-            sig.bind(**params)
-        else:
-            sig.bind(*params)
-    except TypeError:
-        return False
-    return True
-
-
-class RpcChannel:
+class RpcChannel(OutgoingCalls, PromiseStore):
     """A bidirectional JSON-RPC 2.0 channel over one transport.
 
-    Keyword arguments not named here become the channel's ``context`` dict (the
-    endpoint puts the FastAPI ``WebSocket`` there), as in ``fastapi-ws-rpc``.
+    Settings come as one :class:`~fastwsrpc.config.RpcSettings` (``settings=``),
+    or as the legacy keyword names of its fields; an unknown keyword is a
+    ``TypeError``. ``context`` is what the endpoint knows of the connection
+    (the FastAPI ``WebSocket``, path parameters). ``speedups`` is the hot-path
+    module (default: the one selected at import), so tests run both twins.
     """
 
     def __init__(
@@ -181,40 +86,65 @@ class RpcChannel:
         channel_id: Optional[str] = None,
         default_response_timeout: Optional[float] = None,
         sync_channel_id: bool = False,
-        max_pending_requests: Optional[int] = None,
-        max_connection_duration: Optional[float] = None,
-        debug_config: Optional[RpcDebugConfig] = None,
+        *,
+        settings: Optional[RpcSettings] = None,
+        context: Optional[Mapping[str, Any]] = None,
         subprotocol: Optional[str] = None,
         connect_callbacks: Optional[List[OnConnectCallback]] = None,
         disconnect_callbacks: Optional[List[OnDisconnectCallback]] = None,
         error_callbacks: Optional[List[OnErrorCallback]] = None,
-        max_send_queue_size: Optional[int] = None,
-        max_message_size: Optional[int] = None,
-        promise_ttl: float = DEFAULT_PROMISE_TTL,
-        discovery: bool = True,
-        **kwargs: Any,
+        debug_config: Optional[RpcDebugConfig] = None,
+        speedups: Optional[ModuleType] = None,
+        **limits: Any,
     ) -> None:
+        settings = RpcSettings.resolve(
+            settings,
+            debug=debug_config,
+            owner="RpcChannel",
+            default_response_timeout=default_response_timeout,
+            **limits,
+        )
+        self.settings = settings
         self._loop = asyncio.get_running_loop()
         self.id: str = channel_id or uuid.uuid4().hex
         self.socket = socket
         self._send = socket.send
         self.methods = (methods if methods is not None else RpcMethodsBase())._copy_()
         self.methods._set_channel_(self)
-        self._exposed = exposed_method_names(type(self.methods))
-        self._handlers: Dict[str, Callable[..., Awaitable[Any]]] = {}
-        self.default_response_timeout = default_response_timeout
-        self.max_pending_requests = max_pending_requests or DEFAULT_MAX_PENDING_REQUESTS
-        self.max_message_size = max_message_size or DEFAULT_MAX_MESSAGE_SIZE
-        self.max_connection_duration = max_connection_duration
-        self.promise_ttl = promise_ttl
-        self.debug_config = debug_config or RpcDebugConfig()
+        self._dispatcher = Dispatcher(self.methods, settings.discovery, settings.debug_mode, self._internal_error)
+        self._invoke = self._dispatcher.invoke
+        impl: Any = speedups if speedups is not None else _accel.impl
+        self._decode = impl.decode
+        self.default_response_timeout = settings.default_response_timeout
+        self.max_pending_requests = settings.max_pending_requests
+        self.max_message_size = settings.max_message_size
+        self.max_connection_duration = settings.max_connection_duration
+        self.promise_ttl = settings.promise_ttl
+        self.debug_config = RpcDebugConfig(debug_mode=settings.debug_mode)
+        self.discovery = settings.discovery
         self.subprotocol = subprotocol
         self.sync_channel_id = sync_channel_id
-        self._pending = _accel.PendingTable(self.max_pending_requests)
-        self._tasks: Set[asyncio.Task] = set()
-        self._by_id: Dict[Any, asyncio.Task] = {}  # incoming calls in flight, for $/cancelRequest
-        self.discovery = discovery
+        self._pending = impl.PendingTable(settings.max_pending_requests)
         self._saved: Dict[str, RpcPromise] = {}
+        self._sweep_handle: Optional[asyncio.TimerHandle] = None
+        # The budget (see the module docstring).
+        self._tasks: Set[asyncio.Task[Any]] = set()
+        self._by_id: Dict[Any, asyncio.Task[Any]] = {}  # incoming calls in flight, for $/cancelRequest
+        self._active = 0  # incoming work units in flight
+        self._sending = 0  # answers handed to the socket, not yet taken (in the budget)
+        self._outgoing = 0  # our own frames handed to the socket, not yet taken
+        self._max_active = settings.max_pending_requests
+        self._max_sending = settings.max_send_queue_size
+        self._room: Optional[asyncio.Future[None]] = None  # the paused reader waits on it
+        self._deferred: Deque[Any] = deque()  # work read while over budget (see the module docstring)
+        #: Notifications dropped because they came while the budget was full
+        #: and the reader could not stop (calls of ours were waiting for answers).
+        self.dropped_notifications = 0
+        #: Calls refused with -32001 for the same reason.
+        self.refused_calls = 0
+        # Progress counters, read by the watchdog (cheaper than a clock per frame).
+        self._received = 0
+        self._sent = 0
         self._connect_callbacks: List[OnConnectCallback] = list(connect_callbacks or ())
         self._disconnect_callbacks: List[OnDisconnectCallback] = list(disconnect_callbacks or ())
         self._error_callbacks: List[OnErrorCallback] = list(error_callbacks or ())
@@ -223,15 +153,16 @@ class RpcChannel:
         self._closed = False
         self._started_at = self._loop.time()
         self._duration_handle: Optional[asyncio.TimerHandle] = None
-        if max_connection_duration:
-            self._duration_handle = self._loop.call_later(max_connection_duration, self._on_max_duration)
-        self._sweep_handle = self._loop.call_later(promise_ttl, self._sweep)
+        if settings.max_connection_duration:
+            self._duration_handle = self._loop.call_later(settings.max_connection_duration, self._on_max_duration)
+        self._watchdog: Optional[_Watchdog] = _Watchdog.start(self)
         self.other = RpcCaller(self)
-        self._context: Dict[str, Any] = dict(kwargs)
+        self._context: Dict[str, Any] = dict(context or {})
 
     # ----------------------------------------------------------------- state
     @property
     def context(self) -> Dict[str, Any]:
+        """What the endpoint or client knows of this connection (``websocket``, path parameters)."""
         return self._context
 
     def is_closed(self) -> bool:
@@ -260,8 +191,18 @@ class RpcChannel:
 
     @property
     def running_count(self) -> int:
-        """Incoming calls being handled."""
-        return len(self._tasks)
+        """Incoming calls and notifications being handled (a batch counts its items)."""
+        return self._active
+
+    @property
+    def sending_count(self) -> int:
+        """Answers handed to the socket and not yet taken by it."""
+        return self._sending
+
+    @property
+    def reading_paused(self) -> bool:
+        """Whether the reader is waiting for room in the budget (flow control at work)."""
+        return self._room is not None
 
     # ------------------------------------------------------------- callbacks
     def add_connect_callback(self, callback: OnConnectCallback) -> None:
@@ -289,7 +230,7 @@ class RpcChannel:
         side needs the read loop running to get its answer.
         """
         for callback in self._connect_callbacks:
-            self._spawn(self._run_callback(callback, self))
+            self._spawn(self._run_callback(callback, self), units=0)
 
     async def on_disconnect(self) -> None:
         """Mark the channel closed (failing pending calls) and await the disconnect callbacks."""
@@ -308,67 +249,121 @@ class RpcChannel:
         except Exception:
             logger.exception("callback %r of channel %s failed", callback, self.id)
 
+    def _internal_error(self, exc: Exception) -> None:
+        if self._error_callbacks:
+            _spawn_background(self._loop, self.on_error(exc))
+
     # ----------------------------------------------------------- the reader
     async def run(self) -> None:
         """Read frames until the connection ends; then the channel is closed.
 
-        The endpoint and the client each run this as their read loop.
+        The endpoint and the client each run this as their read loop. Any
+        failure ends the connection cleanly: the socket is closed, pending
+        calls fail, the disconnect callbacks run; nothing escapes.
         """
         receive = self.socket.receive
         feed = self.feed
         reason = "connection closed"
         try:
-            while True:
+            while not self._closed:
+                if (self._active >= self._max_active or self._sending >= self._max_sending) and not (
+                    self._sending < self._max_sending and len(self._pending)
+                ):
+                    await self._wait_for_room()
+                    continue
                 feed(await receive())
         except TransportClosed as exc:
             reason = str(exc)
         except RpcMessageTooLargeError as exc:
             reason = f"closed with code 1009: {exc}"
-            logger.warning("channel %s: %s", self.id, exc)
+            logger.warning("channel %s (peer %s): %s", self.id, self.socket.peer or "?", exc)
             await _quiet(self.socket.close(CLOSE_MESSAGE_TOO_BIG, "message too big"))
         except asyncio.CancelledError:
             reason = "reader cancelled"
             raise
+        except Exception as exc:  # a bug of ours: never leave a half-dead connection behind
+            reason = f"internal error in the read loop: {exc!r}"
+            logger.exception("channel %s: read loop failed; closing the connection", self.id)
+            self._mark_closed(reason)
+            await _quiet(self.socket.close(CLOSE_INTERNAL_ERROR, "internal error"))
         finally:
             self._mark_closed(reason)
             await self._fire_disconnect()
 
+    async def _wait_for_room(self) -> None:
+        """Stop reading until work completes, the send side drains, or a call of ours needs its answer."""
+        self._room = self._loop.create_future()
+        try:
+            await self._room
+        finally:
+            self._room = None
+
+    def _wake(self) -> None:
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
+
     def feed(self, frame: Union[str, bytes]) -> None:
         """Handle one received frame. Raises RpcMessageTooLargeError for an oversized one."""
-        msg = _accel.decode(frame, self.max_message_size)
+        self._received += 1
+        msg = self._decode(frame, self.max_message_size, self.settings.max_depth)
         kind = type(msg)
         if kind is Response:
             if not self._pending.resolve(msg.id, msg) and logger.isEnabledFor(logging.DEBUG):
                 logger.debug("channel %s: answer to unknown call %r dropped", self.id, msg.id)
-        elif kind is Request:
-            self._start_request(msg)
-        elif kind is Notification:
-            if msg.method == CANCEL_REQUEST:
-                self._cancel_incoming(msg.params)
-            else:
-                self._spawn(self._invoke(msg.method, msg.params, None, notification=True))
         elif kind is Invalid:
-            self._spawn(self._send_quietly(encode_error(msg.id, msg.code, msg.message)))
-        elif kind is Batch:
-            self._spawn(self._handle_batch(msg))
+            self._spawn_send(encode_error(msg.id, msg.code, msg.message))
+        elif kind is Notification and msg.method == CANCEL_REQUEST:
+            self._cancel_incoming(msg.params)
+        elif self._active < self._max_active and not self._deferred:
+            self._start(msg)
+        elif len(self._deferred) < self._max_active:
+            self._deferred.append(msg)
+        elif kind is Request:
+            self._refuse(msg.id)
+        elif kind is Notification:
+            self._drop(msg.method)
+        else:
+            self._start_batch(msg, over_budget=True)
+
+    def _start(self, msg: Any) -> None:
+        """Start a call, a notification or a batch: it holds its share of the budget until done."""
+        kind = type(msg)
+        if kind is Request:
+            task = self._spawn(self._handle_request(msg))
+            if task is not None:
+                self._by_id[msg.id] = task
+        elif kind is Notification:
+            self._spawn(self._invoke(msg.method, msg.params, None, True))
+        else:
+            self._start_batch(msg)
+
+    def _start_deferred(self) -> None:
+        deferred = self._deferred
+        while deferred and self._active < self._max_active and not self._closed:
+            self._start(deferred.popleft())
 
     # ------------------------------------------------------ incoming calls
-    def _start_request(self, req: Request) -> None:
-        if len(self._tasks) >= self.max_pending_requests:
-            self._spawn_untracked(
-                self._send_quietly(
-                    encode_error(
-                        req.id,
-                        JsonRpcErrorCode.SERVER_OVERLOADED,
-                        f"Server overloaded: {len(self._tasks)} calls in flight, "
-                        f"the limit is {self.max_pending_requests}",
-                    )
-                )
+    def _refuse(self, call_id: Any) -> None:
+        """Over the limit while we must keep reading: say so rather than queue without bound."""
+        self.refused_calls += 1
+        self._spawn_send(
+            encode_error(
+                call_id,
+                JsonRpcErrorCode.SERVER_OVERLOADED,
+                f"Server overloaded: {self._active} calls in flight, the limit is {self._max_active}",
             )
-            return
-        task = self._spawn(self._handle_request(req))
-        if task is not None:
-            self._by_id[req.id] = task
+        )
+
+    def _drop(self, method: str) -> None:
+        if not self.dropped_notifications:
+            logger.warning(
+                "channel %s (peer %s): budget full while waiting for answers; dropping notifications (%s)",
+                self.id,
+                self.socket.peer or "?",
+                method,
+            )
+        self.dropped_notifications += 1
 
     async def _handle_request(self, req: Request) -> None:
         try:
@@ -377,7 +372,7 @@ class RpcChannel:
             if self._by_id:
                 self._by_id.pop(req.id, None)
         if data is not None:
-            await self._send_quietly(data)
+            await self._send_answer(data)
 
     def _cancel_incoming(self, params: Any) -> None:
         """The caller gave up on a call: cancel its handler; it will not be answered."""
@@ -386,80 +381,42 @@ class RpcChannel:
         if task is not None:
             task.cancel()
 
-    def _build_handler(self, name: str) -> Optional[Callable[..., Awaitable[Any]]]:
-        """First call of ``name`` on this channel: look it up, wrap it if typed, keep it."""
-        handler: Optional[Callable[..., Awaitable[Any]]] = None
-        if name in self._exposed:
-            spec = method_spec(type(self.methods), name)
-            handler = self._handlers[name] = typed_handler(getattr(self.methods, name), spec)
-        elif name == DISCOVER and self.discovery:
-            handler = self._handlers[name] = self._discover
-        return handler
-
-    async def _discover(self) -> Dict[str, Any]:
-        """``rpc.discover``: an OpenRPC document of the methods this side exposes."""
-        return openrpc_document(self.methods, self._exposed, type(self.methods).__name__, __version__)
-
-    async def _invoke(self, name: str, params: Any, call_id: Any, notification: bool = False) -> Optional[bytes]:
-        """Run one method; answer the encoded response (None for notifications)."""
-        handler = self._handlers.get(name) or self._build_handler(name)
-        if handler is None:
-            if notification:
-                return None
-            return encode_error(call_id, JsonRpcErrorCode.METHOD_NOT_FOUND, f"Method not found: {name}")
-        try:
-            if params is None:
-                result = await handler()
-            elif type(params) is dict:
-                result = await handler(**params)
-            else:
-                result = await handler(*params)
-        except RemoteValueError as exc:
-            if notification:
-                return None
-            return encode_error(call_id, exc.code, exc.message, exc.data)
-        except TypeError as exc:
-            if not _params_bind(handler, params):
-                if notification:
-                    return None
-                return encode_error(call_id, JsonRpcErrorCode.INVALID_PARAMS, f"Invalid params for {name}: {exc}")
-            return self._internal_error(call_id, name, exc, notification)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            return self._internal_error(call_id, name, exc, notification)
-        if notification or result is NoResponse:
-            return None
-        try:
-            return encode_result(call_id, result)
-        except _ENCODE_ERRORS as exc:
-            return self._internal_error(call_id, name, exc, False, "result could not be encoded as JSON")
-
-    def _internal_error(
-        self, call_id: Any, name: str, exc: Exception, notification: bool, what: str = ""
-    ) -> Optional[bytes]:
-        logger.error("method %s failed: %r", name, exc, exc_info=exc)
-        if self._error_callbacks:
-            self._spawn_untracked(self.on_error(exc))
-        if notification:
-            return None
-        if self.debug_config.debug_mode:
-            message = f"Internal error: {what or exc}"
-            data: Any = {"type": type(exc).__name__, "method": name}
+    def _start_batch(self, batch: Batch, over_budget: bool = False) -> None:
+        items = batch.items
+        limit = self.settings.max_batch_size
+        if len(items) > limit:
+            self._spawn_send(
+                encode_error(
+                    None,
+                    JsonRpcErrorCode.INVALID_REQUEST,
+                    f"Invalid Request: batch of {len(items)} items, the limit is {limit}",
+                )
+            )
+            return
+        if over_budget:  # reading on only for our answers, and the queue is full: serve none of it
+            self._spawn(self._handle_batch(items, True), units=0)
         else:
-            message = f"Internal error: {what}" if what else "Internal error"
-            data = None
-        return encode_error(call_id, JsonRpcErrorCode.INTERNAL_ERROR, message, data)
+            self._spawn(self._handle_batch(items, False), units=len(items))
 
-    async def _handle_batch(self, batch: Batch) -> None:
+    async def _handle_batch(self, items: List[Any], over_budget: bool) -> None:
         waiting: List[Awaitable[Optional[bytes]]] = []
         parts: List[bytes] = []
-        for item in batch.items:
+        invoke = self._invoke
+        for item in items:
             kind = type(item)
             if kind is Request:
-                waiting.append(self._invoke(item.method, item.params, item.id))
+                if over_budget:
+                    self.refused_calls += 1
+                    parts.append(
+                        encode_error(item.id, JsonRpcErrorCode.SERVER_OVERLOADED, "Server overloaded: batch refused")
+                    )
+                else:
+                    waiting.append(invoke(item.method, item.params, item.id))
             elif kind is Notification:
-                waiting.append(self._invoke(item.method, item.params, None, notification=True))
+                if over_budget:
+                    self._drop(item.method)
+                else:
+                    waiting.append(invoke(item.method, item.params, None, True))
             elif kind is Invalid:
                 parts.append(encode_error(item.id, item.code, item.message))
             elif kind is Response:
@@ -467,178 +424,64 @@ class RpcChannel:
         if waiting:
             parts.extend(part for part in await asyncio.gather(*waiting) if part is not None)
         if parts:
-            await self._send_quietly(encode_batch(parts))
+            await self._send_answer(encode_batch(parts))
 
-    # ------------------------------------------------------ outgoing calls
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RpcNotConnectedError(
-                f"channel {self.id} is closed ({self._close_reason}); reconnect, or open a new client, before calling"
-            )
+    # ------------------------------------------------------------ sending
+    async def _send_counted(self, data: bytes) -> None:
+        """Our own frames (calls, notifications) go out through here.
 
-    async def call(self, name: str, args: Params = None, timeout: Any = _DEFAULT) -> Response:
-        """Call ``name`` on the other side and wait for its answer.
-
-        ``args`` is a dict (named params) or a list (positional). Returns the
-        :class:`~fastwsrpc.protocol.Response` (``.result``); a remote error raises
-        the matching :class:`~fastwsrpc.errors.RemoteValueError` subclass.
-        ``timeout`` defaults to the channel's ``default_response_timeout``
-        (``None``: wait as long as the connection lives).
+        They are not in the reading budget: a reader that stopped because our
+        own sends are slow would stop reading the answers that let them
+        finish, and both sides would wait for each other.
         """
-        if self._closed:
-            self._check_open()
-        if timeout is _DEFAULT:
-            timeout = self.default_response_timeout
-        loop = self._loop
-        pending = self._pending
-        future = loop.create_future()
-        call_id = pending.register(future)  # its timeout is the timer below, not a table deadline
-        try:
-            await self._send(encode_request(call_id, name, args))
-        except BaseException as exc:
-            pending.discard(call_id)
-            if isinstance(exc, TransportClosed):
-                raise RpcChannelClosedError(f"call {name!r} not sent: {exc}") from exc
-            raise
-        handle = loop.call_later(timeout, self._time_out, call_id, name, timeout) if timeout else None
-        try:
-            response: Response = await future
-        except (asyncio.CancelledError, RpcTimeoutError):
-            # The caller gave up: tell the other side to stop working on it.
-            pending.discard(call_id)
-            self._send_cancel(call_id)
-            raise
-        except BaseException:
-            pending.discard(call_id)
-            raise
-        finally:
-            if handle is not None:
-                handle.cancel()
-        error = response.error
-        if error is not None:
-            raise error_for_code(error.code, error.message, error.data, response)
-        return response
-
-    def _send_cancel(self, call_id: Any) -> None:
-        if not self._closed:
-            self._spawn_untracked(self._send_quietly(encode_notification(CANCEL_REQUEST, {"id": call_id})))
-
-    def _time_out(self, call_id: Any, name: str, timeout: float) -> None:
-        self._pending.fail(call_id, RpcTimeoutError(f"no answer to {name!r} within {timeout} s"))
-
-    def async_call(self, name: str, args: Params = None, call_id: Any = None) -> RpcPromise:
-        """Start a call without waiting; the answer is kept until collected.
-
-        Returns an :class:`RpcPromise`; ``get_saved_response(call_id)`` or
-        ``await promise.wait()`` gives the response. Entries not collected are
-        dropped after ``promise_ttl`` seconds.
-        """
-        self._check_open()
-        loop = self._loop
-        future = loop.create_future()
-        deadline = loop.time() + self.promise_ttl
-        if call_id is None:
-            call_id = self._pending.register(future, deadline)
-        else:
-            self._pending.add(call_id, future, deadline)
-        promise = RpcPromise(call_id, future)
-        key = str(call_id)
-        self._saved[key] = promise
-        self._spawn(self._send_or_fail(call_id, encode_request(call_id, name, args)))
-        return promise
-
-    def _sweep(self) -> None:
-        """Every ``promise_ttl`` seconds: drop calls whose deadline passed and nobody collected."""
-        for call_id in self._pending.expire(self._loop.time()):
-            self._saved.pop(str(call_id), None)
-        if not self._closed:
-            self._sweep_handle = self._loop.call_later(self.promise_ttl, self._sweep)
-
-    async def _send_or_fail(self, call_id: Any, data: bytes) -> None:
+        self._outgoing += 1
         try:
             await self._send(data)
-        except Exception as exc:
-            self._pending.fail(call_id, RpcChannelClosedError(f"call not sent: {exc}"))
-
-    def get_saved_promise(self, call_id: Any) -> Optional[RpcPromise]:
-        return self._saved.get(str(call_id))
-
-    def get_saved_response(self, call_id: Any) -> Optional[Response]:
-        promise = self._saved.get(str(call_id))
-        if promise is None or not promise.done() or promise._future.cancelled():
-            return None
-        return promise._future.result() if promise._future.exception() is None else None
-
-    def clear_saved_call(self, call_id: Any) -> None:
-        self._saved.pop(str(call_id), None)
-
-    async def notify(self, name: str, args: Params = None) -> None:
-        """Send a notification: returns once the frame is handed to the socket; never answered."""
-        if self._closed:
-            self._check_open()
-        try:
-            await self._send(encode_notification(name, args))
-        except TransportClosed as exc:
-            raise RpcChannelClosedError(f"notification {name!r} not sent: {exc}") from exc
-
-    async def call_batch(self, calls: Iterable[BatchCall], timeout: Any = _DEFAULT) -> List[Response]:
-        """Send several calls in one frame; answer their responses in the order given.
-
-        Items are ``(method, params)``, ``(method, params, True)`` for a
-        notification, or dicts with ``method``, ``params`` and ``notification``.
-        Errors are not raised: each failed call's response carries ``.error``,
-        so one failure does not hide the other results. Notifications have no
-        response in the list.
-        """
-        self._check_open()
-        if timeout is _DEFAULT:
-            timeout = self.default_response_timeout
-        loop = self._loop
-        pending = self._pending
-        parts: List[bytes] = []
-        calls_made: List[Tuple[Any, asyncio.Future]] = []
-        try:
-            for item in calls:
-                if isinstance(item, Mapping):
-                    name, params, is_note = (
-                        item["method"],
-                        item.get("params"),
-                        item.get("notification", False),
-                    )
-                else:
-                    name, params = item[0], item[1] if len(item) > 1 else None
-                    is_note = bool(item[2]) if len(item) > 2 else False
-                if is_note:
-                    parts.append(encode_notification(name, params))
-                    continue
-                future = loop.create_future()
-                call_id = pending.register(future)
-                calls_made.append((call_id, future))
-                parts.append(encode_request(call_id, name, params))
-            if not parts:
-                raise ValueError("call_batch needs at least one call")
-            await self._send(encode_batch(parts))
-            if not calls_made:
-                return []
-            waiter = asyncio.gather(*(future for _, future in calls_made))
-            if timeout:
-                return list(await asyncio.wait_for(waiter, timeout))
-            return list(await waiter)
-        except asyncio.TimeoutError as exc:
-            raise RpcTimeoutError(f"no complete answer to the batch within {timeout} s") from exc
-        except TransportClosed as exc:
-            raise RpcChannelClosedError(f"batch not sent: {exc}") from exc
         finally:
-            for call_id, _ in calls_made:
-                pending.discard(call_id)
+            self._outgoing -= 1
+            self._sent += 1
 
-    async def ping(self) -> Response:
-        return await self.call("ping")
+    async def _send_answer(self, data: bytes) -> None:
+        """Send what the peer caused (an answer, a refusal, an error reply), counted in the budget.
+
+        If the connection is gone, the answer has nobody to go to.
+        """
+        self._sending += 1
+        await self._send_spawned(data)
+
+    def _spawn_send(self, data: bytes, answer: bool = True) -> None:
+        """Send a frame nobody awaits: an error reply (``answer``), or a cancel of ours.
+
+        An answer is counted now, not when its task first runs: the reader may
+        take many frames before any task runs, and must see each at once.
+        """
+        if answer:
+            self._sending += 1
+            self._spawn(self._send_spawned(data), units=0)
+        else:
+            self._spawn(self._send_quietly(data), units=0)
+
+    async def _send_spawned(self, data: bytes) -> None:
+        try:
+            await self._send(data)
+        except TransportClosed:
+            pass
+        finally:
+            self._sending -= 1
+            self._sent += 1
+            if self._room is not None:
+                self._wake()
+
+    async def _send_quietly(self, data: bytes) -> None:
+        try:
+            await self._send_counted(data)
+        except TransportClosed:
+            pass
 
     # ----------------------------------------------------------- closing
     def _on_max_duration(self) -> None:
         logger.info("channel %s reached max_connection_duration; closing", self.id)
-        self._spawn_untracked(self.close(CLOSE_NORMAL, "max connection duration reached"))
+        _spawn_background(self._loop, self.close(CLOSE_NORMAL, "max connection duration reached"))
 
     def _mark_closed(self, reason: str) -> None:
         """Fail every pending call at once and stop every handler; idempotent."""
@@ -647,13 +490,17 @@ class RpcChannel:
         self._closed = True
         self._close_reason = reason
         self._closed_event.set()
-        self._sweep_handle.cancel()
-        if self._duration_handle is not None:
-            self._duration_handle.cancel()
+        self._wake()
+        for handle in (self._sweep_handle, self._duration_handle):
+            if handle is not None:
+                handle.cancel()
+        if self._watchdog is not None:
+            self._watchdog.stop()
         message = f"channel {self.id} closed before the answer arrived ({reason})"
         self._pending.fail_all(lambda: RpcChannelClosedError(message))
         self._saved.clear()
         self._by_id.clear()
+        self._deferred.clear()
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:  # a method may close its own channel
@@ -670,8 +517,14 @@ class RpcChannel:
         await _quiet(self.socket.close(code, reason))
         await self._fire_disconnect()
 
+    def abort(self, reason: str) -> None:
+        """Drop the connection at once, without a closing handshake (the peer is stalled)."""
+        self._mark_closed(reason)
+        self.socket.abort()
+
     # ------------------------------------------------------------ helpers
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> Optional[asyncio.Task]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], units: int = 1) -> Optional[asyncio.Task[Any]]:
+        """Start incoming work as a task that holds ``units`` of the budget until done."""
         if _EAGER:
             # Python 3.12+: run the handler's first step now; one that never
             # suspends (most do not) finishes here, never scheduled, never tracked.
@@ -681,29 +534,123 @@ class RpcChannel:
         else:
             task = self._loop.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if units:
+            self._active += units
+            if units == 1:
+                task.add_done_callback(self._done_one)
+            else:
+                task.add_done_callback(lambda t: self._done(t, units))
+        else:
+            task.add_done_callback(self._tasks.discard)
         return task
 
-    def _spawn_untracked(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = self._loop.create_task(coro)
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+    def _done_one(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._active -= 1
+        if self._deferred:
+            self._start_deferred()
+        if self._room is not None:
+            self._wake()
 
-    async def _send_quietly(self, data: bytes) -> None:
-        """Send an answer; if the connection is gone, the answer has nobody to go to."""
-        try:
-            await self._send(data)
-        except TransportClosed:
-            pass
+    def _done(self, task: asyncio.Task[Any], units: int) -> None:
+        self._tasks.discard(task)
+        self._active -= units
+        if self._deferred:
+            self._start_deferred()
+        if self._room is not None:
+            self._wake()
 
 
-#: Tasks that must outlive the channel's own cancellation (closing, answers of
-#: refusal); kept referenced so the loop does not garbage-collect them mid-run.
-_background: Set[asyncio.Task] = set()
+class _Watchdog:
+    """One timer per connection for the timeouts that need a clock: send, idle, receive.
+
+    It ticks every quarter of the shortest timeout set and compares progress
+    counters with the previous tick, so the hot path pays one integer increment
+    per frame and never reads the clock.
+    """
+
+    __slots__ = ("channel", "handle", "idle_for", "last_received", "last_sent", "receiving_for", "stalled_for", "tick")
+
+    def __init__(self, channel: RpcChannel, tick: float) -> None:
+        self.channel = channel
+        self.tick = tick
+        self.stalled_for = self.idle_for = self.receiving_for = 0.0
+        self.last_received = self.last_sent = -1
+        self.handle: Optional[asyncio.TimerHandle] = channel._loop.call_later(tick, self._check)
+
+    @classmethod
+    def start(cls, channel: RpcChannel) -> Optional[_Watchdog]:
+        s = channel.settings
+        timeouts = [t for t in (s.send_timeout, s.idle_timeout, s.message_receive_timeout) if t]
+        return cls(channel, min(timeouts) / 4) if timeouts else None
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+    def _check(self) -> None:
+        ch = self.channel
+        s = ch.settings
+        tick = self.tick
+        received_any = ch._received != self.last_received
+        sent_any = ch._sent != self.last_sent
+        self.last_received, self.last_sent = ch._received, ch._sent
+        peer = ch.socket.peer or "?"
+        # A peer that takes none of what we send.
+        busy = ch._sending or ch._outgoing
+        self.stalled_for = self.stalled_for + tick if (busy and not sent_any) else 0.0
+        if s.send_timeout and self.stalled_for >= s.send_timeout:
+            logger.warning("channel %s: peer %s read nothing for %.3g s; disconnecting", ch.id, peer, s.send_timeout)
+            ch.abort(f"send timeout: the peer read nothing for {s.send_timeout} s")
+            _spawn_background(ch._loop, ch._fire_disconnect())
+            return
+        # A message started and not finished (slowloris); not while we chose not to read.
+        if ch._room is None and not received_any and ch.socket.receiving():
+            self.receiving_for += tick
+        else:
+            self.receiving_for = 0.0
+        if s.message_receive_timeout and self.receiving_for >= s.message_receive_timeout:
+            logger.warning(
+                "channel %s: peer %s took over %.3g s to send one message; closing",
+                ch.id,
+                peer,
+                s.message_receive_timeout,
+            )
+            _spawn_background(ch._loop, _close_then_abort(ch, CLOSE_POLICY_VIOLATION, "message receive timeout"))
+            return
+        # Nothing either way and nothing in flight.
+        idle = not (received_any or sent_any or ch._active or busy or len(ch._pending))
+        self.idle_for = self.idle_for + tick if idle else 0.0
+        if s.idle_timeout and self.idle_for >= s.idle_timeout:
+            logger.info("channel %s: idle for %.3g s; closing", ch.id, s.idle_timeout)
+            _spawn_background(ch._loop, _close_then_abort(ch, CLOSE_GOING_AWAY, "idle timeout"))
+            return
+        if not ch._closed:
+            self.handle = ch._loop.call_later(tick, self._check)
+
+
+async def _close_then_abort(channel: RpcChannel, code: int, reason: str) -> None:
+    """A closing handshake if the peer takes it within a second; else drop the socket."""
+    try:
+        await asyncio.wait_for(channel.close(code, reason), 1.0)
+    except (asyncio.TimeoutError, Exception):
+        channel.abort(reason)
+
+
+#: Tasks that must outlive the channel's own cancellation (closing, error
+#: callbacks); kept referenced so the loop does not garbage-collect them mid-run.
+_background: Set[asyncio.Task[Any]] = set()
+
+
+def _spawn_background(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> None:
+    task = loop.create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def _hashable(value: Any) -> bool:
-    return isinstance(value, (str, int)) or value is None
+    return isinstance(value, (str, int, float)) or value is None
 
 
 def _remove(callbacks: List[Any], callback: Any) -> bool:

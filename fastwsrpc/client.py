@@ -10,10 +10,12 @@ the project page (``retry_config=``, ``default_response_timeout=``,
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
+import socket as _socket
 import ssl as _ssl
 from dataclasses import replace
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Union
 
 import tenacity
 import websockets
@@ -34,9 +36,10 @@ from .config import (
     RpcBackpressureConfig,
     RpcKeepaliveConfig,
     RpcRetryConfig,
+    RpcSettings,
     WebSocketRpcClientConfig,
 )
-from .errors import RpcInvalidStateError
+from .errors import RpcConnectionError, RpcHandshakeRejectedError, RpcInvalidStateError, RpcUsageError
 from .logger import get_logger
 from .methods import RpcMethodsBase
 from .protocol import Response
@@ -123,6 +126,24 @@ class WebsocketsTransport:
             self._flush()
         await self.ws.close(code, reason)
 
+    def abort(self) -> None:
+        self._transport.abort()
+
+    @property
+    def peer(self) -> str:
+        address = self.ws.remote_address
+        return f"{address[0]}:{address[1]}" if address else ""
+
+    def receiving(self) -> bool:
+        # The sans-I/O protocol keeps the bytes of a frame not yet complete.
+        return bool(self._protocol.reader.buffer)
+
+
+#: Close codes after which ``auto_reconnect`` does not come back (as fastapi-ws-rpc
+#: 1.2): the server said the client is wrong (protocol error, unsupported or
+#: invalid data, policy violation) or broken (internal error): retrying would
+#: only repeat it.
+NO_RECONNECT_CODES = frozenset({1002, 1003, 1007, 1008, 1011})
 
 #: Above this many bytes waiting in the socket's buffer, senders wait for it to drain.
 _HIGH_WATER = 1024 * 1024
@@ -144,6 +165,46 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, asyncio.TimeoutError, websockets.exceptions.InvalidHandshake, EOFError))
 
 
+def _connection_error(exc: BaseException, uri: str) -> BaseException:
+    """What a failed connect means, in our own exceptions (the cause stays chained)."""
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        what = {401: "authentication required", 403: "forbidden", 404: "no such path"}.get(status, "refused")
+        return RpcHandshakeRejectedError(
+            status, f"{uri}: the server refused the WebSocket handshake with HTTP {status} ({what})", exc.response
+        )
+    if isinstance(exc, InvalidURI):
+        return RpcUsageError(f"{uri!r} is not a WebSocket URL: use ws://host:port/path or wss://...")
+    if isinstance(exc, _socket.gaierror):
+        return RpcConnectionError(f"{uri}: could not resolve the host name ({exc.strerror or exc})")
+    if isinstance(exc, ConnectionRefusedError) or (isinstance(exc, OSError) and "Connect call failed" in str(exc)):
+        return RpcConnectionError(f"{uri}: connection refused (is the server running?)")
+    if isinstance(exc, _ssl.SSLError):
+        return RpcConnectionError(f"{uri}: TLS failed: {exc}")
+    if isinstance(exc, asyncio.TimeoutError):
+        return RpcConnectionError(f"{uri}: timed out while opening the connection")
+    if isinstance(exc, (OSError, websockets.exceptions.InvalidHandshake, EOFError)):
+        return RpcConnectionError(f"{uri}: could not connect: {exc}")
+    return exc
+
+
+def _check_uri(uri: str) -> None:
+    if not isinstance(uri, str) or not uri.startswith(("ws://", "wss://")):
+        raise RpcUsageError(f"{uri!r} is not a WebSocket URL: use ws://host:port/path or wss://host/path")
+
+
+#: Keyword arguments the client hands to ``websockets.connect`` (its own and
+#: asyncio's ``create_connection``'s); anything else is a mistake, refused at once.
+_CONNECT_KWARGS: FrozenSet[str] = frozenset(
+    name
+    for name, p in inspect.signature(connect).parameters.items()
+    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name != "uri"
+) | frozenset(
+    {"ssl", "sock", "server_hostname", "local_addr", "family", "proto", "flags", "happy_eyeballs_delay"}
+    | {"interleave", "ssl_handshake_timeout", "ssl_shutdown_timeout", "all_errors", "host", "port"}
+)
+
+
 class _BackoffWithJitter:
     """Exponential backoff from ``min_wait`` capped at ``max_wait``, plus 0-25% jitter."""
 
@@ -158,9 +219,31 @@ class _BackoffWithJitter:
         return min(delay, cfg.max_wait * 1.25)
 
 
-def _retrying(retry: Union[RpcRetryConfig, Dict[str, Any], bool, None]) -> tenacity.AsyncRetrying:
+def _log_retry(uri: str, attempts: int) -> Any:
+    """One WARNING per retry, so a client waiting on a dead server says so."""
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        outcome = state.outcome
+        cause = outcome.exception() if outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        logger.warning(
+            "connect to %s failed (attempt %d of %d): %s; retrying in %.2f s",
+            uri,
+            state.attempt_number,
+            attempts,
+            _connection_error(cause, uri) if cause is not None else "?",
+            delay,
+        )
+
+    return before_sleep
+
+
+def _retrying(
+    retry: Union[RpcRetryConfig, Dict[str, Any], bool, None], uri: str = "", sleep: Any = None
+) -> tenacity.AsyncRetrying:
+    extra: Dict[str, Any] = {"sleep": sleep} if sleep is not None else {}
     if isinstance(retry, dict):  # the original library's form: tenacity's own kwargs
-        return tenacity.AsyncRetrying(**{"reraise": True, **retry})
+        return tenacity.AsyncRetrying(**{"reraise": True, **extra, **retry})
     if retry is False or retry is None or (isinstance(retry, RpcRetryConfig) and not retry.enabled):
         return tenacity.AsyncRetrying(stop=tenacity.stop_after_attempt(1), reraise=True)
     cfg = retry if isinstance(retry, RpcRetryConfig) else RpcRetryConfig()
@@ -168,7 +251,9 @@ def _retrying(retry: Union[RpcRetryConfig, Dict[str, Any], bool, None]) -> tenac
         stop=tenacity.stop_after_attempt(cfg.max_attempts),
         wait=_BackoffWithJitter(cfg),
         retry=tenacity.retry_if_exception(_is_transient),
+        before_sleep=_log_retry(uri, cfg.max_attempts),
         reraise=True,
+        **extra,
     )
 
 
@@ -197,6 +282,8 @@ class WebSocketRpcClient:
         max_pending_requests: Optional[int] = None,
         max_connection_duration: Optional[float] = None,
         auto_reconnect: Optional[bool] = None,
+        reconnect_delay: Optional[float] = None,
+        max_reconnect_attempts: Optional[int] = None,
         **kwargs: Any,
     ) -> None:
         # The original library's third positional argument was retry_config.
@@ -208,6 +295,10 @@ class WebSocketRpcClient:
         connection = cfg.connection
         if auto_reconnect is not None:
             connection = replace(connection, auto_reconnect=auto_reconnect)
+        if reconnect_delay is not None:
+            connection = replace(connection, reconnect_delay=reconnect_delay)
+        if max_reconnect_attempts is not None:
+            connection = replace(connection, max_reconnect_attempts=max_reconnect_attempts)
         if default_response_timeout is not None or max_connection_duration is not None:
             connection = replace(
                 connection,
@@ -245,6 +336,17 @@ class WebSocketRpcClient:
             logger.warning("serializing_socket_cls is ignored: fastwsrpc always speaks JSON-RPC 2.0 JSON")
         if "extra_headers" in kwargs:  # websockets' legacy name
             kwargs["additional_headers"] = kwargs.pop("extra_headers")
+        for name in kwargs:
+            if name not in _CONNECT_KWARGS:
+                raise TypeError(
+                    f"WebSocketRpcClient() got an unexpected keyword argument {name!r} "
+                    "(neither a setting of ours nor a websockets.connect option)"
+                )
+        _check_uri(uri)
+        #: Everything the connection's channel obeys, resolved once here.
+        self.settings = RpcSettings.resolve(
+            connection=self.config.connection, backpressure=self.config.backpressure, owner="WebSocketRpcClient"
+        )
         self.connect_kwargs: Dict[str, Any] = {**self.config.websocket_kwargs, **kwargs}
         self.ws: Optional[ClientConnection] = None
         self.channel: Optional[RpcChannel] = None
@@ -255,6 +357,9 @@ class WebSocketRpcClient:
         self.reconnects = 0
         #: Why the last reconnect gave up, if it did.
         self.last_error: Optional[BaseException] = None
+        #: How the client waits between reconnect attempts (a test can make it instant).
+        self._sleep: Any = asyncio.sleep
+        self._reconnecting = False
 
     # ------------------------------------------------------------ connect
     def _websockets_kwargs(self) -> Dict[str, Any]:
@@ -270,24 +375,29 @@ class WebSocketRpcClient:
         options.update(self.connect_kwargs)
         return options
 
-    async def _open(self) -> RpcChannel:
-        """Connect (retrying transient failures with tenacity) and build the channel."""
+    async def _open(self, retrying: Optional[tenacity.AsyncRetrying] = None) -> RpcChannel:
+        """Connect (retrying transient failures with tenacity) and build the channel.
+
+        Failures come out as our own exceptions (RpcHandshakeRejectedError,
+        RpcConnectionError, RpcUsageError) with the original chained.
+        """
         options = self._websockets_kwargs()
         ws: Optional[ClientConnection] = None
-        async for attempt in _retrying(self.retry_config):
-            with attempt:
-                ws = await connect(self.uri, **options)
+        try:
+            async for attempt in retrying or _retrying(self.retry_config, self.uri):
+                with attempt:
+                    ws = await connect(self.uri, **options)
+        except Exception as exc:
+            mapped = _connection_error(exc, self.uri)
+            if mapped is exc:
+                raise
+            raise mapped from exc
         assert ws is not None
         self.ws = ws
-        connection = self.config.connection
         channel = RpcChannel(
             self.methods,
             WebsocketsTransport(ws),
-            default_response_timeout=connection.default_response_timeout,
-            max_pending_requests=self.config.backpressure.max_pending_requests,
-            max_connection_duration=connection.max_connection_duration,
-            max_message_size=self.config.backpressure.max_message_size,
-            debug_config=connection.debug,
+            settings=self.settings,
             subprotocol=ws.subprotocol,
             connect_callbacks=self._on_connect,
             disconnect_callbacks=self._on_disconnect,
@@ -313,24 +423,63 @@ class WebSocketRpcClient:
             keepalive = None
             if self.config.keepalive.enabled:
                 keepalive = asyncio.get_running_loop().create_task(self._keepalive(channel))
-            await channel.on_connect()
             try:
+                await channel.on_connect()
                 await channel.run()
             finally:
                 if keepalive is not None:
                     keepalive.cancel()
-            if self._connected is not None:
-                self._connected.clear()
+                if self._connected is not None:
+                    self._connected.clear()
             if self._closing or not self.config.connection.auto_reconnect:
                 return
-            logger.info("connection to %s lost (%s); reconnecting", self.uri, channel.close_reason)
-            self.reconnects += 1
+            ws = self.ws
+            code = ws.close_code if ws is not None else None
+            server_closed = ws is not None and bool(ws.protocol.close_rcvd_then_sent)
+            if server_closed and code in NO_RECONNECT_CODES:
+                logger.warning(
+                    "connection to %s closed with code %s (%s): not reconnecting", self.uri, code, channel.close_reason
+                )
+                return
+            connection = self.config.connection
+            logger.warning(
+                "connection to %s lost (%s); reconnecting in %.2f s",
+                self.uri,
+                channel.close_reason,
+                connection.reconnect_delay,
+            )
+            self._reconnecting = True
             try:
-                channel = await self._open()
+                await self._sleep(connection.reconnect_delay)
+                if self._closing:
+                    return
+                channel = await self._open(self._reconnect_retrying())
             except Exception as exc:
-                logger.error("could not reconnect to %s: %r; giving up", self.uri, exc)
+                logger.error("could not reconnect to %s: %s; giving up", self.uri, exc)
                 self.last_error = exc
                 return
+            finally:
+                self._reconnecting = False
+            self.reconnects += 1
+
+    def _reconnect_retrying(self) -> tenacity.AsyncRetrying:
+        """``max_reconnect_attempts`` tries, backing off from ``reconnect_delay`` up to ``retry.max_wait``."""
+        connection = self.config.connection
+        retry = self.config.retry
+        cfg = RpcRetryConfig(
+            max_attempts=connection.max_reconnect_attempts,
+            min_wait=2 * connection.reconnect_delay,  # after the first wait: 2d, 4d, ... as in 1.2
+            max_wait=max(retry.max_wait, connection.reconnect_delay),
+            jitter=retry.jitter,
+        )
+        return tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(cfg.max_attempts),
+            wait=_BackoffWithJitter(cfg),
+            retry=tenacity.retry_if_exception(_is_transient),
+            before_sleep=_log_retry(self.uri, cfg.max_attempts),
+            sleep=self._sleep,
+            reraise=True,
+        )
 
     async def __aenter__(self) -> WebSocketRpcClient:
         return await self.__connect__()
@@ -343,6 +492,8 @@ class WebSocketRpcClient:
         self._closing = True
         if self.channel is not None:
             await self.channel.close()
+        if self._reader_task is not None and self._reconnecting:
+            self._reader_task.cancel()  # between connections: nothing to wait for
         if self._reader_task is not None:
             if asyncio.current_task() is not self._reader_task:
                 try:
@@ -364,9 +515,8 @@ class WebSocketRpcClient:
         (the peer's ``ping`` method) check the whole path, handlers included.
         """
         cfg = self.config.keepalive
-        transport = channel.socket
-        assert isinstance(transport, WebsocketsTransport)
-        ws = transport.ws
+        ws = self.ws
+        assert ws is not None
         failures = 0
         while not channel.is_closed():
             await asyncio.sleep(cfg.interval)
@@ -384,8 +534,7 @@ class WebSocketRpcClient:
                 logger.warning("keepalive ping %d/%d failed: %r", failures, cfg.max_consecutive_failures, exc)
                 if failures >= cfg.max_consecutive_failures:
                     # The socket may be stalled: do not wait for a closing handshake.
-                    channel._mark_closed("keepalive failed")
-                    ws.transport.abort()
+                    channel.abort("keepalive failed")
                     return
 
     # ------------------------------------------------------------- calls

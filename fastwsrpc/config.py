@@ -8,13 +8,18 @@ keepalive config accepts ``max_failures`` as well as 1.2's
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Dict, List, Optional
 
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_PENDING_REQUESTS = 1000
+DEFAULT_MAX_SEND_QUEUE_SIZE = 1000
+DEFAULT_MAX_BATCH_SIZE = 1000
+DEFAULT_MAX_DEPTH = 128
 DEFAULT_PROMISE_TTL = 60.0
 DEFAULT_RECEIVE_TIMEOUT = 60.0
+DEFAULT_SEND_TIMEOUT = 60.0
 JSONRPC_SUBPROTOCOL = "jsonrpc2.0"
 
 
@@ -45,10 +50,19 @@ class WebSocketConnectionConfig:
 
     subprotocols: Optional[List[str]] = field(default_factory=lambda: [JSONRPC_SUBPROTOCOL])
     compression: Optional[str] = None
-    compression_threshold: int = 1024
+    #: Deprecated: does nothing (``websockets`` compresses every message once
+    #: deflate is negotiated); setting it warns.
+    compression_threshold: Optional[int] = None
     ping_timeout: Optional[float] = None
 
     def __post_init__(self) -> None:
+        if self.compression_threshold is not None:
+            warnings.warn(
+                "compression_threshold does nothing and will be removed: with compression='deflate' "
+                "every message is compressed",
+                DeprecationWarning,
+                stacklevel=3,
+            )
         self.validate()
 
     def validate(self) -> None:
@@ -56,7 +70,9 @@ class WebSocketConnectionConfig:
             self.compression in (None, "deflate"),
             f"compression must be None or 'deflate', got {self.compression!r}",
         )
-        _check(self.compression_threshold >= 0, "compression_threshold must be >= 0")
+        _check(
+            self.compression_threshold is None or self.compression_threshold >= 0, "compression_threshold must be >= 0"
+        )
         _check(
             self.ping_timeout is None or self.ping_timeout >= 0,
             "ping_timeout must be >= 0 or None",
@@ -65,16 +81,30 @@ class WebSocketConnectionConfig:
 
 @dataclass(frozen=True)
 class RpcConnectionConfig:
-    """Lifetime and timeouts of one connection."""
+    """Lifetime and timeouts of one connection.
+
+    The timeouts are checked by one watchdog timer per connection, which ticks
+    every quarter of the shortest of them: each fires between its value and a
+    quarter more, and costs nothing per message.
+    """
 
     default_response_timeout: Optional[float] = None
     max_connection_duration: Optional[float] = None
+    #: Close a connection on which nothing was received or sent, and no call
+    #: was in flight either way, for this long (code 1001, "idle timeout").
     idle_timeout: Optional[float] = None
-    #: Slow senders: a message that takes longer than this to arrive closes the
-    #: connection. The project page promises 60 s.
+    #: Slow senders (slowloris): a message whose first bytes arrived and whose
+    #: last did not within this many seconds closes the connection (code 1008).
+    #: The project page promises 60 s.
     message_receive_timeout: Optional[float] = DEFAULT_RECEIVE_TIMEOUT
+    #: A peer that reads nothing we send for this long is disconnected (the
+    #: socket is aborted: a closing handshake could not get through either).
+    send_timeout: Optional[float] = DEFAULT_SEND_TIMEOUT
     auto_reconnect: bool = False
+    #: With ``auto_reconnect``: seconds before the first attempt after a lost
+    #: connection; later attempts back off exponentially up to ``retry.max_wait``.
     reconnect_delay: float = 5.0
+    #: With ``auto_reconnect``: attempts per lost connection before giving up.
     max_reconnect_attempts: int = 10
     debug: RpcDebugConfig = field(default_factory=RpcDebugConfig)
     websocket: WebSocketConnectionConfig = field(default_factory=WebSocketConnectionConfig)
@@ -94,6 +124,7 @@ class RpcConnectionConfig:
             self.message_receive_timeout is None or self.message_receive_timeout > 0,
             "message_receive_timeout must be > 0 or None",
         )
+        _check(self.send_timeout is None or self.send_timeout > 0, "send_timeout must be > 0 or None")
         _check(
             rt is None or dur is None or rt < dur,
             f"default_response_timeout ({rt}s) must be less than max_connection_duration ({dur}s)",
@@ -106,11 +137,26 @@ class RpcConnectionConfig:
 
 @dataclass(frozen=True)
 class RpcBackpressureConfig:
-    """Limits that keep one peer from exhausting the other's memory."""
+    """Limits that keep one peer from exhausting the other's memory (the budget of one connection).
+
+    * ``max_pending_requests``: incoming work in flight (calls, notifications,
+      batch items, each until its answer is sent); at the limit the connection
+      stops being read, and TCP pushes back on the peer. Also the limit of our
+      own outgoing calls waiting for an answer (``RpcBackpressureError``).
+    * ``max_send_queue_size``: frames handed to the socket and not yet taken
+      by it; at the limit reading stops too, until the peer reads.
+    * ``max_batch_size``: items in one incoming batch; a longer one is refused
+      whole with -32600.
+    * ``max_depth``: nesting of a frame's JSON; deeper is refused with -32700
+      before parsing.
+    * ``max_message_size``: bytes of one frame; larger closes with 1009.
+    """
 
     max_pending_requests: int = DEFAULT_MAX_PENDING_REQUESTS
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    max_send_queue_size: int = DEFAULT_MAX_PENDING_REQUESTS
+    max_send_queue_size: int = DEFAULT_MAX_SEND_QUEUE_SIZE
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_depth: int = DEFAULT_MAX_DEPTH
 
     def __post_init__(self) -> None:
         self.validate()
@@ -118,7 +164,9 @@ class RpcBackpressureConfig:
     def validate(self) -> None:
         _check(self.max_pending_requests > 0, "max_pending_requests must be > 0")
         _check(self.max_message_size > 0, "max_message_size must be > 0")
-        _check(self.max_send_queue_size >= 0, "max_send_queue_size must be >= 0 (0 disables it)")
+        _check(self.max_send_queue_size > 0, "max_send_queue_size must be > 0")
+        _check(self.max_batch_size > 0, "max_batch_size must be > 0")
+        _check(self.max_depth > 0, "max_depth must be > 0")
 
 
 @dataclass(frozen=True)
@@ -203,3 +251,92 @@ class WebSocketRpcClientConfig:
     @classmethod
     def development_defaults(cls) -> WebSocketRpcClientConfig:
         return cls(connection=RpcConnectionConfig(message_receive_timeout=None))
+
+
+@dataclass(frozen=True)
+class RpcSettings:
+    """Everything one channel obeys, resolved once from the config objects and keywords.
+
+    The endpoint, the client and the channel each take one of these, so a
+    setting is merged in exactly one place (:meth:`resolve`) and a misspelt
+    keyword is a ``TypeError`` instead of a setting silently ignored.
+    """
+
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_pending_requests: int = DEFAULT_MAX_PENDING_REQUESTS
+    max_send_queue_size: int = DEFAULT_MAX_SEND_QUEUE_SIZE
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_depth: int = DEFAULT_MAX_DEPTH
+    default_response_timeout: Optional[float] = None
+    max_connection_duration: Optional[float] = None
+    idle_timeout: Optional[float] = None
+    message_receive_timeout: Optional[float] = DEFAULT_RECEIVE_TIMEOUT
+    send_timeout: Optional[float] = DEFAULT_SEND_TIMEOUT
+    promise_ttl: float = DEFAULT_PROMISE_TTL
+    debug_mode: bool = False
+    discovery: bool = True
+
+    def __post_init__(self) -> None:
+        RpcBackpressureConfig(
+            self.max_pending_requests,
+            self.max_message_size,
+            self.max_send_queue_size,
+            self.max_batch_size,
+            self.max_depth,
+        )
+        RpcConnectionConfig(
+            default_response_timeout=self.default_response_timeout,
+            max_connection_duration=self.max_connection_duration,
+            idle_timeout=self.idle_timeout,
+            message_receive_timeout=self.message_receive_timeout,
+            send_timeout=self.send_timeout,
+        )
+        _check(self.promise_ttl > 0, "promise_ttl must be > 0")
+
+    @classmethod
+    def resolve(
+        cls,
+        base: Optional[RpcSettings] = None,
+        *,
+        connection: Optional[RpcConnectionConfig] = None,
+        backpressure: Optional[RpcBackpressureConfig] = None,
+        debug: Optional[RpcDebugConfig] = None,
+        owner: str = "RpcSettings",
+        **overrides: Any,
+    ) -> RpcSettings:
+        """Merge, lowest first: ``base`` (or the defaults), the config objects, then keywords.
+
+        A keyword given as ``None`` means "not given" (the legacy signatures
+        default everything to ``None``). An unknown name raises ``TypeError``
+        naming ``owner``, as a misspelt keyword of a function would.
+        """
+        known = _SETTING_NAMES
+        for name in overrides:
+            if name not in known:
+                raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}")
+        values: Dict[str, Any] = {}
+        if connection is not None:
+            values.update(
+                default_response_timeout=connection.default_response_timeout,
+                max_connection_duration=connection.max_connection_duration,
+                idle_timeout=connection.idle_timeout,
+                message_receive_timeout=connection.message_receive_timeout,
+                send_timeout=connection.send_timeout,
+            )
+            if debug is None:
+                debug = connection.debug
+        if backpressure is not None:
+            values.update(
+                max_pending_requests=backpressure.max_pending_requests,
+                max_message_size=backpressure.max_message_size,
+                max_send_queue_size=backpressure.max_send_queue_size,
+                max_batch_size=backpressure.max_batch_size,
+                max_depth=backpressure.max_depth,
+            )
+        if debug is not None:
+            values["debug_mode"] = debug.debug_mode
+        values.update((k, v) for k, v in overrides.items() if v is not None)
+        return replace(base or cls(), **values) if values else (base or cls())
+
+
+_SETTING_NAMES = frozenset(f.name for f in fields(RpcSettings))

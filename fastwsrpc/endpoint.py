@@ -22,7 +22,7 @@ from typing import Any, List, Optional, Sequence, Union
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .channel import OnConnectCallback, OnDisconnectCallback, OnErrorCallback, RpcChannel
-from .config import JSONRPC_SUBPROTOCOL, RpcConnectionConfig, RpcDebugConfig
+from .config import JSONRPC_SUBPROTOCOL, RpcBackpressureConfig, RpcConnectionConfig, RpcDebugConfig, RpcSettings
 from .logger import get_logger
 from .methods import RpcMethodsBase
 from .transport import CLOSE_NORMAL, TransportClosed
@@ -40,13 +40,18 @@ class WebSocketFrameType(str, Enum):
 class StarletteTransport:
     """A Starlette ``WebSocket`` as a :class:`~fastwsrpc.transport.Transport`."""
 
-    __slots__ = ("_binary", "_ws_receive", "_ws_send", "websocket")
+    __slots__ = ("_binary", "_server", "_ws_receive", "_ws_send", "websocket")
 
     def __init__(self, websocket: WebSocket, binary: bool = False) -> None:
         self.websocket = websocket
         self._ws_send = websocket.send
         self._ws_receive = websocket.receive
         self._binary = binary
+        # ASGI gives no way to drop a connection or to see a frame half
+        # received; uvicorn's protocol object (the owner of the ASGI receive
+        # callable) can do both. Best effort: other servers fall back to close
+        # (abort) and to their own keepalive (slow senders).
+        self._server: Any = getattr(getattr(websocket, "_receive", None), "__self__", None)
 
     async def send(self, data: bytes) -> None:
         message = (
@@ -74,6 +79,22 @@ class StarletteTransport:
             await self.websocket.close(code, reason)
         except _SEND_ERRORS:
             pass
+
+    def abort(self) -> None:
+        transport = getattr(self._server, "transport", None)
+        if transport is not None and hasattr(transport, "abort"):
+            transport.abort()
+
+    @property
+    def peer(self) -> str:
+        client = self.websocket.client
+        return f"{client.host}:{client.port}" if client else ""
+
+    def receiving(self) -> bool:
+        conn = getattr(self._server, "conn", None)  # uvicorn's websockets sans-I/O protocol
+        reader = getattr(conn, "reader", None)
+        buffer = getattr(reader, "buffer", None)
+        return bool(buffer) or bool(getattr(self._server, "frames", None))
 
 
 class ConnectionManager:
@@ -114,8 +135,17 @@ class WebSocketRpcEndpoint:
         on_error: Optional[List[OnErrorCallback]] = None,
         default_response_timeout: Optional[float] = None,
         debug_mode: Optional[bool] = None,
-        subprotocols: Sequence[str] = (JSONRPC_SUBPROTOCOL,),
+        subprotocols: Optional[Sequence[str]] = None,
         discovery: bool = True,
+        *,
+        settings: Optional[RpcSettings] = None,
+        backpressure_config: Optional[RpcBackpressureConfig] = None,
+        max_send_queue_size: Optional[int] = None,
+        max_batch_size: Optional[int] = None,
+        max_depth: Optional[int] = None,
+        idle_timeout: Optional[float] = None,
+        message_receive_timeout: Optional[float] = None,
+        send_timeout: Optional[float] = None,
     ) -> None:
         self.manager = manager if manager is not None else ConnectionManager()
         self.methods = methods if methods is not None else RpcMethodsBase()
@@ -126,20 +156,56 @@ class WebSocketRpcEndpoint:
         if serializing_socket_cls is not None:
             logger.warning("serializing_socket_cls is ignored: fastwsrpc always speaks JSON-RPC 2.0 JSON")
         self._rpc_channel_get_remote_id = rpc_channel_get_remote_id
-        config = connection_config or RpcConnectionConfig(max_connection_duration=max_connection_duration)
-        self.connection_config = config
-        self.max_message_size = max_message_size
-        self.max_pending_requests = max_pending_requests
-        self.max_connection_duration = (
-            config.max_connection_duration if max_connection_duration is None else max_connection_duration
+        self.connection_config = connection_config or RpcConnectionConfig()
+        #: Everything each connection's channel obeys, resolved once here.
+        self.settings = RpcSettings.resolve(
+            settings,
+            connection=connection_config,
+            backpressure=backpressure_config,
+            debug=None if debug_mode is None else RpcDebugConfig(debug_mode=debug_mode),
+            owner="WebSocketRpcEndpoint",
+            max_message_size=max_message_size,
+            max_pending_requests=max_pending_requests,
+            max_connection_duration=max_connection_duration,
+            default_response_timeout=default_response_timeout,
+            discovery=None if discovery else False,
+            max_send_queue_size=max_send_queue_size,
+            max_batch_size=max_batch_size,
+            max_depth=max_depth,
+            idle_timeout=idle_timeout,
+            message_receive_timeout=message_receive_timeout,
+            send_timeout=send_timeout,
         )
-        self.default_response_timeout = (
-            config.default_response_timeout if default_response_timeout is None else default_response_timeout
-        )
-        self.debug_config = config.debug if debug_mode is None else RpcDebugConfig(debug_mode=debug_mode)
+        if subprotocols is None:
+            offered = connection_config.websocket.subprotocols if connection_config is not None else None
+            subprotocols = offered or (JSONRPC_SUBPROTOCOL,)
         self.subprotocols = tuple(subprotocols)
-        #: Answer ``rpc.discover`` with an OpenRPC document of the exposed methods.
-        self.discovery = discovery
+
+    # Read-only views of the settings, under the names fastapi-ws-rpc users know.
+    @property
+    def max_message_size(self) -> int:
+        return self.settings.max_message_size
+
+    @property
+    def max_pending_requests(self) -> int:
+        return self.settings.max_pending_requests
+
+    @property
+    def max_connection_duration(self) -> Optional[float]:
+        return self.settings.max_connection_duration
+
+    @property
+    def default_response_timeout(self) -> Optional[float]:
+        return self.settings.default_response_timeout
+
+    @property
+    def debug_config(self) -> RpcDebugConfig:
+        return RpcDebugConfig(debug_mode=self.settings.debug_mode)
+
+    @property
+    def discovery(self) -> bool:
+        """Whether ``rpc.discover`` answers an OpenRPC document of the exposed methods."""
+        return self.settings.discovery
 
     def _choose_subprotocol(self, websocket: WebSocket) -> Optional[str]:
         offered = websocket.scope.get("subprotocols") or ()
@@ -160,20 +226,16 @@ class WebSocketRpcEndpoint:
         transport = StarletteTransport(websocket, binary=self._binary)
         if client_id is not None:
             kwargs.setdefault("client_id", client_id)
+        kwargs.setdefault("websocket", websocket)
         channel = RpcChannel(
             self.methods,
             transport,
-            default_response_timeout=self.default_response_timeout,
-            max_pending_requests=self.max_pending_requests,
-            max_connection_duration=self.max_connection_duration,
-            max_message_size=self.max_message_size,
-            debug_config=self.debug_config,
+            settings=self.settings,
+            context=kwargs,
             subprotocol=subprotocol,
             connect_callbacks=self._on_connect,
             disconnect_callbacks=self._on_disconnect,
             error_callbacks=self._on_error,
-            discovery=self.discovery,
-            **kwargs,
         )
         try:
             await channel.on_connect()
@@ -185,6 +247,7 @@ class WebSocketRpcEndpoint:
         """Add this endpoint as a WebSocket route of ``router`` (a FastAPI app or APIRouter)."""
 
         async def websocket_endpoint(websocket: WebSocket) -> None:
-            await self.main_loop(websocket)
+            # A route such as "/ws/{client_id}" names the connection.
+            await self.main_loop(websocket, websocket.path_params.get("client_id"))
 
         router.add_api_websocket_route(path, websocket_endpoint, dependencies=dependencies)

@@ -52,7 +52,7 @@ class RpcNotConnectedError(RpcChannelClosedError, RpcInvalidStateError):
     """
 
 
-class RpcConnectionError(RpcError):
+class RpcConnectionError(RpcError, ConnectionError):
     """Could not connect (refused, unreachable, DNS, TLS); the cause is chained as ``__cause__``."""
 
 
@@ -62,9 +62,11 @@ class RpcHandshakeRejectedError(RpcConnectionError):
     ``status`` tells an authentication refusal (401, 403) from a wrong path (404).
     """
 
-    def __init__(self, status: int, message: str = "") -> None:
+    def __init__(self, status: int, message: str = "", response: Any = None) -> None:
         super().__init__(message or f"the server refused the WebSocket handshake with HTTP {status}")
         self.status = status
+        #: The HTTP response of the refusal (``.status_code``, ``.headers``, ``.body``), when known.
+        self.response = response
 
 
 class RpcUsageError(RpcError, ValueError):

@@ -1,13 +1,22 @@
 """The few operations a channel needs from a socket.
 
-The channel knows nothing of FastAPI or ``websockets``; the server endpoint and
-the client each wrap their socket in an object with these three coroutines.
-Anything with them (a test double, another framework) can carry a channel.
+The channel knows nothing of FastAPI or ``websockets``: the server endpoint,
+the client and the in-memory pair of :mod:`fastwsrpc.testing` each wrap their
+socket in an object with these members. Anything with them (another framework,
+a test double) can carry a channel.
+
+Flow control rests on two properties every transport must have: ``receive``
+is only called when the channel wants another message (a transport must not
+read ahead without bound: Starlette/uvicorn and ``websockets`` pause the TCP
+socket after a few queued messages), and ``send`` waits while the peer is not
+reading (it returns once the frame is in a bounded buffer).
 """
 
 from __future__ import annotations
 
 from typing import Union
+
+from .errors import RpcError
 
 try:
     from typing import Protocol
@@ -22,7 +31,7 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 
 
-class TransportClosed(Exception):
+class TransportClosed(RpcError):
     """The socket is closed; ``code`` and ``reason`` are the WebSocket close frame's, if known."""
 
     def __init__(self, code: int = 1006, reason: str = "") -> None:
@@ -32,11 +41,30 @@ class TransportClosed(Exception):
 
 
 class Transport(Protocol):
+    """What a channel reads from and writes to."""
+
     async def send(self, data: bytes) -> None:
-        """Send one text frame holding ``data`` (UTF-8 JSON); raise TransportClosed if closed."""
+        """Send one text frame holding ``data`` (UTF-8 JSON); raise TransportClosed if closed.
+
+        Waits while the peer is not reading, so that a slow reader slows its senders.
+        """
 
     async def receive(self) -> Union[str, bytes]:
         """The next whole message; raise TransportClosed when the connection ends."""
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        """Close the connection; never raises if it is already closed."""
+        """Close the connection with a closing handshake; never raises if it is already closed."""
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a handshake: for a peer that reads nothing."""
+
+    @property
+    def peer(self) -> str:
+        """The peer's address (``host:port``) for log lines; ``""`` when unknown."""
+
+    def receiving(self) -> bool:
+        """Whether part of a message has arrived and the rest has not (slowloris watch).
+
+        ``False`` when the transport cannot tell: the receive timeout then relies
+        on keepalive instead.
+        """

@@ -8,12 +8,12 @@ from typing import Any, List
 
 import pytest
 from fastapi import FastAPI
-from websockets.exceptions import InvalidStatus
 
 from fastwsrpc import (
     LoggingModes,
     RpcChannel,
     RpcChannelClosedError,
+    RpcHandshakeRejectedError,
     RpcKeepaliveConfig,
     RpcMethodsBase,
     RpcRetryConfig,
@@ -90,10 +90,10 @@ async def test_fastapi_dependency_refuses_a_connection_and_the_client_does_not_r
     server: ServerThread,
 ) -> None:
     retry = RpcRetryConfig(max_attempts=5, min_wait=0.01, max_wait=0.02)
-    with pytest.raises(InvalidStatus) as refused:
+    with pytest.raises(RpcHandshakeRejectedError) as refused:
         async with WebSocketRpcClient(server.url("/secure"), RpcMethodsBase(), retry_config=retry):
             pass
-    assert refused.value.response.status_code == 403
+    assert refused.value.status == 403 and refused.value.response.status_code == 403
     async with WebSocketRpcClient(
         server.url("/secure"), RpcMethodsBase(), additional_headers={"x-token": "let-me-in"}
     ) as client:

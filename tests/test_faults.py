@@ -24,6 +24,8 @@ from fastwsrpc import (
 from .support import ServerProcess, ServerThread, TcpProxy, eventually
 
 FAST_RETRY = RpcRetryConfig(max_attempts=200, min_wait=0.02, max_wait=0.1)
+#: Reconnect at once, and keep trying while a killed server restarts.
+FAST_RECONNECT: dict = {"reconnect_delay": 0.01, "max_reconnect_attempts": 200}
 
 
 def leftover_tasks() -> list:
@@ -39,7 +41,9 @@ def leftover_tasks() -> list:
 
 async def test_server_killed_mid_call_then_back() -> None:
     srv = ServerProcess().start()
-    client = WebSocketRpcClient(srv.url(), RpcMethodsBase(), auto_reconnect=True, retry_config=FAST_RETRY)
+    client = WebSocketRpcClient(
+        srv.url(), RpcMethodsBase(), auto_reconnect=True, retry_config=FAST_RETRY, **FAST_RECONNECT
+    )
     try:
         async with client:
             calls = [asyncio.ensure_future(client.other.sleep(seconds=60)) for _ in range(10)]

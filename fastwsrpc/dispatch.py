@@ -1,0 +1,145 @@
+"""Incoming calls: method lookup, binding, typed params, discovery, and how failures are answered.
+
+One :class:`Dispatcher` per channel turns ``(method, params, id)`` into the
+encoded answer. It knows nothing of the read loop or of budgets: the channel
+decides when a call may start, the dispatcher only runs it. Handlers are looked
+up once per method name and per connection, then kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any, Awaitable, Callable, Dict, FrozenSet, Optional
+
+import msgspec
+
+from ._version import __version__
+from .errors import JsonRpcErrorCode, RemoteValueError
+from .logger import get_logger
+from .methods import NoResponse, RpcMethodsBase, exposed_method_names
+from .protocol import encode_error, encode_result
+from .typed import method_spec, openrpc_document, typed_handler
+
+logger = get_logger("dispatch")
+
+#: OpenRPC's discovery method (``rpc.`` names are reserved for this by JSON-RPC 2.0).
+DISCOVER = "rpc.discover"
+
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+def _params_bind(handler: Callable[..., Any], params: Any) -> bool:
+    """Whether ``params`` fit the handler's signature (asked only after a TypeError)."""
+    try:
+        sig = inspect.signature(handler)
+    except (TypeError, ValueError):  # pragma: no cover - builtins without signature
+        return True
+    try:
+        if params is None:
+            sig.bind()
+        elif isinstance(params, dict):
+            sig.bind(**params)
+        else:
+            sig.bind(*params)
+    except TypeError:
+        return False
+    return True
+
+
+class Dispatcher:
+    """Runs the methods one side exposes and encodes their answers."""
+
+    __slots__ = ("_exposed", "_handlers", "_on_internal_error", "debug_mode", "discovery", "methods")
+
+    def __init__(
+        self,
+        methods: RpcMethodsBase,
+        discovery: bool,
+        debug_mode: bool,
+        on_internal_error: Callable[[Exception], None],
+    ) -> None:
+        self.methods = methods
+        self.discovery = discovery
+        self.debug_mode = debug_mode
+        self._on_internal_error = on_internal_error
+        self._exposed: FrozenSet[str] = exposed_method_names(type(methods))
+        self._handlers: Dict[str, Handler] = {}
+
+    def _build_handler(self, name: str) -> Optional[Handler]:
+        """First call of ``name`` on this connection: look it up, wrap it if typed, keep it."""
+        handler: Optional[Handler] = None
+        if name in self._exposed:
+            spec = method_spec(type(self.methods), name)
+            handler = self._handlers[name] = typed_handler(getattr(self.methods, name), spec)
+        elif name == DISCOVER and self.discovery:
+            handler = self._handlers[name] = self._discover
+        return handler
+
+    async def _discover(self) -> Dict[str, Any]:
+        """``rpc.discover``: an OpenRPC document of the methods this side exposes."""
+        return openrpc_document(self.methods, self._exposed, type(self.methods).__name__, __version__)
+
+    async def invoke(self, name: str, params: Any, call_id: Any, notification: bool = False) -> Optional[bytes]:
+        """Run one method; answer the encoded response (``None`` for notifications)."""
+        handler = self._handlers.get(name) or self._build_handler(name)
+        if handler is None:
+            if notification:
+                return None
+            return encode_error(call_id, JsonRpcErrorCode.METHOD_NOT_FOUND, f"Method not found: {name}")
+        try:
+            if params is None:
+                result = await handler()
+            elif type(params) is dict:
+                result = await handler(**params)
+            else:
+                result = await handler(*params)
+        except RemoteValueError as exc:
+            if notification:
+                return None
+            if exc.response is not None:
+                # A call this method made to the other side failed, and the
+                # method let it escape: that is this method's failure, not a
+                # verdict on the caller's call (a -32601 from the inner call
+                # would read as "the method you called does not exist").
+                return encode_error(
+                    call_id,
+                    JsonRpcErrorCode.INTERNAL_ERROR,
+                    f"Internal error: a nested call failed: [{exc.code}] {exc.message}",
+                    {"code": exc.code, "message": exc.message, "data": exc.data},
+                )
+            return encode_error(call_id, exc.code, exc.message, exc.data)
+        except TypeError as exc:
+            if not _params_bind(handler, params):
+                if notification:
+                    return None
+                return encode_error(call_id, JsonRpcErrorCode.INVALID_PARAMS, f"Invalid params for {name}: {exc}")
+            return self.internal_error(call_id, name, exc, notification)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return self.internal_error(call_id, name, exc, notification)
+        if notification or result is NoResponse:
+            return None
+        try:
+            return encode_result(call_id, result)
+        except _ENCODE_ERRORS as exc:
+            return self.internal_error(call_id, name, exc, False, "result could not be encoded as JSON")
+
+    def internal_error(
+        self, call_id: Any, name: str, exc: Exception, notification: bool, what: str = ""
+    ) -> Optional[bytes]:
+        """Log the failure; answer -32603, with details only in debug mode (they may leak internals)."""
+        logger.error("method %s failed: %r", name, exc, exc_info=exc)
+        self._on_internal_error(exc)
+        if notification:
+            return None
+        if self.debug_mode:
+            message = f"Internal error: {what or exc}"
+            data: Any = {"type": type(exc).__name__, "method": name}
+        else:
+            message = f"Internal error: {what}" if what else "Internal error"
+            data = None
+        return encode_error(call_id, JsonRpcErrorCode.INTERNAL_ERROR, message, data)

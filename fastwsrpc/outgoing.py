@@ -1,0 +1,229 @@
+"""The outgoing side of a channel: ``.other`` proxies, call, notify, batch.
+
+Every call waits on a future in the pending table; one timer per call (or per
+batch) times it out, and one path gives up on it: the entry leaves the table and
+the other side is told with ``$/cancelRequest`` (LSP's convention), whether the
+caller timed out or was cancelled. ``call`` and ``call_batch`` share that path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Awaitable, Iterable, List, Mapping, Sequence, Tuple, Union
+
+from .errors import RpcChannelClosedError, RpcNotConnectedError, RpcTimeoutError, error_for_code
+from .protocol import Response, encode_batch, encode_notification, encode_request
+from .transport import TransportClosed
+from .typed import convert_result
+
+if TYPE_CHECKING:
+    from .channel import RpcChannel
+
+Params = Union[Mapping[str, Any], Sequence[Any], None]
+#: One call of a batch: ``(method, params)``, ``(method, params, is_notification)``
+#: or ``{"method": ..., "params": ..., "notification": bool}``.
+BatchCall = Union[Tuple[Any, ...], Mapping[str, Any]]
+
+#: LSP's convention for cancellation that crosses the wire.
+CANCEL_REQUEST = "$/cancelRequest"
+
+_DEFAULT: Any = object()
+
+
+class _RemoteMethod:
+    """``channel.other.name``: calling it calls ``name`` on the other side."""
+
+    __slots__ = ("_channel", "_name")
+
+    def __init__(self, channel: RpcChannel, name: str) -> None:
+        self._channel = channel
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Response]:
+        if "result_type" in kwargs:
+            return self._typed_call(kwargs.pop("result_type"), args, kwargs)
+        if args:
+            if kwargs:
+                raise TypeError(f"{self._name}(): JSON-RPC params are either positional or named, not both")
+            return self._channel.call(self._name, list(args))
+        return self._channel.call(self._name, kwargs if kwargs else None)
+
+    async def _typed_call(self, result_type: Any, args: Any, kwargs: Any) -> Response:
+        """``other.name(..., result_type=T)``: the response's ``.result`` comes back as a ``T``."""
+        response = await self(*args, **kwargs)
+        response.result = convert_result(response.result, result_type)
+        return response
+
+    def __repr__(self) -> str:
+        return f"<remote method {self._name!r} of channel {self._channel.id}>"
+
+
+class RpcCaller:
+    """The ``.other`` of a channel: any public attribute is a remote method."""
+
+    def __init__(self, channel: RpcChannel) -> None:
+        self._channel = channel
+
+    def __getattr__(self, name: str) -> _RemoteMethod:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        proxy = _RemoteMethod(self._channel, name)
+        self.__dict__[name] = proxy  # later lookups are plain attribute hits
+        return proxy
+
+
+class OutgoingCalls:
+    """Mixin of :class:`~fastwsrpc.channel.RpcChannel`: everything that starts with us."""
+
+    def _check_open(self: RpcChannel) -> None:
+        if self._closed:
+            raise RpcNotConnectedError(
+                f"channel {self.id} is closed ({self._close_reason}); reconnect, or open a new client, before calling"
+            )
+
+    async def call(self: RpcChannel, name: str, args: Params = None, timeout: Any = _DEFAULT) -> Response:
+        """Call ``name`` on the other side and wait for its answer.
+
+        ``args`` is a dict (named params) or a list (positional). Returns the
+        :class:`~fastwsrpc.protocol.Response` (``.result``); a remote error raises
+        the matching :class:`~fastwsrpc.errors.RemoteValueError` subclass.
+        ``timeout`` defaults to the channel's ``default_response_timeout``
+        (``None``: wait as long as the connection lives).
+        """
+        if self._closed:
+            self._check_open()
+        if timeout is _DEFAULT:
+            timeout = self.default_response_timeout
+        loop = self._loop
+        pending = self._pending
+        future = loop.create_future()
+        call_id = pending.register(future)  # its timeout is the timer below, not a table deadline
+        if self._room is not None:
+            self._wake()  # a paused reader must read on: this answer may be what a handler waits for
+        try:
+            await self._send_counted(encode_request(call_id, name, args))
+        except BaseException as exc:
+            pending.discard(call_id)
+            if isinstance(exc, TransportClosed):
+                raise RpcChannelClosedError(f"call {name!r} not sent: {exc}") from exc
+            raise
+        handle = loop.call_later(timeout, self._time_out, (call_id,), name, timeout) if timeout else None
+        try:
+            response: Response = await future
+        except BaseException as exc:
+            self._give_up((call_id,), exc)
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+        error = response.error
+        if error is not None:
+            raise error_for_code(error.code, error.message, error.data, response)
+        return response
+
+    def _time_out(self: RpcChannel, call_ids: Tuple[Any, ...], what: str, timeout: float) -> None:
+        """The timer of a call or a batch: fail whatever is still unanswered."""
+        fail = self._pending.fail
+        for call_id in call_ids:
+            fail(call_id, RpcTimeoutError(f"no answer to {what!r} within {timeout} s"))
+
+    def _give_up(self: RpcChannel, call_ids: Sequence[Any], exc: BaseException) -> None:
+        """The one way out for calls nobody waits for any more.
+
+        Each leaves the pending table; if the caller timed out or was
+        cancelled, the other side is told to stop working on it.
+        """
+        discard = self._pending.discard
+        for call_id in call_ids:
+            discard(call_id)
+        if isinstance(exc, (asyncio.CancelledError, RpcTimeoutError)) and not self._closed:
+            for call_id in call_ids:
+                self._spawn_send(encode_notification(CANCEL_REQUEST, {"id": call_id}), answer=False)
+
+    async def notify(self: RpcChannel, name: str, args: Params = None) -> None:
+        """Send a notification: returns once the frame is handed to the socket; never answered."""
+        if self._closed:
+            self._check_open()
+        try:
+            await self._send_counted(encode_notification(name, args))
+        except TransportClosed as exc:
+            raise RpcChannelClosedError(f"notification {name!r} not sent: {exc}") from exc
+
+    async def send_raw(self: RpcChannel, message: Mapping[str, Any]) -> None:
+        """Send a JSON-RPC message built by hand (a dict), as ``fastapi-ws-rpc``'s ``send_raw``."""
+        from .protocol import encode
+
+        self._check_open()
+        try:
+            await self._send_counted(encode(message))
+        except TransportClosed as exc:
+            raise RpcChannelClosedError(f"message not sent: {exc}") from exc
+
+    async def call_batch(self: RpcChannel, calls: Iterable[BatchCall], timeout: Any = _DEFAULT) -> List[Response]:
+        """Send several calls in one frame; answer their responses in the order given.
+
+        Items are ``(method, params)``, ``(method, params, True)`` for a
+        notification, or dicts with ``method``, ``params`` and ``notification``.
+        Errors are not raised: each failed call's response carries ``.error``,
+        so one failure does not hide the other results. Notifications have no
+        response in the list. A timeout (or cancellation) gives up on every
+        unanswered call of the batch and tells the other side, as ``call`` does.
+        """
+        self._check_open()
+        if timeout is _DEFAULT:
+            timeout = self.default_response_timeout
+        loop = self._loop
+        pending = self._pending
+        parts: List[bytes] = []
+        call_ids: List[Any] = []
+        futures: List[asyncio.Future[Response]] = []
+        try:
+            for item in calls:
+                if isinstance(item, Mapping):
+                    name, params, is_note = item["method"], item.get("params"), item.get("notification", False)
+                else:
+                    name, params = item[0], item[1] if len(item) > 1 else None
+                    is_note = bool(item[2]) if len(item) > 2 else False
+                if is_note:
+                    parts.append(encode_notification(name, params))
+                    continue
+                future: asyncio.Future[Response] = loop.create_future()
+                call_ids.append(pending.register(future))
+                futures.append(future)
+                parts.append(encode_request(call_ids[-1], name, params))
+            if not parts:
+                raise ValueError("call_batch needs at least one call")
+            if self._room is not None and call_ids:
+                self._wake()
+            await self._send_counted(encode_batch(parts))
+        except BaseException as exc:
+            for call_id in call_ids:
+                pending.discard(call_id)
+            if isinstance(exc, TransportClosed):
+                raise RpcChannelClosedError(f"batch not sent: {exc}") from exc
+            raise
+        if not futures:
+            return []
+        ids = tuple(call_ids)
+        handle = loop.call_later(timeout, self._time_out, ids, "batch", timeout) if timeout else None
+        try:
+            return [await future for future in futures]
+        except BaseException as exc:
+            unanswered = [cid for cid, f in zip(ids, futures) if not f.done() or _timed_out(f)]
+            for f in futures:  # the other failures are this one's consequence: mark them seen
+                if f.done() and not f.cancelled():
+                    f.exception()
+            self._give_up(unanswered, exc)
+            for call_id in ids:
+                pending.discard(call_id)
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    async def ping(self: RpcChannel) -> Response:
+        return await self.call("ping")
+
+
+def _timed_out(future: asyncio.Future[Any]) -> bool:
+    return not future.cancelled() and isinstance(future.exception(), RpcTimeoutError)

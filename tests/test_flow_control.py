@@ -1,0 +1,218 @@
+"""The budget of one connection, on a memory pair (no network): issue 10's cases.
+
+Each test plays a hostile or simply busy peer against a channel and checks
+that what the channel holds (tasks, queued work, frames waiting to be sent)
+stays within the configured limits, that TCP-like pushback reaches the peer,
+and that nothing is lost or refused when the peer stays within the limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, List
+
+from fastwsrpc import RpcMethodsBase, RpcServerOverloadedError, RpcSettings
+from fastwsrpc.channel import RpcChannel
+from fastwsrpc.testing import MemoryTransport, channel_pair, memory_pair, until
+
+
+class Gate(RpcMethodsBase):
+    """Handlers that wait until the test opens the gate, so work piles up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.seen: List[Any] = []
+
+    async def wait(self, i: int = 0) -> int:
+        await self.gate.wait()
+        return i
+
+    async def note(self, i: int = 0) -> None:
+        await self.gate.wait()
+        self.seen.append(i)
+
+    async def add(self, a: int, b: int) -> int:
+        return a + b
+
+    async def ask_back(self, i: int) -> int:
+        assert self.channel is not None
+        return (await self.channel.other.double(i=i)).result  # type: ignore[no-any-return]
+
+
+class Doubler(RpcMethodsBase):
+    async def double(self, i: int) -> int:
+        return 2 * i
+
+
+def request(i: int, method: str = "wait", **params: Any) -> str:
+    return json.dumps({"jsonrpc": "2.0", "method": method, "params": params or {"i": i}, "id": i})
+
+
+def notification(i: int, method: str = "note") -> str:
+    return json.dumps({"jsonrpc": "2.0", "method": method, "params": {"i": i}})
+
+
+async def serve(methods: RpcMethodsBase, speedups: Any, maxsize: int = 16, **limits: Any) -> Any:
+    """A server channel on one end of a memory pair; the test drives the other end by hand."""
+    a, b = memory_pair(maxsize)
+    channel = RpcChannel(methods, a, settings=RpcSettings.resolve(**limits), speedups=speedups)
+    reader = asyncio.ensure_future(channel.run())
+    return channel, reader, b
+
+
+async def stop(channel: RpcChannel, reader: Any) -> None:
+    await channel.close()
+    await reader
+
+
+async def feed_all(peer: MemoryTransport, frames: List[str]) -> None:
+    for frame in frames:
+        await peer.send(frame)
+
+
+async def test_a_peer_that_never_reads_is_pushed_back_not_buffered(speedups: Any) -> None:
+    methods = Gate()
+    methods.gate.set()  # handlers answer at once: only the blocked send side can stop them
+    channel, reader, peer = await serve(methods, speedups, max_pending_requests=8, max_send_queue_size=4)
+    sender = asyncio.ensure_future(feed_all(peer, [request(i) for i in range(10_000)]))
+    await until(lambda: channel.reading_paused)
+    await until(lambda: channel.reading_paused and peer.queued == 16)
+    # Reading stopped: the peer's sends block, and what the channel holds is bounded.
+    assert not sender.done() and peer.sent < 100
+    assert channel.running_count <= 8 and channel.sending_count <= 8 and len(channel._tasks) <= 16
+    assert channel.refused_calls == 0
+    # The peer starts reading: every call is answered, none refused.
+    answers = [json.loads(await peer.receive()) for _ in range(10_000)]
+    await sender
+    assert sorted(a["result"] for a in answers) == list(range(10_000))
+    await stop(channel, reader)
+
+
+async def test_notifications_count_against_the_budget_and_wait_rather_than_start(speedups: Any) -> None:
+    methods = Gate()
+    channel, reader, peer = await serve(methods, speedups, max_pending_requests=10)
+    sender = asyncio.ensure_future(feed_all(peer, [notification(i) for i in range(5_000)]))
+    await until(lambda: channel.reading_paused and peer.unread == 16)
+    assert channel.running_count == 10 and not sender.done()
+    methods.gate.set()
+    await sender
+    await until(lambda: len(methods.seen) == 5_000)
+    assert channel.dropped_notifications == 0
+    await stop(channel, reader)
+
+
+async def test_notifications_before_a_call_do_not_get_it_refused(speedups: Any) -> None:
+    methods = Gate()
+    methods.gate.set()
+    channel, reader, peer = await serve(methods, speedups, max_pending_requests=4)
+    sender = asyncio.ensure_future(
+        feed_all(peer, [notification(i) for i in range(1_000)] + [request(7, "add", a=1, b=2)])
+    )
+    answer = json.loads(await peer.receive())
+    await sender
+    assert answer == {"jsonrpc": "2.0", "id": 7, "result": 3}
+    await stop(channel, reader)
+
+
+async def test_garbage_frames_do_not_use_up_the_call_budget(speedups: Any) -> None:
+    methods = Gate()
+    methods.gate.set()
+    channel, reader, peer = await serve(methods, speedups, max_pending_requests=4, max_send_queue_size=4)
+
+    async def client() -> List[Any]:
+        return [json.loads(await peer.receive()) for _ in range(2_001)]
+
+    answers = asyncio.ensure_future(client())
+    await feed_all(peer, ["{oops"] * 2_000 + [request(5, "add", a=2, b=2)])
+    got = await answers
+    assert [a["error"]["code"] for a in got[:-1]] == [-32700] * 2_000
+    assert got[-1]["result"] == 4
+    await stop(channel, reader)
+
+
+async def test_batch_items_count_and_an_oversized_batch_is_refused_whole(speedups: Any) -> None:
+    methods = Gate()
+    channel, reader, peer = await serve(methods, speedups, max_pending_requests=10, max_batch_size=50)
+    too_big = "[" + ",".join(request(i) for i in range(51)) + "]"
+    await peer.send(too_big)
+    refused = json.loads(await peer.receive())
+    assert refused["error"]["code"] == -32600 and "51" in refused["error"]["message"]
+    batches = ["[" + ",".join(request(i + 50 * k) for i in range(50)) + "]" for k in range(10)]
+    sender = asyncio.ensure_future(feed_all(peer, batches))
+    await until(lambda: channel.reading_paused)
+    # One batch admitted whole (50 items over a budget of 10), the rest wait in the pipe.
+    assert channel.running_count == 50
+    methods.gate.set()
+    await sender
+    results = []
+    for _ in range(10):
+        results += [item["result"] for item in json.loads(await peer.receive())]
+    assert sorted(results) == list(range(500))
+    await stop(channel, reader)
+
+
+async def test_pipelined_calls_within_the_limits_are_queued_and_answered(speedups: Any) -> None:
+    async with channel_pair(Gate(), RpcMethodsBase(), speedups=speedups, max_pending_requests=8) as (server, client):
+        server.methods.gate.set()  # type: ignore[attr-defined]
+        calls = [client.other.add(a=i, b=1) for i in range(2_000)]
+        # 2,000 > the client's own outgoing limit of 8 pending would refuse: send in waves of 8.
+        results: List[int] = []
+        for start in range(0, len(calls), 8):
+            results += [r.result for r in await asyncio.gather(*calls[start : start + 8])]
+        assert results == [i + 1 for i in range(2_000)]
+        assert server.refused_calls == 0
+
+
+async def test_pipelining_far_past_the_handler_limit_is_not_refused(speedups: Any) -> None:
+    server_settings = RpcSettings(max_pending_requests=4)
+    client_settings = RpcSettings(max_pending_requests=5_000)
+    async with channel_pair(
+        Gate(), RpcMethodsBase(), settings=server_settings, client_settings=client_settings, speedups=speedups
+    ) as (server, client):
+        server.methods.gate.set()  # type: ignore[attr-defined]
+        results = await asyncio.gather(*(client.other.add(a=i, b=0) for i in range(5_000)))
+        assert [r.result for r in results] == list(range(5_000))
+        assert server.refused_calls == 0 and server.running_count == 0
+
+
+async def test_callbacks_at_a_full_budget_do_not_deadlock(speedups: Any) -> None:
+    server_settings = RpcSettings(max_pending_requests=4)
+    client_settings = RpcSettings(max_pending_requests=100)
+    async with channel_pair(
+        Gate(), Doubler(), settings=server_settings, client_settings=client_settings, speedups=speedups
+    ) as (server, client):
+        # Every running handler waits on a call back to the client: the server
+        # must keep reading for those answers although its budget is full.
+        # Within the budget plus its queue (4 + 4) nothing is refused.
+        results = await asyncio.gather(*(client.other.ask_back(i=i) for i in range(8)))
+        assert [r.result for r in results] == [2 * i for i in range(8)]
+        assert server.refused_calls == 0
+        # Far past it, the excess is refused (-32001) rather than queued without
+        # bound, and every call ends: none hangs.
+        outcomes = await asyncio.gather(*(client.other.ask_back(i=i) for i in range(40)), return_exceptions=True)
+        refused = [o for o in outcomes if isinstance(o, RpcServerOverloadedError)]
+        answered = [o.result for o in outcomes if not isinstance(o, BaseException)]
+        assert len(refused) + len(answered) == 40 and len(answered) >= 8
+        assert server.refused_calls == len(refused)
+        assert server.running_count == 0 and not server._deferred
+
+
+async def test_a_client_flooded_by_its_server_is_bounded_too(speedups: Any) -> None:
+    client_methods = Gate()
+    async with channel_pair(RpcMethodsBase(), client_methods, speedups=speedups, max_pending_requests=16) as (
+        server,
+        client,
+    ):
+
+        async def flood() -> None:
+            for i in range(3_000):
+                await server.notify("note", {"i": i})
+
+        sender = asyncio.ensure_future(flood())
+        await until(lambda: client.reading_paused)
+        assert client.running_count == 16 and not sender.done()
+        client_methods.gate.set()
+        await sender
+        await until(lambda: len(client_methods.seen) == 3_000)
