@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fastwsrpc-installed
 PYTEST := $(BIN)/pytest -p no:cacheprovider
 
-.PHONY: install demo test test-compiled test-pure bench compare lint typecheck clean
+.PHONY: install demo test bench compare lint docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,18 +25,26 @@ install: $(STAMP)
 demo: install
 	$(BIN)/python examples/demo.py
 
-# The whole suite twice: once on the compiled hot path, once on the pure twin.
-# Without a compiler the compiled run is skipped with a warning, unless
+# One run proves both implementations: the sans-I/O core and every channel
+# behaviour test take the `speedups` fixture (pure and compiled twins side by
+# side); the end-to-end tests run on the selected one (compiled when built).
+# Without a compiler the compiled half is skipped with a message, unless
 # FASTWSRPC_REQUIRE_EXTENSIONS is set (CI sets it), which makes it an error.
 test: install
-	@if [ -n "$$FASTWSRPC_REQUIRE_EXTENSIONS" ] || $(BIN)/python -c "import fastwsrpc._speedups" 2>/dev/null; then \
-	  echo "== fastwsrpc test suite: compiled implementation (cython) =="; \
-	  env -u FASTWSRPC_NO_EXTENSIONS FASTWSRPC_REQUIRE_EXTENSIONS=1 $(PYTEST) -q || exit 1; \
-	else \
-	  echo "WARNING: compiled speedups not built (no C compiler?): testing the pure-Python implementation only"; \
-	fi
-	@echo "== fastwsrpc test suite: pure-Python implementation =="
-	@env -u FASTWSRPC_REQUIRE_EXTENSIONS FASTWSRPC_NO_EXTENSIONS=1 $(PYTEST)
+	@$(BIN)/python -c "import fastwsrpc; print('fastwsrpc implementation for end-to-end tests:', fastwsrpc.IMPLEMENTATION)"
+	$(PYTEST)
+
+DOCS_STAMP := $(VENV)/.fastwsrpc-docs-installed
+
+$(DOCS_STAMP): $(BIN)/python docs/requirements.txt
+	$(BIN)/python -m pip install -q -r docs/requirements.txt
+	@touch $(DOCS_STAMP)
+
+# The documentation site (guide + API reference from docstrings) into site/;
+# any warning fails. Needs Python 3.10+ (mkdocstrings-python 2). It reads the
+# sources statically: no install of fastwsrpc is needed.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: install
 	$(BIN)/pytest benchmarks/ --benchmark-only --benchmark-columns=mean,ops,rounds

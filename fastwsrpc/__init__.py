@@ -58,6 +58,7 @@ from .logger import LoggingModes, get_logger, logging_config
 from .methods import NoResponse, ProcessDetails, RpcMethodsBase, RpcUtilityMethods
 from .protocol import Batch, ErrorObject, Invalid, Notification, Request, Response
 from .transport import Transport, TransportClosed
+from .utils import gen_uid
 
 __all__ = [
     "IMPLEMENTATION",
@@ -116,6 +117,7 @@ __all__ = [
     "WebSocketRpcEndpoint",
     "WebsocketsTransport",
     "__version__",
+    "gen_uid",
     "get_logger",
     "logging_config",
 ]
