@@ -1,3 +1,5 @@
+# mypy: disable-error-code="misc"
+# (mixins of RpcChannel annotate self as RpcChannel; mypy checks their bodies against it)
 """fastapi-ws-rpc's promise store: ``async_call``, ``get_saved_*``, ``RpcPromise``.
 
 Kept for code written against ``fastapi-ws-rpc`` (``call_me_back`` /

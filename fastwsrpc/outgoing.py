@@ -1,3 +1,5 @@
+# mypy: disable-error-code="misc"
+# (mixins of RpcChannel annotate self as RpcChannel; mypy checks their bodies against it)
 """The outgoing side of a channel: ``.other`` proxies, call, notify, batch.
 
 Every call waits on a future in the pending table; one timer per call (or per

@@ -1,0 +1,227 @@
+# mypy: disable-error-code="misc"
+# (mixins of RpcChannel annotate self as RpcChannel; mypy checks their bodies against it)
+"""The budget of one connection, incoming side: starting work, queueing it, refusing it, answering it.
+
+Mixin of :class:`~fastwsrpc.channel.RpcChannel`; the rules are written down in
+``channel.py``'s docstring and ``docs/architecture.md``. Every task started
+for the peer holds its units of ``_active`` until done; every answer holds one
+of ``_sending`` until the socket takes it; the reader looks at both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TYPE_CHECKING, Any, Awaitable, Coroutine, List, Optional
+
+from .errors import JsonRpcErrorCode
+from .logger import get_logger
+from .protocol import Batch, Invalid, Notification, Request, Response, encode_batch, encode_error
+from .transport import TransportClosed
+
+if TYPE_CHECKING:
+    from .channel import RpcChannel
+
+logger = get_logger("channel")
+
+_EAGER = sys.version_info >= (3, 12)
+
+
+class IncomingWork:
+    """Mixin: what the reader starts for the peer, and how its answers go out."""
+
+    def _start(self: RpcChannel, msg: Any) -> None:
+        """Start a call, a notification or a batch: it holds its share of the budget until done."""
+        kind = type(msg)
+        if kind is Request:
+            task = self._spawn(self._handle_request(msg))
+            if task is not None:
+                self._by_id[msg.id] = task
+        elif kind is Notification:
+            task = self._spawn(self._invoke(msg.method, msg.params, None, True))
+            if task is not None:  # runs to its end even if the connection closes: nobody awaits an answer
+                self._notes.add(task)
+                task.add_done_callback(self._notes.discard)
+        else:
+            self._start_batch(msg)
+
+    def _start_deferred(self: RpcChannel) -> None:
+        deferred = self._deferred
+        while deferred and self._active < self._max_active and not self._closed:
+            self._start(deferred.popleft())
+
+    # ------------------------------------------------------ incoming calls
+    def _refuse(self: RpcChannel, call_id: Any) -> None:
+        """Over the limit while we must keep reading: say so rather than queue without bound."""
+        self.refused_calls += 1
+        self._spawn_send(
+            encode_error(
+                call_id,
+                JsonRpcErrorCode.SERVER_OVERLOADED,
+                f"Server overloaded: {self._active} calls in flight, the limit is {self._max_active}",
+            )
+        )
+
+    def _drop(self: RpcChannel, method: str) -> None:
+        if not self.dropped_notifications:
+            logger.warning(
+                "channel %s (peer %s): budget full while waiting for answers; dropping notifications (%s)",
+                self.id,
+                self.socket.peer or "?",
+                method,
+            )
+        self.dropped_notifications += 1
+
+    async def _handle_request(self: RpcChannel, req: Request) -> None:
+        try:
+            data = await self._invoke(req.method, req.params, req.id)
+        finally:
+            if self._by_id:
+                self._by_id.pop(req.id, None)
+        if data is not None:
+            await self._send_answer(data)
+
+    def _cancel_incoming(self: RpcChannel, params: Any) -> None:
+        """The caller gave up on a call: cancel its handler; it will not be answered."""
+        call_id = params.get("id") if isinstance(params, dict) else (params[0] if params else None)
+        task = self._by_id.pop(call_id, None) if _hashable(call_id) else None
+        if task is not None:
+            task.cancel()
+
+    def _start_batch(self: RpcChannel, batch: Batch, over_budget: bool = False) -> None:
+        items = batch.items
+        limit = self.settings.max_batch_size
+        if len(items) > limit:
+            self._spawn_send(
+                encode_error(
+                    None,
+                    JsonRpcErrorCode.INVALID_REQUEST,
+                    f"Invalid Request: batch of {len(items)} items, the limit is {limit}",
+                )
+            )
+            return
+        if over_budget:  # reading on only for our answers, and the queue is full: serve none of it
+            self._spawn(self._handle_batch(items, True), units=0)
+        else:
+            self._spawn(self._handle_batch(items, False), units=len(items))
+
+    async def _handle_batch(self: RpcChannel, items: List[Any], over_budget: bool) -> None:
+        waiting: List[Awaitable[Optional[bytes]]] = []
+        parts: List[bytes] = []
+        invoke = self._invoke
+        for item in items:
+            kind = type(item)
+            if kind is Request:
+                if over_budget:
+                    self.refused_calls += 1
+                    parts.append(
+                        encode_error(item.id, JsonRpcErrorCode.SERVER_OVERLOADED, "Server overloaded: batch refused")
+                    )
+                else:
+                    waiting.append(invoke(item.method, item.params, item.id))
+            elif kind is Notification:
+                if over_budget:
+                    self._drop(item.method)
+                else:
+                    waiting.append(invoke(item.method, item.params, None, True))
+            elif kind is Invalid:
+                parts.append(encode_error(item.id, item.code, item.message))
+            elif kind is Response:
+                self._pending.resolve(item.id, item)
+        if waiting:
+            parts.extend(part for part in await asyncio.gather(*waiting) if part is not None)
+        if parts:
+            await self._send_answer(encode_batch(parts))
+
+    # ------------------------------------------------------------ sending
+    async def _send_counted(self: RpcChannel, data: bytes) -> None:
+        """Our own frames (calls, notifications) go out through here.
+
+        They are not in the reading budget: a reader that stopped because our
+        own sends are slow would stop reading the answers that let them
+        finish, and both sides would wait for each other.
+        """
+        self._outgoing += 1
+        try:
+            await self._send(data)
+        finally:
+            self._outgoing -= 1
+            self._sent += 1
+
+    async def _send_answer(self: RpcChannel, data: bytes) -> None:
+        """Send what the peer caused (an answer, a refusal, an error reply), counted in the budget.
+
+        If the connection is gone, the answer has nobody to go to.
+        """
+        self._sending += 1
+        await self._send_spawned(data)
+
+    def _spawn_send(self: RpcChannel, data: bytes, answer: bool = True) -> None:
+        """Send a frame nobody awaits: an error reply (``answer``), or a cancel of ours.
+
+        An answer is counted now, not when its task first runs: the reader may
+        take many frames before any task runs, and must see each at once.
+        """
+        if answer:
+            self._sending += 1
+            self._spawn(self._send_spawned(data), units=0)
+        else:
+            self._spawn(self._send_quietly(data), units=0)
+
+    async def _send_spawned(self: RpcChannel, data: bytes) -> None:
+        try:
+            await self._send(data)
+        except TransportClosed:
+            pass
+        finally:
+            self._sending -= 1
+            self._sent += 1
+            if self._room is not None:
+                self._wake()
+
+    async def _send_quietly(self: RpcChannel, data: bytes) -> None:
+        try:
+            await self._send_counted(data)
+        except TransportClosed:
+            pass
+
+    def _spawn(self: RpcChannel, coro: Coroutine[Any, Any, Any], units: int = 1) -> Optional[asyncio.Task[Any]]:
+        """Start incoming work as a task that holds ``units`` of the budget until done."""
+        if _EAGER:
+            # Python 3.12+: run the handler's first step now; one that never
+            # suspends (most do not) finishes here, never scheduled, never tracked.
+            task = asyncio.Task(coro, loop=self._loop, eager_start=True)  # type: ignore[call-arg]
+            if task.done():
+                return None
+        else:
+            task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        if units:
+            self._active += units
+            if units == 1:
+                task.add_done_callback(self._done_one)
+            else:
+                task.add_done_callback(lambda t: self._done(t, units))
+        else:
+            task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _done_one(self: RpcChannel, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._active -= 1
+        if self._deferred:
+            self._start_deferred()
+        if self._room is not None:
+            self._wake()
+
+    def _done(self: RpcChannel, task: asyncio.Task[Any], units: int) -> None:
+        self._tasks.discard(task)
+        self._active -= units
+        if self._deferred:
+            self._start_deferred()
+        if self._room is not None:
+            self._wake()
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, (str, int, float)) or value is None
