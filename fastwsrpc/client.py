@@ -502,10 +502,21 @@ class WebSocketRpcClient:
                     self._reader_task.cancel()
 
     async def wait_connected(self, timeout: Optional[float] = None) -> None:
-        """Wait until a connection is open (after a reconnect, say); raises TimeoutError."""
-        if self._connected is None:
+        """Wait until a connection is open (after a reconnect, say); raises TimeoutError.
+
+        Returns only for a live connection: right after a connection died, the
+        client is not connected, even before the reconnect loop has noticed.
+        """
+        connected = self._connected
+        if connected is None:
             raise RpcInvalidStateError("the client was never connected: use 'async with' first")
-        await asyncio.wait_for(self._connected.wait(), timeout)
+
+        async def live() -> None:
+            while not self.is_connected:
+                connected.clear()  # a stale "connected": that channel has closed since
+                await connected.wait()
+
+        await asyncio.wait_for(live(), timeout)
 
     # ----------------------------------------------------------- keepalive
     async def _keepalive(self, channel: RpcChannel) -> None:

@@ -27,13 +27,25 @@ class Watchdog:
     per frame and never reads the clock.
     """
 
-    __slots__ = ("channel", "handle", "idle_for", "last_received", "last_sent", "receiving_for", "stalled_for", "tick")
+    __slots__ = (
+        "tick_event",
+        "channel",
+        "handle",
+        "idle_for",
+        "last_received",
+        "last_sent",
+        "receiving_for",
+        "stalled_for",
+        "tick",
+    )
 
     def __init__(self, channel: RpcChannel, tick: float) -> None:
         self.channel = channel
         self.tick = tick
         self.stalled_for = self.idle_for = self.receiving_for = 0.0
         self.last_received = self.last_sent = -1
+        #: Set at every tick when a test puts an Event here (to wait for ticks, not for time).
+        self.tick_event: Optional[asyncio.Event] = None
         self.handle: Optional[asyncio.TimerHandle] = channel._loop.call_later(tick, self._check)
 
     @classmethod
@@ -48,6 +60,8 @@ class Watchdog:
             self.handle = None
 
     def _check(self) -> None:
+        if self.tick_event is not None:
+            self.tick_event.set()
         ch = self.channel
         s = ch.settings
         tick = self.tick

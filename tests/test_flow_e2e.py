@@ -133,7 +133,7 @@ async def test_notifications_to_an_awaiting_handler_are_bounded_and_all_delivere
     async with connect(flood_server.url()) as ws:
         sent = [0]
         notes = [frame(i, "held", {"i": i}, notify=True) for i in range(50_000)]
-        sender = asyncio.ensure_future(send_all(ws, notes + [frame(1, "add", {"a": 1, "b": 2})], sent))
+        sender = asyncio.ensure_future(send_all(ws, [*notes, frame(1, "add", {"a": 1, "b": 2})], sent))
         during = await until_stats(watch, lambda s: s["paused"] == 1 and s["running"] == 1000)
         grown = during["rss"] - baseline
         assert grown < 30 * MB, f"server RSS grew by {grown / MB:.1f} MB"
