@@ -28,7 +28,6 @@ class Watchdog:
     """
 
     __slots__ = (
-        "tick_event",
         "channel",
         "handle",
         "idle_for",
@@ -37,6 +36,7 @@ class Watchdog:
         "receiving_for",
         "stalled_for",
         "tick",
+        "tick_event",
     )
 
     def __init__(self, channel: RpcChannel, tick: float) -> None:

@@ -77,7 +77,7 @@ async def _ticks(channel: RpcChannel, n: int) -> None:
 
 
 async def test_message_receive_timeout_closes_a_slow_sender(speedups: Any) -> None:
-    a, b = memory_pair()
+    a, _b = memory_pair()
     server = RpcChannel(Methods(), a, settings=RpcSettings(message_receive_timeout=0.05), speedups=speedups)
     reader = asyncio.ensure_future(server.run())
     a.receiving_partial = True  # a message started and never finished (slowloris)
