@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Awaitable, Coroutine, List, Optional
 
 from .errors import JsonRpcErrorCode
@@ -26,6 +27,11 @@ logger = get_logger("channel")
 
 _EAGER = sys.version_info >= (3, 12)
 
+#: The channel whose incoming call (or notification) the current task serves;
+#: tasks a handler starts inherit it. An outgoing call made under it is one a
+#: running handler waits for: its answer must be read even at a full budget.
+HANDLING: ContextVar[Optional[RpcChannel]] = ContextVar("fastwsrpc_handling", default=None)
+
 
 class IncomingWork:
     """Mixin: what the reader starts for the peer, and how its answers go out."""
@@ -38,7 +44,7 @@ class IncomingWork:
             if task is not None:
                 self._by_id[msg.id] = task
         elif kind is Notification:
-            task = self._spawn(self._invoke(msg.method, msg.params, None, True))
+            task = self._spawn(self._handle_notification(msg))
             if task is not None:  # runs to its end even if the connection closes: nobody awaits an answer
                 self._notes.add(task)
                 task.add_done_callback(self._notes.discard)
@@ -72,7 +78,12 @@ class IncomingWork:
             )
         self.dropped_notifications += 1
 
+    async def _handle_notification(self: RpcChannel, msg: Notification) -> None:
+        HANDLING.set(self)
+        await self._invoke(msg.method, msg.params, None, True)
+
     async def _handle_request(self: RpcChannel, req: Request) -> None:
+        HANDLING.set(self)
         try:
             data = await self._invoke(req.method, req.params, req.id)
         finally:
@@ -106,6 +117,7 @@ class IncomingWork:
             self._spawn(self._handle_batch(items, False), units=len(items))
 
     async def _handle_batch(self: RpcChannel, items: List[Any], over_budget: bool) -> None:
+        HANDLING.set(self)
         waiting: List[Awaitable[Optional[bytes]]] = []
         parts: List[bytes] = []
         invoke = self._invoke

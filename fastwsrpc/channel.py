@@ -15,9 +15,9 @@ The budget of one connection (see ``docs/architecture.md``):
   most ``max_send_queue_size``; our own calls are not in this budget (their
   senders wait, and the reader must go on reading their answers);
 * when either is full the reader stops reading, and TCP pushes back on the
-  peer. One exception: while calls of ours wait for answers, the reader goes on
-  (their answers may be what the running handlers wait for; stopping would
-  deadlock). Incoming work read meanwhile waits in a queue of at most
+  peer. One exception: while our own running handlers wait for answers to
+  calls they made to this peer, the reader goes on (stopping would deadlock:
+  those answers come on this socket). Incoming work read meanwhile waits in a queue of at most
   ``max_pending_requests`` messages and starts as room frees; past that, calls
   are refused with -32001 (``refused_calls``) and notifications dropped
   (``dropped_notifications``, with a warning): the peer is exceeding a declared
@@ -125,6 +125,7 @@ class RpcChannel(IncomingWork, OutgoingCalls, PromiseStore, Callbacks):
         self._active = 0  # incoming work units in flight
         self._sending = 0  # answers handed to the socket, not yet taken (in the budget)
         self._outgoing = 0  # our own frames handed to the socket, not yet taken
+        self._nested = 0  # our calls that our own running handlers wait for
         self._max_active = settings.max_pending_requests
         self._max_sending = settings.max_send_queue_size
         self._room: Optional[asyncio.Future[None]] = None  # the paused reader waits on it
@@ -211,7 +212,7 @@ class RpcChannel(IncomingWork, OutgoingCalls, PromiseStore, Callbacks):
         try:
             while not self._closed:
                 if (self._active >= self._max_active or self._sending >= self._max_sending) and not (
-                    self._sending < self._max_sending and len(self._pending)
+                    self._sending < self._max_sending and self._nested
                 ):
                     await self._wait_for_room()
                     continue

@@ -57,8 +57,6 @@ class PromiseStore:
             call_id = self._pending.register(future, deadline)
         else:
             self._pending.add(call_id, future, deadline)
-        if self._room is not None:
-            self._wake()
         promise = RpcPromise(call_id, future)
         self._saved[str(call_id)] = promise
         if self._sweep_handle is None:

@@ -11,8 +11,9 @@ caller timed out or was cancelled. ``call`` and ``call_batch`` share that path.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Awaitable, Iterable, List, Mapping, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, List, Mapping, Sequence, Tuple, TypeVar, Union
 
+from .budget import HANDLING
 from .errors import RpcChannelClosedError, RpcNotConnectedError, RpcTimeoutError, error_for_code
 from .protocol import Response, encode_batch, encode_notification, encode_request
 from .transport import TransportClosed
@@ -30,6 +31,7 @@ BatchCall = Union[Tuple[Any, ...], Mapping[str, Any]]
 CANCEL_REQUEST = "$/cancelRequest"
 
 _DEFAULT: Any = object()
+_T = TypeVar("_T")
 
 
 class _RemoteMethod:
@@ -94,14 +96,14 @@ class OutgoingCalls:
         """
         if self._closed:
             self._check_open()
+        if HANDLING.get() is self:
+            return await self._call_nested(lambda: self.call(name, args, timeout))
         if timeout is _DEFAULT:
             timeout = self.default_response_timeout
         loop = self._loop
         pending = self._pending
         future = loop.create_future()
         call_id = pending.register(future)  # its timeout is the timer below, not a table deadline
-        if self._room is not None:
-            self._wake()  # a paused reader must read on: this answer may be what a handler waits for
         try:
             await self._send_counted(encode_request(call_id, name, args))
         except BaseException as exc:
@@ -122,6 +124,22 @@ class OutgoingCalls:
         if error is not None:
             raise error_for_code(error.code, error.message, error.data, response)
         return response
+
+    async def _call_nested(self: RpcChannel, start: Callable[[], Awaitable[_T]]) -> _T:
+        """A call one of our own handlers waits for: the reader must read on for its answer.
+
+        Counted in ``_nested``, which lets a reader at a full budget go on
+        reading (see the budget in ``channel.py``); a paused reader is woken.
+        """
+        self._nested += 1
+        if self._room is not None:
+            self._wake()
+        token = HANDLING.set(None)  # the call started below takes the ordinary path
+        try:
+            return await start()
+        finally:
+            HANDLING.reset(token)
+            self._nested -= 1
 
     def _time_out(self: RpcChannel, call_ids: Tuple[Any, ...], what: str, timeout: float) -> None:
         """The timer of a call or a batch: fail whatever is still unanswered."""
@@ -172,6 +190,8 @@ class OutgoingCalls:
         unanswered call of the batch and tells the other side, as ``call`` does.
         """
         self._check_open()
+        if HANDLING.get() is self:
+            return await self._call_nested(lambda: self.call_batch(calls, timeout))
         if timeout is _DEFAULT:
             timeout = self.default_response_timeout
         loop = self._loop
@@ -195,8 +215,6 @@ class OutgoingCalls:
                 parts.append(encode_request(call_ids[-1], name, params))
             if not parts:
                 raise ValueError("call_batch needs at least one call")
-            if self._room is not None and call_ids:
-                self._wake()
             await self._send_counted(encode_batch(parts))
         except BaseException as exc:
             for call_id in call_ids:
