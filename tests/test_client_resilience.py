@@ -112,3 +112,29 @@ async def test_a_peer_that_reads_nothing_is_dropped_after_send_timeout(caplog: A
                 await asyncio.sleep(0.01)
         logged = [r.getMessage() for r in caplog.records if "read nothing" in r.getMessage()]
         assert logged and "127.0.0.1:" in logged[0], logged
+
+
+def _handshake(sock: Any, path: str) -> None:
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101")
+
+
+async def test_a_message_started_and_never_finished_closes_with_1008() -> None:
+    import socket
+
+    with ServerThread(quitter_app()) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as sock:
+            _handshake(sock, "/strict")
+            # A masked text frame announcing 100 bytes, of which 10 ever arrive (slowloris).
+            sock.sendall(bytes([0x81, 0x80 | 100]) + b"\x00\x00\x00\x00" + b'{"jsonrpc"')
+            sock.settimeout(30)
+            closing = sock.recv(2)  # the server's close frame: opcode 8, then its length
+            assert closing[0] == 0x88
+            body = sock.recv(closing[1] & 0x7F)
+            assert int.from_bytes(body[:2], "big") == 1008 and b"receive timeout" in body[2:]
