@@ -138,3 +138,107 @@ async def test_a_message_started_and_never_finished_closes_with_1008() -> None:
             assert closing[0] == 0x88
             body = sock.recv(closing[1] & 0x7F)
             assert int.from_bytes(body[:2], "big") == 1008 and b"receive timeout" in body[2:]
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[str]:
+    """A bare websockets server: answers ``deep`` with a reply nested DEEP levels, anything else normally."""
+
+    async def handler(ws: ServerConnection) -> None:
+        async for raw in ws:
+            msg = json.loads(raw)
+            if "id" not in msg or "method" not in msg:
+                continue
+            if msg["method"] == "deep":
+                await ws.send('{"jsonrpc":"2.0","id":' + str(msg["id"]) + ',"result":' + "[" * DEEP + "]" * DEEP + "}")
+            else:
+                await ws.send(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": "ok"}))
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/"
+
+
+async def test_a_deeply_nested_reply_does_not_kill_the_client(hostile: str) -> None:
+    async with WebSocketRpcClient(hostile, RpcMethodsBase()) as client:
+        with pytest.raises(RpcTimeoutError):  # the reply could not be read, so its call times out
+            await client.call("deep", timeout=0.5)
+        assert client.is_connected
+        assert (await client.call("other", timeout=10)).result == "ok"
+
+
+async def test_a_read_loop_failure_closes_fails_pending_calls_and_reconnects() -> None:
+    with ServerThread(quitter_app()) as srv:
+        client = WebSocketRpcClient(srv.url(), RpcMethodsBase(), auto_reconnect=True, reconnect_delay=0.01)
+        async with client:
+            first = client.channel
+            assert first is not None
+            failures: List[int] = []
+            decode = first._decode
+
+            def broken(frame: Any, *args: Any) -> Any:
+                if not failures:
+                    failures.append(1)
+                    raise RuntimeError("a bug in the read loop")
+                return decode(frame, *args)
+
+            first._decode = broken
+            with pytest.raises(RpcChannelClosedError):
+                await client.other.add(a=1, b=2)
+            assert first.is_closed() and "internal error" in first.close_reason
+            await client.wait_connected(30)  # waits for a real connection, not the dead one
+            assert client.is_connected and client.channel is not first and client.reconnects == 1
+            assert (await client.other.add(a=1, b=2)).result == 3
+
+
+@pytest.mark.parametrize("code", [1008, 1011])
+async def test_no_reconnect_after_a_close_code_that_says_do_not_come_back(code: int) -> None:
+    with ServerThread(quitter_app()) as srv:
+        client = WebSocketRpcClient(srv.url(), RpcMethodsBase(), auto_reconnect=True, reconnect_delay=0.01)
+        async with client:
+            with pytest.raises(RpcChannelClosedError):
+                await client.other.quit_with(code=code)
+            await asyncio.wait_for(client.wait_on_reader(), 30)
+            assert client.reconnects == 0 and not client.is_connected and client.close_code == code
+
+
+async def test_reconnect_delay_and_max_reconnect_attempts_are_obeyed() -> None:
+    srv = ServerThread(quitter_app()).start()
+    delays: List[float] = []
+
+    async def record(delay: float) -> None:
+        delays.append(delay)
+
+    client = WebSocketRpcClient(
+        srv.url(), RpcMethodsBase(), auto_reconnect=True, reconnect_delay=0.25, max_reconnect_attempts=3
+    )
+    client._sleep = record  # the waits are recorded, not slept
+    async with client:
+        srv.stop()  # the server goes away for good
+        await asyncio.wait_for(client.wait_on_reader(), 30)
+    # First the reconnect_delay, then two more attempts backing off from it (2d, 4d, jitter up to 25%).
+    assert len(delays) == 3 and delays[0] == 0.25
+    assert 0.5 <= delays[1] <= 0.5 * 1.25 and 1.0 <= delays[2] <= 1.0 * 1.25
+    assert isinstance(client.last_error, RpcConnectionError) and client.reconnects == 0
+
+
+async def test_fractional_ids_are_echoed(server: ServerThread) -> None:
+    from websockets.asyncio.client import connect
+
+    async with connect(server.url("/ws")) as ws:
+        await ws.send('{"jsonrpc":"2.0","method":"add","params":{"a":1,"b":2},"id":1.5}')
+        assert json.loads(await ws.recv()) == {"jsonrpc": "2.0", "id": 1.5, "result": 3}
+        await ws.send('{"jsonrpc":"2.0","method":"add","params":{"a":1,"b":2},"id":-0.25}')
+        assert json.loads(await ws.recv())["id"] == -0.25
+
+
+async def test_deeply_nested_frames_are_a_parse_error_and_the_connection_lives(server: ServerThread) -> None:
+    from websockets.asyncio.client import connect
+
+    async with connect(server.url("/ws")) as ws:
+        for _ in range(3):
+            await ws.send('{"jsonrpc":"2.0","method":"add","params":' + "[" * DEEP + "]" * DEEP + ',"id":1}')
+            answer = json.loads(await ws.recv())
+            assert answer["error"]["code"] == -32700 and answer["id"] is None
+        await ws.send('{"jsonrpc":"2.0","method":"add","params":{"a":1,"b":2},"id":2}')
+        assert json.loads(await ws.recv())["result"] == 3
