@@ -121,6 +121,9 @@ class IncomingWork:
         waiting: List[Awaitable[Optional[bytes]]] = []
         parts: List[bytes] = []
         invoke = self._invoke
+        by_id = self._by_id
+        ids: List[Any] = []
+        loop = self._loop
         for item in items:
             kind = type(item)
             if kind is Request:
@@ -130,7 +133,12 @@ class IncomingWork:
                         encode_error(item.id, JsonRpcErrorCode.SERVER_OVERLOADED, "Server overloaded: batch refused")
                     )
                 else:
-                    waiting.append(invoke(item.method, item.params, item.id))
+                    # A task of its own, findable by id, so $/cancelRequest can stop this item alone.
+                    task = loop.create_task(invoke(item.method, item.params, item.id))
+                    waiting.append(task)
+                    if _hashable(item.id):
+                        by_id[item.id] = task
+                        ids.append(item.id)
             elif kind is Notification:
                 if over_budget:
                     self._drop(item.method)
@@ -141,7 +149,16 @@ class IncomingWork:
             elif kind is Response:
                 self._pending.resolve(item.id, item)
         if waiting:
-            parts.extend(part for part in await asyncio.gather(*waiting) if part is not None)
+            try:
+                done = await asyncio.gather(*waiting, return_exceptions=True)
+            finally:
+                for call_id in ids:
+                    by_id.pop(call_id, None)
+            for part in done:
+                if isinstance(part, bytes):
+                    parts.append(part)
+                elif isinstance(part, BaseException) and not isinstance(part, asyncio.CancelledError):
+                    raise part  # invoke answers every failure itself: this is a bug of ours, not the method's
         if parts:
             await self._send_answer(encode_batch(parts))
 

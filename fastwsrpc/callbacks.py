@@ -51,8 +51,17 @@ class Callbacks:
         Not awaited before the read loop starts: a callback that calls the other
         side needs the read loop running to get its answer.
         """
-        for callback in self._connect_callbacks:
-            self._spawn(self._run_callback(callback, self), units=0)
+        tasks = [self._spawn(self._run_callback(callback, self), units=0) for callback in self._connect_callbacks]
+        self._connect_tasks = [task for task in tasks if task is not None]
+
+    async def wait_connect_callbacks(self: RpcChannel) -> None:
+        """Wait until the connect callbacks started by :meth:`on_connect` have finished.
+
+        The client's ``await_connect_callbacks=True`` (fastapi-ws-rpc 1.2's
+        behaviour) uses it so that ``async with`` enters only after them.
+        """
+        if self._connect_tasks:
+            await asyncio.gather(*self._connect_tasks, return_exceptions=True)
 
     async def on_disconnect(self: RpcChannel) -> None:
         """Mark the channel closed (failing pending calls) and await the disconnect callbacks."""

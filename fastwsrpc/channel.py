@@ -128,6 +128,7 @@ class RpcChannel(IncomingWork, OutgoingCalls, PromiseStore, Callbacks):
         self._nested = 0  # our calls that our own running handlers wait for
         self._max_active = settings.max_pending_requests
         self._max_sending = settings.max_send_queue_size
+        self._raise_on_error = settings.raise_on_error
         self._room: Optional[asyncio.Future[None]] = None  # the paused reader waits on it
         self._notes: Set[asyncio.Task[Any]] = set()  # notification handlers: not cancelled at close
         self._deferred: Deque[Any] = deque()  # work read while over budget (see the module docstring)
@@ -140,6 +141,7 @@ class RpcChannel(IncomingWork, OutgoingCalls, PromiseStore, Callbacks):
         self._received = 0
         self._sent = 0
         self._connect_callbacks: List[OnConnectCallback] = list(connect_callbacks or ())
+        self._connect_tasks: List[asyncio.Task[Any]] = []
         self._disconnect_callbacks: List[OnDisconnectCallback] = list(disconnect_callbacks or ())
         self._error_callbacks: List[OnErrorCallback] = list(error_callbacks or ())
         self._closed_event = asyncio.Event()

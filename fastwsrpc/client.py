@@ -284,6 +284,8 @@ class WebSocketRpcClient:
         auto_reconnect: Optional[bool] = None,
         reconnect_delay: Optional[float] = None,
         max_reconnect_attempts: Optional[int] = None,
+        raise_on_error: bool = True,
+        await_connect_callbacks: bool = False,
         **kwargs: Any,
     ) -> None:
         # The original library's third positional argument was retry_config.
@@ -345,12 +347,19 @@ class WebSocketRpcClient:
         _check_uri(uri)
         #: Everything the connection's channel obeys, resolved once here.
         self.settings = RpcSettings.resolve(
-            connection=self.config.connection, backpressure=self.config.backpressure, owner="WebSocketRpcClient"
+            connection=self.config.connection,
+            backpressure=self.config.backpressure,
+            owner="WebSocketRpcClient",
+            raise_on_error=None if raise_on_error else False,
         )
+        #: fastapi-ws-rpc 1.2 parity: ``async with`` enters only once the
+        #: ``on_connect`` callbacks have finished (they run with the read loop
+        #: going, so they may call the server).
+        self.await_connect_callbacks = await_connect_callbacks
         self.connect_kwargs: Dict[str, Any] = {**self.config.websocket_kwargs, **kwargs}
         self.ws: Optional[ClientConnection] = None
         self.channel: Optional[RpcChannel] = None
-        self._reader_task: Optional[asyncio.Task] = None
+        self._reader_task: Optional[asyncio.Task[None]] = None
         self._closing = False
         self._connected: Optional[asyncio.Event] = None  # made in the loop that connects
         #: How many times the connection was re-established (``auto_reconnect``).
@@ -414,17 +423,22 @@ class WebSocketRpcClient:
         if self._connected is None:
             self._connected = asyncio.Event()
         channel = await self._open()
-        self._reader_task = asyncio.get_running_loop().create_task(self._serve(channel))
+        await channel.on_connect()
+        self._reader_task = asyncio.get_running_loop().create_task(self._serve(channel, True))
+        if self.await_connect_callbacks:
+            await channel.wait_connect_callbacks()
         return self
 
-    async def _serve(self, channel: RpcChannel) -> None:
+    async def _serve(self, channel: RpcChannel, started: bool = False) -> None:
         """Run connection after connection: read, keep alive, and reconnect when allowed."""
         while True:
             keepalive = None
             if self.config.keepalive.enabled:
                 keepalive = asyncio.get_running_loop().create_task(self._keepalive(channel))
             try:
-                await channel.on_connect()
+                if not started:
+                    await channel.on_connect()
+                started = False
                 await channel.run()
             finally:
                 if keepalive is not None:

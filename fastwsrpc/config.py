@@ -275,6 +275,9 @@ class RpcSettings:
     promise_ttl: float = DEFAULT_PROMISE_TTL
     debug_mode: bool = False
     discovery: bool = True
+    #: A remote error raises (the default); ``False`` returns the response with
+    #: ``.error`` set instead, as fastapi-ws-rpc 1.2 did.
+    raise_on_error: bool = True
 
     def __post_init__(self) -> None:
         RpcBackpressureConfig(

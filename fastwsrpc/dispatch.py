@@ -9,6 +9,7 @@ up once per method name and per connection, then kept.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 from typing import Any, Awaitable, Callable, Dict, FrozenSet, Optional
 
@@ -49,6 +50,16 @@ def _params_bind(handler: Callable[..., Any], params: Any) -> bool:
     return True
 
 
+def _in_thread(func: Callable[..., Any]) -> Handler:
+    """A plain ``def`` method, run in a worker thread so that it cannot block the loop."""
+
+    @functools.wraps(func)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(func, *args, **kwargs)
+
+    return run
+
+
 class Dispatcher:
     """Runs the methods one side exposes and encodes their answers."""
 
@@ -73,7 +84,10 @@ class Dispatcher:
         handler: Optional[Handler] = None
         if name in self._exposed:
             spec = method_spec(type(self.methods), name)
-            handler = self._handlers[name] = typed_handler(getattr(self.methods, name), spec)
+            method = getattr(self.methods, name)
+            if not inspect.iscoroutinefunction(method):
+                method = _in_thread(method)
+            handler = self._handlers[name] = typed_handler(method, spec)
         elif name == DISCOVER and self.discovery:
             handler = self._handlers[name] = self._discover
         return handler

@@ -146,6 +146,7 @@ class WebSocketRpcEndpoint:
         idle_timeout: Optional[float] = None,
         message_receive_timeout: Optional[float] = None,
         send_timeout: Optional[float] = None,
+        raise_on_error: bool = True,
     ) -> None:
         self.manager = manager if manager is not None else ConnectionManager()
         self.methods = methods if methods is not None else RpcMethodsBase()
@@ -175,6 +176,7 @@ class WebSocketRpcEndpoint:
             idle_timeout=idle_timeout,
             message_receive_timeout=message_receive_timeout,
             send_timeout=send_timeout,
+            raise_on_error=None if raise_on_error else False,
         )
         if subprotocols is None:
             offered = connection_config.websocket.subprotocols if connection_config is not None else None

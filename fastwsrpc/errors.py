@@ -9,6 +9,30 @@ what they care about.
 A method may raise any of the remote error classes itself (for example
 ``raise RemoteValueError("insufficient funds", code=-32010)``): the other side
 then receives that code and message, and raises the same class.
+
+The tree (``except RpcError`` catches everything this library raises)::
+
+    RpcError                                  .code / .message / .data (None, "", None unless remote)
+    +-- RpcChannelClosedError                 the connection closed before the answer
+    |   +-- RpcNotConnectedError              (also an RpcInvalidStateError) called while not connected
+    +-- RpcInvalidStateError                  e.g. a call before ``async with``
+    +-- RpcConnectionError (ConnectionError)  could not connect: refused, DNS, TLS, timeout
+    |   +-- RpcHandshakeRejectedError         HTTP status at the handshake (.status: 401/403 vs 404)
+    +-- RpcUsageError (ValueError)            a wrong call, e.g. a URL that is not ws:// or wss://
+    +-- RpcMessageTooLargeError               over max_message_size
+    +-- RpcBackpressureError                  too many of our own calls pending
+    +-- RpcTimeoutError (asyncio.TimeoutError) no answer in time
+    +-- RpcClientNotFoundError                cluster: no such client id on any node
+    +-- RpcBrokerUnavailableError             cluster: Redis/NATS unreachable right now
+    +-- RpcDuplicateClientError               cluster: the id is taken (on_duplicate="reject")
+    +-- TransportClosed                       (transport.py) the socket closed; .code, .reason
+    +-- RemoteValueError                      the other side answered with a JSON-RPC error
+        +-- RpcParseError                     -32700
+        +-- RpcInvalidRequestError            -32600
+        +-- UnknownMethodError                -32601
+        +-- RpcInvalidParamsError             -32602
+        +-- RpcInternalError                  -32603
+        +-- RpcServerOverloadedError          -32001
 """
 
 from __future__ import annotations
@@ -33,7 +57,18 @@ class JsonRpcErrorCode(IntEnum):
 
 
 class RpcError(Exception):
-    """Base of every exception this library raises."""
+    """Base of every exception this library raises.
+
+    ``code``, ``message`` and ``data`` are declared here so that code (and
+    mypy) can read them from any ``RpcError``; only remote errors set them.
+    """
+
+    #: The JSON-RPC error code, for errors that carry one (remote errors).
+    code: Optional[int] = None
+    #: The JSON-RPC error message, for errors that carry one.
+    message: str = ""
+    #: The JSON-RPC error's ``data`` member, if any.
+    data: Any = None
 
 
 class RpcChannelClosedError(RpcError):
@@ -108,6 +143,7 @@ class RemoteValueError(RpcError):
     """
 
     default_code: int = JsonRpcErrorCode.SERVER_ERROR
+    code: int
 
     def __init__(
         self,

@@ -1,7 +1,10 @@
 """What one side exposes to the other: ``RpcMethodsBase`` and its helpers.
 
-Public ``async def`` methods of a subclass are callable by the peer; a name that
-starts with ``_`` never is, whatever it is. The set of exposed names is worked
+Public methods of a subclass are callable by the peer; a name that starts with
+``_`` never is, whatever it is. ``async def`` methods run on the event loop;
+plain ``def`` methods run in a worker thread (``asyncio.to_thread``), as FastAPI
+does for sync endpoints, so a blocking one cannot stall every connection. Keep
+helpers private with a leading underscore. The set of exposed names is worked
 out once per class, not per call.
 """
 
@@ -30,7 +33,7 @@ _exposed_cache: Dict[type, FrozenSet[str]] = {}
 
 
 def exposed_method_names(cls: type) -> FrozenSet[str]:
-    """Names of the coroutine methods of ``cls`` the peer may call."""
+    """Names of the methods of ``cls`` the peer may call (public functions, async or not)."""
     names = _exposed_cache.get(cls)
     if names is None:
         found = set()
@@ -40,7 +43,7 @@ def exposed_method_names(cls: type) -> FrozenSet[str]:
             attr = inspect.getattr_static(cls, name, None)
             if isinstance(attr, (staticmethod, classmethod)):
                 attr = attr.__func__
-            if inspect.iscoroutinefunction(attr):
+            if inspect.iscoroutinefunction(attr) or inspect.isfunction(attr):
                 found.add(name)
         names = _exposed_cache[cls] = frozenset(found)
     return names

@@ -121,7 +121,7 @@ class OutgoingCalls:
             if handle is not None:
                 handle.cancel()
         error = response.error
-        if error is not None:
+        if error is not None and self._raise_on_error:
             raise error_for_code(error.code, error.message, error.data, response)
         return response
 
@@ -229,7 +229,7 @@ class OutgoingCalls:
         try:
             return [await future for future in futures]
         except BaseException as exc:
-            unanswered = [cid for cid, f in zip(ids, futures) if not f.done() or _timed_out(f)]
+            unanswered = [cid for cid, f in zip(ids, futures) if not f.done() or f.cancelled() or _timed_out(f)]
             for f in futures:  # the other failures are this one's consequence: mark them seen
                 if f.done() and not f.cancelled():
                     f.exception()

@@ -34,6 +34,8 @@ CLOSE_INTERNAL_ERROR = 1011
 class TransportClosed(RpcError):
     """The socket is closed; ``code`` and ``reason`` are the WebSocket close frame's, if known."""
 
+    code: int
+
     def __init__(self, code: int = 1006, reason: str = "") -> None:
         super().__init__(f"connection closed (code {code}{': ' + reason if reason else ''})")
         self.code = code

@@ -1,4 +1,4 @@
-"""The methods and the FastAPI app the end-to-end tests talk to."""
+"""The methods and the FastAPI app the end-to-end tests talk to, and the memory-pair tests' methods."""
 
 from __future__ import annotations
 
@@ -14,8 +14,12 @@ from fastwsrpc import NoResponse, RemoteValueError, RpcUtilityMethods, WebSocket
 
 #: What notifications delivered, by key, so a test can see them arrive.
 RECORDED: Dict[str, List[Any]] = {}
+#: Server-side ``sleep`` handlers that started, by key (so a test knows one is running).
+STARTED: Dict[str, int] = {}
 #: Server-side handlers that saw CancelledError, by key.
 CANCELLED: Dict[str, int] = {}
+#: ``ping`` calls answered, all connections together (the RPC-level keepalive calls it).
+PINGS: List[int] = []
 
 
 class User(pydantic.BaseModel):
@@ -65,6 +69,11 @@ class ServerMethods(RpcUtilityMethods):
     async def make_point(self, x: int, y: int) -> Point:
         return Point(x, y)
 
+    async def ping(self) -> str:
+        """Answers ``"pong"``; the RPC-level keepalive calls it (counted in ``PINGS``)."""
+        PINGS.append(1)
+        return await super().ping()
+
     async def running(self) -> int:
         """Incoming calls this connection is handling, this one included."""
         assert self.channel is not None
@@ -88,6 +97,7 @@ class ServerMethods(RpcUtilityMethods):
         return minuend - subtrahend
 
     async def sleep(self, seconds: float, key: str = "") -> float:
+        STARTED[key] = STARTED.get(key, 0) + 1
         try:
             await asyncio.sleep(seconds)
         except asyncio.CancelledError:
@@ -144,8 +154,62 @@ class ServerMethods(RpcUtilityMethods):
     def not_async(self) -> str:
         return "never"
 
+    def thread_name(self) -> str:
+        """A plain ``def``: runs in a worker thread, so this is not the loop's thread."""
+        import threading
+
+        return threading.current_thread().name
+
     async def big(self, size: int) -> str:
         return "x" * size
+
+
+# ---------------------------------------------------------------- memory-pair tests (test_channel_*.py)
+
+
+class Observed(RpcUtilityMethods):
+    """What a test watches on either side: notes delivered, handlers started and cancelled.
+
+    Each connection gets a shallow copy of the methods object, so these lists
+    are shared between the instance a test built and the channel's copy.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notes: List[Any] = []
+        self.started: List[str] = []
+        self.cancelled: List[str] = []
+
+    async def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    async def hang(self, key: str = "") -> None:
+        """Never answers on its own: only a cancellation (or a close) ends it."""
+        self.started.append(key)
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            self.cancelled.append(key)
+            raise
+
+
+class ObservedServer(ServerMethods, Observed):
+    """The end-to-end app's methods, observable."""
+
+
+class ObservedClient(Observed):
+    async def multiply(self, x: int, y: int) -> int:
+        return x * y
+
+    async def join(self, *parts: str) -> str:
+        return "-".join(parts)
+
+    async def nested(self, depth: int) -> List[str]:
+        if depth <= 0:
+            return ["client"]
+        assert self.channel is not None
+        response = await self.channel.other.nested(depth=depth - 1)
+        return ["client", *response.result]
 
 
 def require_token(websocket: WebSocket) -> None:

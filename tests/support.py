@@ -1,14 +1,50 @@
-"""Test helpers: a real uvicorn server on a free loopback port, in a thread of its own."""
+"""Test helpers: real servers (a uvicorn thread, a process, a cuttable proxy) and memory-pair probes.
+
+The servers are for the end-to-end tests; ``methods``/``sent``/``settled`` read
+a channel's state for the conditions memory-pair tests wait on with
+:func:`fastwsrpc.testing.until`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import threading
-import time
-from typing import Any, Optional
+from typing import Any, List, Optional, cast
 
 import uvicorn
+
+from fastwsrpc import RpcChannel
+from fastwsrpc.testing import MemoryTransport, until
+
+from .app import Observed
+
+
+def bound_socket(port: int = 0) -> socket.socket:
+    """A TCP socket bound to 127.0.0.1 (``port`` 0: one the kernel picks), not yet listening.
+
+    Hand it to the server as is: nothing else can take the port between the
+    pick and the listen (the race of binding, closing and binding again). Until
+    the server listens, a connection to it is refused, as to a server that is down.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the test's thread when its startup is over (started or failed)."""
+
+    def __init__(self, config: uvicorn.Config, ready: threading.Event) -> None:
+        super().__init__(config)
+        self.ready = ready
+
+    async def startup(self, sockets: Optional[List[socket.socket]] = None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        finally:
+            self.ready.set()
 
 
 class ServerThread:
@@ -16,46 +52,49 @@ class ServerThread:
 
     The server has its own thread and event loop, as a real server would: a
     handler that blocks cannot deadlock the test's loop, and stopping it drops
-    every connection as a server shutdown does.
+    every connection as a server shutdown does. ``sock`` (see
+    :func:`bound_socket`) serves on a port the test reserved beforehand;
+    otherwise the server binds a port of its own when started.
     """
 
-    def __init__(self, app: Any, **config: Any) -> None:
+    def __init__(self, app: Any, sock: Optional[socket.socket] = None, **config: Any) -> None:
         self.app = app
         self.config = {"log_level": "warning", "lifespan": "off", "timeout_graceful_shutdown": 1, **config}
         self.server: Optional[uvicorn.Server] = None
         self.thread: Optional[threading.Thread] = None
-        self.port = 0
+        self.sock = sock
+        self.port = sock.getsockname()[1] if sock is not None else 0
         self.loop: Optional[asyncio.AbstractEventLoop] = None
 
     def url(self, path: str = "/ws", scheme: str = "ws") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     def start(self) -> ServerThread:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
+        sock, self.sock = self.sock or bound_socket(self.port), None
         self.port = sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(self.app, **self.config))
+        ready = threading.Event()
+        server = self.server = _Server(uvicorn.Config(self.app, **self.config), ready)
 
         def run() -> None:
             loop = asyncio.new_event_loop()
             self.loop = loop
             try:
-                loop.run_until_complete(self.server.serve(sockets=[sock]))  # type: ignore[union-attr]
+                loop.run_until_complete(server.serve(sockets=[sock]))
             finally:
+                ready.set()
                 loop.close()
                 sock.close()
 
         self.thread = threading.Thread(target=run, name=f"uvicorn-{self.port}", daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.005)
+        if not ready.wait(15) or not server.started:
+            raise RuntimeError("uvicorn did not start")
         return self
 
     def stop(self) -> None:
+        if self.sock is not None:  # never started: release the reserved port
+            self.sock.close()
+            self.sock = None
         if self.server is not None and self.thread is not None:
             self.server.should_exit = True
             self.thread.join(15)
@@ -77,17 +116,41 @@ async def eventually(predicate: Any, timeout: float = 5.0, interval: float = 0.0
         await asyncio.sleep(interval)
 
 
+def methods(channel: RpcChannel) -> Observed:
+    return cast(Observed, channel.methods)
+
+
+def sent(channel: RpcChannel) -> int:
+    """Frames this side handed to its memory transport."""
+    return cast(MemoryTransport, channel.socket).sent
+
+
+async def settled(*channels: RpcChannel) -> None:
+    """Nothing pending and nothing running on either side: no call left behind."""
+    await until(lambda: all(ch.pending_count == 0 and ch.running_count == 0 for ch in channels))
+
+
 def free_port() -> int:
+    """A port nothing listens on *now* (for a URL that must be refused).
+
+    Prefer :func:`bound_socket` for a port a server will use: this one is
+    closed again before it is returned, so another process may take it.
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 class ServerProcess:
-    """The test app in a separate process, so a test can kill it like a crash would."""
+    """The test app in a separate process, so a test can kill it like a crash would.
+
+    The port is bound here and the socket handed to the child (no pick, close
+    and rebind); the child says when it serves through a pipe, so starting
+    waits for exactly that. A restart after a kill binds the same port again.
+    """
 
     def __init__(self, port: int = 0) -> None:
-        self.port = port or free_port()
+        self.port = port
         self.proc: Any = None
 
     def url(self, path: str = "/ws") -> str:
@@ -95,21 +158,29 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         import os
+        import select
         import subprocess
         import sys
 
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.serve_app", "--port", str(self.port)], cwd=root)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("server process exited")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("server process did not start")
+        sock = bound_socket(self.port)
+        self.port = sock.getsockname()[1]
+        ready_r, ready_w = os.pipe()
+        try:
+            command = [sys.executable, "-m", "tests.serve_app", "--fd", str(sock.fileno()), "--ready-fd", str(ready_w)]
+            self.proc = subprocess.Popen(command, cwd=root, pass_fds=(sock.fileno(), ready_w))
+        finally:
+            os.close(ready_w)
+            sock.close()  # the child has its own copy
+        try:
+            readable, _, _ = select.select([ready_r], [], [], 20)
+            said = os.read(ready_r, 16) if readable else b""
+        finally:
+            os.close(ready_r)
+        if said != b"ready\n":
+            self.kill()
+            raise RuntimeError("server process did not start")
+        return self
 
     def rss_bytes(self) -> int:
         with open(f"/proc/{self.proc.pid}/status") as status:
@@ -135,10 +206,24 @@ class TcpProxy:
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
+        self._flowing = asyncio.Event()
         self.mode = "pass"
         self.port = 0
         self._server: Optional[asyncio.base_events.Server] = None
-        self._writers: list = []
+        self._writers: List[asyncio.StreamWriter] = []
+
+    @property
+    def mode(self) -> str:
+        """``pass``, ``stall`` (nothing gets through until set back) or ``trickle`` (16 bytes per 50 ms)."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        self._mode = mode
+        if mode == "stall":
+            self._flowing.clear()
+        else:
+            self._flowing.set()
 
     async def start(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -154,12 +239,11 @@ class TcpProxy:
                 data = await reader.read(65536)
                 if not data:
                     break
-                while self.mode == "stall":
-                    await asyncio.sleep(0.05)
+                await self._flowing.wait()  # stalled: held until the mode changes
                 if self.mode == "trickle":
                     for i in range(0, len(data), 16):
                         writer.write(data[i : i + 16])
-                        await asyncio.sleep(0.05)
+                        await asyncio.sleep(0.05)  # the pace of a slow link, not a wait for something
                 else:
                     writer.write(data)
                 await writer.drain()

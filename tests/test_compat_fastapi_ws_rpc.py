@@ -22,6 +22,8 @@ if sys.version_info < (3, 10):  # pragma: no cover
     pytest.skip("fastapi-ws-rpc 1.2 needs Python 3.10+", allow_module_level=True)
 peer: Any = pytest.importorskip("fastapi_ws_rpc")
 
+pytestmark = pytest.mark.e2e
+
 
 class PeerClientMethods(peer.RpcMethodsBase):  # type: ignore[misc]
     async def multiply(self, x: int, y: int) -> int:

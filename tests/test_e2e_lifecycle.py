@@ -1,4 +1,9 @@
-"""Connections coming and going: callbacks, server shutdown, refusals, first-connect retry."""
+"""Connections coming and going over real sockets: the adapters' hooks, server shutdown, refusals, retries.
+
+What the channel does with its callbacks and when it closes is tested on a
+memory pair in ``test_channel_lifecycle.py``; here, the endpoint and the
+client wiring them to a socket, and what only a network shows.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,6 @@ import pytest
 from fastapi import FastAPI
 
 from fastwsrpc import (
-    LoggingModes,
     RpcChannel,
     RpcChannelClosedError,
     RpcHandshakeRejectedError,
@@ -20,11 +24,12 @@ from fastwsrpc import (
     WebSocketRpcClient,
     WebSocketRpcClientConfig,
     WebSocketRpcEndpoint,
-    logging_config,
 )
 
-from .app import ServerMethods, make_app
-from .support import ServerThread, eventually
+from .app import PINGS, ServerMethods, make_app
+from .support import ServerThread, bound_socket, eventually
+
+pytestmark = pytest.mark.e2e
 
 
 class Greeter(RpcMethodsBase):
@@ -105,38 +110,45 @@ async def test_fastapi_dependency_refuses_a_connection_and_the_client_does_not_r
         assert (await client.other.add(a=2, b=2)).result == 4
 
 
-async def test_first_connect_is_retried_until_the_server_is_up() -> None:
-    srv = ServerThread(make_app())
-    import socket
+class RetryLog(logging.Handler):
+    """Counts the client's "connect ... failed ... retrying" warnings: each is one refused attempt."""
 
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    srv.port = probe.getsockname()[1]
-    probe.close()
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.retries = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "retrying" in record.getMessage():
+            self.retries += 1
+
+
+async def test_first_connect_is_retried_until_the_server_is_up() -> None:
+    # The port is bound but not listening: connections to it are refused, as to a server that is down.
+    srv = ServerThread(make_app(), sock=bound_socket())
     retry = RpcRetryConfig(max_attempts=40, min_wait=0.05, max_wait=0.1)
     client = WebSocketRpcClient(srv.url(), RpcMethodsBase(), retry_config=retry)
-    connecting = asyncio.ensure_future(client.__aenter__())
-    await asyncio.sleep(0.3)
-    assert not connecting.done()  # nothing listens yet: still retrying
-    await asyncio.get_running_loop().run_in_executor(None, srv.start)
+    retries = RetryLog()
+    client_log = logging.getLogger("fastwsrpc.client")
+    client_log.addHandler(retries)
     try:
+        connecting = asyncio.ensure_future(client.__aenter__())
+        await eventually(lambda: retries.retries >= 2)
+        assert not connecting.done()  # nothing listens yet: still retrying
+        await asyncio.get_running_loop().run_in_executor(None, srv.start)
         await asyncio.wait_for(connecting, 20)
         assert (await client.other.add(a=1, b=2)).result == 3
         await client.close()
     finally:
+        client_log.removeHandler(retries)
         srv.stop()
 
 
 async def test_connect_failure_is_raised_when_retries_are_off() -> None:
-    import socket
-
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    with pytest.raises(OSError):
-        async with WebSocketRpcClient(f"ws://127.0.0.1:{port}/ws", RpcMethodsBase(), retry_config=False):
-            pass
+    with bound_socket() as sock:  # bound, never listening: refused
+        port = sock.getsockname()[1]
+        with pytest.raises(OSError):
+            async with WebSocketRpcClient(f"ws://127.0.0.1:{port}/ws", RpcMethodsBase(), retry_config=False):
+                pass
 
 
 async def test_project_page_keywords_and_config_objects_are_both_accepted(url: str) -> None:
@@ -155,17 +167,7 @@ async def test_project_page_keywords_and_config_objects_are_both_accepted(url: s
 async def test_rpc_level_keepalive_keeps_a_healthy_connection(url: str) -> None:
     config = WebSocketRpcClientConfig(keepalive=RpcKeepaliveConfig(interval=0.05, use_protocol_ping=False))
     async with WebSocketRpcClient(url, RpcMethodsBase(), config=config) as client:
-        await asyncio.sleep(0.3)
+        before = len(PINGS)
+        await eventually(lambda: len(PINGS) >= before + 3)  # three keepalive rounds answered
         assert client.is_connected
         assert (await client.other.add(a=1, b=2)).result == 3
-
-
-async def test_logging_modes(caplog: Any, monkeypatch: Any) -> None:
-    logging_config.set_mode(LoggingModes.NO_LOGS)
-    assert logging.getLogger("fastwsrpc").level > logging.CRITICAL
-    logging_config.set_mode(LoggingModes.UVICORN)
-    root = logging.getLogger("fastwsrpc")
-    assert any(getattr(h, "_fastwsrpc", False) for h in root.handlers)
-    logging_config.set_mode(LoggingModes.SIMPLE)
-    assert root.propagate and not any(getattr(h, "_fastwsrpc", False) for h in root.handlers)
-    assert logging_config.get_mode() is LoggingModes.SIMPLE

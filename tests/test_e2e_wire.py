@@ -10,6 +10,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 async def ws(url: str) -> AsyncIterator[ClientConnection]:
