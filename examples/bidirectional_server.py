@@ -22,7 +22,6 @@ class Calculator(RpcMethodsBase):
 
     async def ask_client_name(self) -> str:
         """Calls the caller back while its own call is still open (no deadlock)."""
-        assert self.channel is not None
         response = await self.channel.other.whoami()
         return f"you are {response.result}"
 

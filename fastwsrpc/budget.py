@@ -59,6 +59,12 @@ class IncomingWork:
     # ------------------------------------------------------ incoming calls
     def _refuse(self: RpcChannel, call_id: Any) -> None:
         """Over the limit while we must keep reading: say so rather than queue without bound."""
+        if not self.refused_calls:
+            logger.warning(
+                "channel %s (peer %s): over its budget while waiting for answers; refusing calls with -32001",
+                self.id,
+                self.socket.peer or "?",
+            )
         self.refused_calls += 1
         self._spawn_send(
             encode_error(

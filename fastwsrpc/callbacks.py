@@ -28,21 +28,27 @@ class Callbacks:
     """Mixin: the three callback lists and how they run."""
 
     def add_connect_callback(self: RpcChannel, callback: OnConnectCallback) -> None:
+        """Run ``callback(channel)`` when this channel's connection opens."""
         self._connect_callbacks.append(callback)
 
     def remove_connect_callback(self: RpcChannel, callback: OnConnectCallback) -> bool:
+        """Forget a connect callback; False if it was not there."""
         return _remove(self._connect_callbacks, callback)
 
     def add_disconnect_callback(self: RpcChannel, callback: OnDisconnectCallback) -> None:
+        """Run ``callback(channel)`` once, when this connection ends."""
         self._disconnect_callbacks.append(callback)
 
     def remove_disconnect_callback(self: RpcChannel, callback: OnDisconnectCallback) -> bool:
+        """Forget a disconnect callback; False if it was not there."""
         return _remove(self._disconnect_callbacks, callback)
 
     def add_error_callback(self: RpcChannel, callback: OnErrorCallback) -> None:
+        """Run ``callback(channel, exc)`` when a method fails with an internal error."""
         self._error_callbacks.append(callback)
 
     def remove_error_callback(self: RpcChannel, callback: OnErrorCallback) -> bool:
+        """Forget an error callback; False if it was not there."""
         return _remove(self._error_callbacks, callback)
 
     async def on_connect(self: RpcChannel) -> None:
@@ -69,6 +75,7 @@ class Callbacks:
         await self._fire_disconnect()
 
     async def on_error(self: RpcChannel, error: Exception) -> None:
+        """Run the error callbacks for ``error`` (a failing one is logged, never raised)."""
         for callback in self._error_callbacks:
             await self._run_callback(callback, self, error)
 

@@ -162,20 +162,25 @@ class RpcChannel(IncomingWork, OutgoingCalls, PromiseStore, Callbacks):
         return self._context
 
     def is_closed(self) -> bool:
+        """Whether the connection has ended (pending calls have failed by then)."""
         return self._closed
 
     @property
     def close_reason(self) -> str:
+        """Why the channel closed (``""`` while open)."""
         return self._close_reason
 
     async def wait_until_closed(self) -> bool:
+        """Wait until the connection ends; returns True."""
         await self._closed_event.wait()
         return True
 
     def get_connection_age(self) -> float:
+        """Seconds since this connection opened."""
         return self._loop.time() - self._started_at
 
     def get_remaining_duration(self) -> Optional[float]:
+        """Seconds left before ``max_connection_duration`` closes it (``None``: no limit)."""
         if self.max_connection_duration is None:
             return None
         return max(0.0, self.max_connection_duration - self.get_connection_age())
@@ -305,10 +310,16 @@ class RpcChannel(IncomingWork, OutgoingCalls, PromiseStore, Callbacks):
                 task.cancel()
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        """Close the connection; pending calls fail with RpcChannelClosedError."""
+        """Close the connection; pending calls fail with RpcChannelClosedError.
+
+        The channel is closed whatever happens; an error from the socket's own
+        close is raised after the disconnect callbacks ran (as fastapi-ws-rpc 1.2).
+        """
         self._mark_closed(reason or "closed locally")
-        await _quiet(self.socket.close(code, reason))
-        await self._fire_disconnect()
+        try:
+            await self.socket.close(code, reason)
+        finally:
+            await self._fire_disconnect()
 
     def abort(self, reason: str) -> None:
         """Drop the connection at once, without a closing handshake (the peer is stalled)."""

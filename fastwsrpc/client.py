@@ -42,12 +42,11 @@ from .config import (
 from .errors import RpcConnectionError, RpcHandshakeRejectedError, RpcInvalidStateError, RpcUsageError
 from .logger import get_logger
 from .methods import RpcMethodsBase
+from .outgoing import _DEFAULT
 from .protocol import Response
 from .transport import CLOSE_NORMAL, TransportClosed
 
 logger = get_logger("client")
-
-_DEFAULT: Any = object()
 
 
 def _closed(exc: ConnectionClosed) -> TransportClosed:
@@ -77,6 +76,7 @@ class WebsocketsTransport:
         self._scheduled = False
 
     async def send(self, data: bytes) -> None:
+        """Queue one frame for the next coalesced write; waits while the socket buffer is over its mark."""
         if self._protocol.state is not State.OPEN:
             raise TransportClosed(self.ws.close_code or 1006, self.ws.close_reason or "")
         queue = self._queue
@@ -115,6 +115,7 @@ class WebsocketsTransport:
             self.ws.send_data()
 
     async def receive(self) -> Union[str, bytes]:
+        """The next whole message (text stays UTF-8 bytes); TransportClosed when the connection ends."""
         try:
             # decode=False: text frames stay UTF-8 bytes; msgspec parses them as they are.
             return await self.ws.recv(decode=False)
@@ -122,20 +123,24 @@ class WebsocketsTransport:
             raise _closed(exc) from exc
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Flush what is queued, then close with a closing handshake."""
         if self._queue:
             self._flush()
         await self.ws.close(code, reason)
 
     def abort(self) -> None:
+        """Drop the TCP connection at once: a stalled peer would never finish a handshake."""
         self._transport.abort()
 
     @property
     def peer(self) -> str:
+        """``host:port`` of the server, for log lines."""
         address = self.ws.remote_address
         return f"{address[0]}:{address[1]}" if address else ""
 
     def receiving(self) -> bool:
         # The sans-I/O protocol keeps the bytes of a frame not yet complete.
+        """Whether part of a frame has arrived and the rest has not (slowloris watch)."""
         return bool(self._protocol.reader.buffer)
 
 
@@ -573,24 +578,29 @@ class WebSocketRpcClient:
 
     @property
     def other(self) -> RpcCaller:
+        """Proxy of the server's methods: ``await client.other.add(a=1, b=2)``."""
         return self._require_channel().other
 
     async def call(self, name: str, args: Params = None, timeout: Any = _DEFAULT) -> Response:
+        """Call ``name`` on the server and wait for its answer (see :meth:`RpcChannel.call`)."""
         channel = self._require_channel()
         if timeout is _DEFAULT:
             return await channel.call(name, args)
         return await channel.call(name, args, timeout=timeout)
 
     async def notify(self, name: str, args: Params = None) -> None:
+        """Send a notification to the server; it is never answered."""
         await self._require_channel().notify(name, args)
 
     async def call_batch(self, calls: Iterable[BatchCall], timeout: Any = _DEFAULT) -> List[Response]:
+        """Send several calls in one frame; their responses in order (see :meth:`RpcChannel.call_batch`)."""
         channel = self._require_channel()
         if timeout is _DEFAULT:
             return await channel.call_batch(calls)
         return await channel.call_batch(calls, timeout=timeout)
 
     async def ping(self) -> Response:
+        """Call the server's ``ping`` method (answers ``"pong"``): the whole path is alive."""
         return await self._require_channel().call("ping")
 
     async def wait_on_rpc_ready(self) -> None:
@@ -607,16 +617,20 @@ class WebSocketRpcClient:
 
     @property
     def is_connected(self) -> bool:
+        """Whether a connection is open now (false between a loss and a reconnect)."""
         return self.channel is not None and not self.channel.is_closed()
 
     @property
     def pending_count(self) -> int:
+        """Calls of ours waiting for an answer on the current connection."""
         return self.channel.pending_count if self.channel is not None else 0
 
     @property
     def close_code(self) -> Optional[int]:
+        """The close code of the last connection, once it closed."""
         return self.ws.close_code if self.ws is not None else None
 
     @property
     def close_reason(self) -> Optional[str]:
+        """The close reason of the last connection, once it closed."""
         return self.ws.close_reason if self.ws is not None else None

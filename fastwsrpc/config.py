@@ -66,6 +66,7 @@ class WebSocketConnectionConfig:
         self.validate()
 
     def validate(self) -> None:
+        """Raise ValueError for an unknown compression or a negative timeout."""
         _check(
             self.compression in (None, "deflate"),
             f"compression must be None or 'deflate', got {self.compression!r}",
@@ -113,6 +114,7 @@ class RpcConnectionConfig:
         self.validate()
 
     def validate(self) -> None:
+        """Raise ValueError for an impossible combination of timeouts."""
         rt, dur = self.default_response_timeout, self.max_connection_duration
         _check(rt is None or rt >= 0, f"default_response_timeout must be >= 0, got {rt}")
         _check(dur is None or dur > 0, f"max_connection_duration must be > 0, got {dur}")
@@ -162,6 +164,7 @@ class RpcBackpressureConfig:
         self.validate()
 
     def validate(self) -> None:
+        """Raise ValueError for a limit that cannot work (zero or negative)."""
         _check(self.max_pending_requests > 0, "max_pending_requests must be > 0")
         _check(self.max_message_size > 0, "max_message_size must be > 0")
         _check(self.max_send_queue_size > 0, "max_send_queue_size must be > 0")
@@ -190,9 +193,11 @@ class RpcKeepaliveConfig:
 
     @property
     def enabled(self) -> bool:
+        """Whether pings are sent at all (``interval > 0``)."""
         return self.interval > 0
 
     def validate(self) -> None:
+        """Raise ValueError for a negative interval or no failures allowed."""
         _check(self.interval >= 0, f"interval must be >= 0, got {self.interval}")
         _check(
             not self.enabled or self.max_consecutive_failures >= 1,
@@ -214,6 +219,7 @@ class RpcRetryConfig:
         self.validate()
 
     def validate(self) -> None:
+        """Raise ValueError for waits that cannot work."""
         _check(self.max_attempts > 0, "max_attempts must be > 0")
         _check(self.min_wait >= 0 and self.max_wait >= 0, "waits must be >= 0")
         _check(self.max_wait >= self.min_wait, "max_wait must be >= min_wait")
@@ -231,11 +237,13 @@ class WebSocketRpcClientConfig:
     websocket_kwargs: Dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Validate every part (each also validates itself when built)."""
         for part in (self.connection, self.backpressure, self.keepalive, self.retry, self.websocket):
             part.validate()
 
     @classmethod
     def production_defaults(cls) -> WebSocketRpcClientConfig:
+        """Timeouts, keepalive and limits for a long-running service (30 s calls, 300 s idle)."""
         return cls(
             connection=RpcConnectionConfig(
                 default_response_timeout=30.0,
@@ -250,6 +258,7 @@ class WebSocketRpcClientConfig:
 
     @classmethod
     def development_defaults(cls) -> WebSocketRpcClientConfig:
+        """No receive timeout, so a paused debugger does not drop the connection."""
         return cls(connection=RpcConnectionConfig(message_receive_timeout=None))
 
 

@@ -33,6 +33,8 @@ _SEND_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)
 
 
 class WebSocketFrameType(str, Enum):
+    """Whether answers go out as text frames (the JSON-RPC norm) or binary ones."""
+
     Text = "text"
     Binary = "binary"
 
@@ -54,6 +56,7 @@ class StarletteTransport:
         self._server: Any = getattr(getattr(websocket, "_receive", None), "__self__", None)
 
     async def send(self, data: bytes) -> None:
+        """Send one frame; waits while uvicorn's write buffer is full (the peer is not reading)."""
         message = (
             {"type": "websocket.send", "bytes": data}
             if self._binary
@@ -65,6 +68,7 @@ class StarletteTransport:
             raise TransportClosed(getattr(exc, "code", 1006), str(exc)) from exc
 
     async def receive(self) -> Union[str, bytes]:
+        """The next whole message; TransportClosed when the connection ends."""
         try:
             message = await self._ws_receive()
         except _SEND_ERRORS as exc:
@@ -75,22 +79,26 @@ class StarletteTransport:
         raise TransportClosed(message.get("code", 1000), message.get("reason") or "")
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Close with a closing handshake; quiet if the socket is already gone."""
         try:
             await self.websocket.close(code, reason)
         except _SEND_ERRORS:
             pass
 
     def abort(self) -> None:
+        """Drop the TCP connection at once (uvicorn only; elsewhere the close must do)."""
         transport = getattr(self._server, "transport", None)
         if transport is not None and hasattr(transport, "abort"):
             transport.abort()
 
     @property
     def peer(self) -> str:
+        """``host:port`` of the client, for log lines."""
         client = self.websocket.client
         return f"{client.host}:{client.port}" if client else ""
 
     def receiving(self) -> bool:
+        """Whether uvicorn holds part of a frame or message not yet complete (slowloris watch)."""
         conn = getattr(self._server, "conn", None)  # uvicorn's websockets sans-I/O protocol
         reader = getattr(conn, "reader", None)
         buffer = getattr(reader, "buffer", None)
@@ -104,10 +112,12 @@ class ConnectionManager:
         self.active_connections: List[WebSocket] = []
 
     async def connect(self, websocket: WebSocket, subprotocol: Optional[str] = None) -> None:
+        """Accept the WebSocket (with the chosen subprotocol) and remember it."""
         await websocket.accept(subprotocol=subprotocol)
         self.active_connections.append(websocket)
 
     def disconnect(self, websocket: WebSocket) -> None:
+        """Forget a connection that ended."""
         if websocket in self.active_connections:
             self.active_connections.remove(websocket)
 
@@ -186,22 +196,27 @@ class WebSocketRpcEndpoint:
     # Read-only views of the settings, under the names fastapi-ws-rpc users know.
     @property
     def max_message_size(self) -> int:
+        """Largest frame accepted, in bytes (larger closes with 1009)."""
         return self.settings.max_message_size
 
     @property
     def max_pending_requests(self) -> int:
+        """Incoming work in flight per connection before reading stops."""
         return self.settings.max_pending_requests
 
     @property
     def max_connection_duration(self) -> Optional[float]:
+        """Age at which a connection is closed (``None``: never)."""
         return self.settings.max_connection_duration
 
     @property
     def default_response_timeout(self) -> Optional[float]:
+        """Timeout of server-to-client calls that give none (``None``: wait)."""
         return self.settings.default_response_timeout
 
     @property
     def debug_config(self) -> RpcDebugConfig:
+        """Whether error answers reveal exception details."""
         return RpcDebugConfig(debug_mode=self.settings.debug_mode)
 
     @property

@@ -164,10 +164,14 @@ class RemoteValueError(RpcError):
 
 
 class RpcParseError(RemoteValueError):
+    """The other side could not parse what we sent as JSON (-32700)."""
+
     default_code = JsonRpcErrorCode.PARSE_ERROR
 
 
 class RpcInvalidRequestError(RemoteValueError):
+    """What we sent was JSON but not a valid JSON-RPC request (-32600)."""
+
     default_code = JsonRpcErrorCode.INVALID_REQUEST
 
 
@@ -178,10 +182,14 @@ class UnknownMethodError(RemoteValueError):
 
 
 class RpcInvalidParamsError(RemoteValueError):
+    """The params did not fit the method's signature or types (-32602)."""
+
     default_code = JsonRpcErrorCode.INVALID_PARAMS
 
 
 class RpcInternalError(RemoteValueError):
+    """The method failed on the other side (-32603); details only in debug mode."""
+
     default_code = JsonRpcErrorCode.INTERNAL_ERROR
 
 

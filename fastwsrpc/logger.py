@@ -3,7 +3,10 @@ or the ``WS_RPC_LOGGING`` environment variable (``NO_LOGS``, ``UVICORN``, ``SIMP
 ``LOGURU``).
 
 All loggers live under the ``fastwsrpc`` logger, so the standard ``logging``
-configuration of an application can also override everything. The per-message
+configuration of an application can also override everything. With no
+configuration at all we print nothing (a ``NullHandler``); readable logs are one
+line away: ``logging.basicConfig(level=logging.INFO, format="%(asctime)s
+%(levelname)s %(name)s: %(message)s")``, or ``WS_RPC_LOGGING=UVICORN``. The per-message
 path logs only behind ``isEnabledFor`` checks, so no string is built unless
 debug logging is on.
 """
@@ -20,6 +23,8 @@ ROOT_LOGGER = "fastwsrpc"
 
 
 class LoggingModes(Enum):
+    """Where the library's logs go: nowhere, like uvicorn, to the root logger, or through loguru."""
+
     NO_LOGS = 0
     UVICORN = 1
     SIMPLE = 2
@@ -78,6 +83,11 @@ class LoggingConfig:
 
 
 logging_config = LoggingConfig()
+
+# A library's good manners: no output of ours unless the application configures
+# logging (or picks a mode above). Without this, Python's last-resort handler
+# would print our warnings bare, with no level, time or source.
+logging.getLogger(ROOT_LOGGER).addHandler(logging.NullHandler())
 
 
 def get_logger(name: str) -> logging.Logger:

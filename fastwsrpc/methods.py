@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Optional
 
 from pydantic import BaseModel, Field
 
+from .errors import RpcInvalidStateError
+
 if TYPE_CHECKING:
     from .channel import RpcChannel
 
@@ -64,9 +66,25 @@ class RpcMethodsBase:
         self._channel = channel
 
     @property
-    def channel(self) -> Optional[RpcChannel]:
-        """The channel of the connection this call came in on."""
-        return getattr(self, "_channel", None)
+    def channel(self) -> RpcChannel:
+        """The channel of the connection this call came in on.
+
+        Never ``None`` inside a method the peer called (so ``self.channel.other.x()``
+        type-checks as it is); outside one, on the template object given to the
+        endpoint or client, it raises ``RpcInvalidStateError`` saying so.
+        """
+        channel = getattr(self, "_channel", None)
+        if channel is None:
+            raise RpcInvalidStateError(
+                f"{type(self).__name__}.channel is only set on the per-connection copy that handles calls; "
+                "this object is not bound to a connection"
+            )
+        return channel  # type: ignore[no-any-return]
+
+    @property
+    def bound(self) -> bool:
+        """Whether this object serves a connection (``self.channel`` is usable)."""
+        return getattr(self, "_channel", None) is not None
 
     def _copy_(self) -> RpcMethodsBase:
         return copy.copy(self)
@@ -77,6 +95,8 @@ class RpcMethodsBase:
 
 
 class ProcessDetails(BaseModel):
+    """Who answers: the process id, its command line and working directory (for diagnostics)."""
+
     pid: int = Field(default_factory=os.getpid)
     cmd: List[str] = Field(default_factory=lambda: list(sys.argv))
     workingdir: str = Field(default_factory=os.getcwd)
@@ -86,21 +106,18 @@ class RpcUtilityMethods(RpcMethodsBase):
     """Helpers for testing and diagnostics, as in ``fastapi-ws-rpc``."""
 
     async def get_process_details(self) -> ProcessDetails:
+        """The answering process's details (which worker, which host)."""
         return ProcessDetails()
 
     async def call_me_back(self, method_name: str = "", args: Optional[Dict[str, Any]] = None) -> str:
         """Call ``method_name`` on the caller without waiting; answer the call id to collect later."""
         channel = self.channel
-        if channel is None:
-            return ""
         promise = channel.async_call(method_name, args or {})
         return str(promise.call_id)
 
     async def get_response(self, call_id: str = "") -> Any:
         """The answer to a ``call_me_back`` call (waiting for it if needed), once."""
         channel = self.channel
-        if channel is None:
-            return None
         promise = channel.get_saved_promise(call_id)
         if promise is None:
             return None
@@ -111,4 +128,5 @@ class RpcUtilityMethods(RpcMethodsBase):
         return {"jsonrpc": "2.0", "id": response.id, "result": response.result}
 
     async def echo(self, text: str) -> str:
+        """Answers ``text`` unchanged: a round trip with a payload."""
         return text

@@ -11,11 +11,31 @@ caller timed out or was cancelled. ``call`` and ``call_batch`` share that path.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, List, Mapping, Sequence, Tuple, TypeVar, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Awaitable,
+    Callable,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+    overload,
+)
+
+try:
+    from typing import Protocol
+except ImportError:  # pragma: no cover - Python < 3.8
+    from typing_extensions import Protocol  # type: ignore[assignment]
 
 from .budget import HANDLING
 from .errors import RpcChannelClosedError, RpcNotConnectedError, RpcTimeoutError, error_for_code
-from .protocol import Response, encode_batch, encode_notification, encode_request
+from .protocol import ErrorObject, Response, encode_batch, encode_notification, encode_request
 from .transport import TransportClosed
 from .typed import convert_result
 
@@ -30,8 +50,39 @@ BatchCall = Union[Tuple[Any, ...], Mapping[str, Any]]
 #: LSP's convention for cancellation that crosses the wire.
 CANCEL_REQUEST = "$/cancelRequest"
 
-_DEFAULT: Any = object()
+
+class _Default:
+    """ "Not given": for ``timeout=``, the channel's ``default_response_timeout`` applies.
+
+    A named sentinel so that ``help()`` shows ``timeout=<default>``, not ``<object object at 0x...>``.
+    """
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+_DEFAULT: Any = _Default()
 _T = TypeVar("_T")
+
+
+_R = TypeVar("_R", covariant=True)
+
+
+class TypedResponse(Protocol[_R]):
+    """What ``other.name(..., result_type=T)`` gives, to a type checker: a response whose ``.result`` is a ``T``.
+
+    At run time it is the ordinary :class:`~fastwsrpc.protocol.Response`, its
+    ``.result`` converted to ``T``; this protocol only tells mypy so.
+    """
+
+    @property
+    def id(self) -> Any: ...
+
+    @property
+    def result(self) -> _R: ...
+
+    @property
+    def error(self) -> Optional[ErrorObject]: ...
 
 
 class _RemoteMethod:
@@ -43,7 +94,13 @@ class _RemoteMethod:
         self._channel = channel
         self._name = name
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Response]:
+    @overload
+    def __call__(self, *args: Any, result_type: Type[_T], **kwargs: Any) -> Awaitable[TypedResponse[_T]]: ...
+
+    @overload
+    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Response]: ...
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         if "result_type" in kwargs:
             return self._typed_call(kwargs.pop("result_type"), args, kwargs)
         if args:
@@ -54,7 +111,7 @@ class _RemoteMethod:
 
     async def _typed_call(self, result_type: Any, args: Any, kwargs: Any) -> Response:
         """``other.name(..., result_type=T)``: the response's ``.result`` comes back as a ``T``."""
-        response = await self(*args, **kwargs)
+        response: Response = await self(*args, **kwargs)
         response.result = convert_result(response.result, result_type)
         return response
 
@@ -242,6 +299,7 @@ class OutgoingCalls:
                 handle.cancel()
 
     async def ping(self: RpcChannel) -> Response:
+        """Call the other side's ``ping`` method: the whole path is alive if it answers."""
         return await self.call("ping")
 
 

@@ -76,11 +76,9 @@ class ServerMethods(RpcUtilityMethods):
 
     async def running(self) -> int:
         """Incoming calls this connection is handling, this one included."""
-        assert self.channel is not None
         return self.channel.running_count
 
     async def call_client_with_timeout(self, method: str, params: Any, timeout: float) -> str:
-        assert self.channel is not None
         try:
             await self.channel.call(method, params, timeout=timeout)
         except asyncio.TimeoutError:
@@ -121,12 +119,10 @@ class ServerMethods(RpcUtilityMethods):
         """Ping-pong between the two sides ``depth`` times, each side adding its name."""
         if depth <= 0:
             return ["server"]
-        assert self.channel is not None
         response = await self.channel.other.nested(depth=depth - 1)
         return ["server", *response.result]
 
     async def call_client(self, method: str, params: Any = None) -> Any:
-        assert self.channel is not None
         response = await self.channel.call(method, params)
         return response.result
 
@@ -207,7 +203,6 @@ class ObservedClient(Observed):
     async def nested(self, depth: int) -> List[str]:
         if depth <= 0:
             return ["client"]
-        assert self.channel is not None
         response = await self.channel.other.nested(depth=depth - 1)
         return ["client", *response.result]
 

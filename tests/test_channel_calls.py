@@ -126,7 +126,9 @@ async def test_each_channel_gets_its_own_copy_of_the_methods(speedups: Any) -> N
     """The object given is a template: the copy is bound to the channel it serves."""
     template = ObservedClient()
     async with channel_pair(ObservedServer(), template, speedups=speedups) as (server, client):
-        assert template.channel is None
+        assert not template.bound
+        with pytest.raises(RpcInvalidStateError, match="not bound to a connection"):
+            template.channel  # noqa: B018
         assert client.methods is not template and client.methods.channel is client
         assert server.methods.channel is server
 

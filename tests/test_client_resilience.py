@@ -36,14 +36,12 @@ class Quitter(RpcMethodsBase):
 
     async def flood(self, n: int) -> int:
         """Notify the caller ``n`` times, as fast as its reading lets us."""
-        assert self.channel is not None
         for i in range(n):
             await self.channel.notify("note", {"i": i})
         return n
 
     async def quit_with(self, code: int) -> None:
         """Close this connection with ``code``, as a server that wants the client gone."""
-        assert self.channel is not None
         await self.channel.close(code, "go away")
 
 
