@@ -14,7 +14,7 @@ $(BIN)/python:
 # Editable install builds the compiled speedups in place when a C compiler is
 # there (and warns, then carries on with the pure twin, when it is not).
 $(STAMP): $(BIN)/python pyproject.toml setup.py fastwsrpc/_speedups.pyx
-	$(BIN)/python -m pip install -q -e ".[test,bench]"
+	$(BIN)/python -m pip install -q -e ".[test,bench,redis,nats]"
 	@if $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then \
 	  $(BIN)/python -m pip install -q --no-deps "fastapi-ws-rpc==1.2.0"; \
 	else echo "Python < 3.10: fastapi-ws-rpc 1.2 (compatibility tests) not installed"; fi

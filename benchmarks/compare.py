@@ -10,6 +10,14 @@ by a client process of its own (so the client side runs the same implementation)
 * ``raw``: the floor. A FastAPI endpoint that orjson-decodes each JSON-RPC frame and
   answers it, driven by a plain ``websockets`` client that pipelines frames.
 
+``--cluster`` runs the scale-out figures instead (``fastwsrpc.cluster``; needs
+``redis-server`` and ``nats-server`` on the machine, started here on free loopback
+ports): 50 clients against one server process and against two sharing a Redis
+broker (aggregate calls/s and the servers' CPU per call, from /proc); a call routed
+across nodes against the same call on one node, on Redis and on NATS (p50 latency,
+and calls/s with 64 in flight); a broadcast to 1,000 connections over two nodes
+(time until the last one has it).
+
 Every loop is bounded in count and time; servers are stopped by pid at the end.
 Absolute numbers drift on shared machines: read the ratios, measured in one run.
 """
@@ -375,6 +383,259 @@ def run_contender(kind: str, quick: bool, ws_impl: str) -> Optional[Dict[str, An
             server.kill()
 
 
+# ---------------------------------------------------------------- cluster (--cluster)
+def make_cluster_app(broker_url: str) -> Any:
+    """A node: ``/ws/{client_id}`` attached to a Cluster on ``broker_url``; ``add`` and routing methods."""
+    from fastapi import FastAPI
+
+    import fastwsrpc as lib
+    from fastwsrpc.cluster import Cluster, broker_from_url
+
+    cluster = Cluster(broker_from_url(broker_url))
+
+    class Methods(lib.RpcMethodsBase):  # type: ignore[misc,name-defined]
+        async def add(self, a: int, b: int) -> int:
+            return a + b
+
+        async def route(self, client_id: str, a: int, b: int) -> Any:
+            return (await cluster.call(client_id, "add", {"a": a, "b": b})).result
+
+        async def broadcast(self, text: str) -> None:
+            await cluster.broadcast("hear", [text])
+
+        async def count(self) -> int:
+            return len(await cluster.clients())
+
+    endpoint = lib.WebSocketRpcEndpoint(Methods(), cluster=cluster, max_pending_requests=100_000)
+    app = FastAPI()
+    endpoint.register_route(app, "/ws/{client_id}")
+
+    return app
+
+
+def serve_cluster(broker_url: str, port: int, ws_impl: str) -> None:
+    import uvicorn
+
+    _raise_fd_limit()
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    uvicorn.run(
+        make_cluster_app(broker_url),
+        host="127.0.0.1",
+        port=port,
+        log_level="error",
+        loop=loop,
+        ws=ws_impl,
+        lifespan="off",
+        backlog=4096,
+    )
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _Adder:
+    """What a benchmark client exposes: ``add`` (the routed calls' target) and ``hear``."""
+
+    def __init__(self, lib: Any) -> None:
+        class Methods(lib.RpcMethodsBase):  # type: ignore[misc,name-defined]
+            async def add(self, a: int, b: int) -> int:
+                return a + b
+
+        self.methods = Methods()
+
+
+async def _client(url: str) -> Any:
+    import fastwsrpc as lib
+
+    client = lib.WebSocketRpcClient(url, _Adder(lib).methods, retry_config=False, max_pending_requests=100_000)
+    return await client.__aenter__()
+
+
+async def drive_cluster(ports: List[int], pids: List[int], quick: bool, what: str) -> Dict[str, Any]:
+    """The client side of one cluster figure, in a process of its own."""
+    _raise_fd_limit()
+    scale = 0.25 if quick else 1.0
+    out: Dict[str, Any] = {}
+    urls = [f"ws://127.0.0.1:{p}/ws" for p in ports]
+    if what == "clients50":
+        clients = [await _client(f"{urls[i % len(urls)]}/c{i}") for i in range(50)]
+        per = int(400 * scale)
+        try:
+            for c in clients:
+                await c.other.add(a=1, b=1)  # warm up
+            cpu0 = sum(_cpu_seconds(p) for p in pids)
+
+            async def one(c: Any) -> None:
+                for i in range(per):
+                    await c.other.add(a=i, b=1)
+
+            elapsed = await _timed(lambda: asyncio.gather(*(one(c) for c in clients)))
+            cpu = sum(_cpu_seconds(p) for p in pids) - cpu0
+            out["calls_s"] = 50 * per / elapsed
+            out["cpu_us_per_call"] = cpu / (50 * per) * 1e6
+        finally:
+            await asyncio.gather(*(c.__aexit__(None, None, None) for c in clients))
+    elif what == "routed":
+        # The target client on node 1; callers on node 0 (cross-node) and on node 1 (same node).
+        target = await _client(f"{urls[1]}/target")
+        cross = await _client(f"{urls[0]}/caller-cross")
+        same = await _client(f"{urls[1]}/caller-same")
+        try:
+            deadline = time.monotonic() + 30
+            while (await cross.other.count()).result < 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            for name, caller in (("cross", cross), ("same", same)):
+                for i in range(200):
+                    await caller.other.route(client_id="target", a=i, b=1)  # warm up
+                n = int(2000 * scale)
+                lat = []
+                for i in range(n):
+                    t0 = time.perf_counter()
+                    await caller.other.route(client_id="target", a=i, b=1)
+                    lat.append(time.perf_counter() - t0)
+                out[f"{name}_p50_us"] = statistics.median(lat) * 1e6
+                n = int(10_000 * scale)
+                todo = iter(range(n))
+
+                async def worker(c: Any = caller, todo: Any = todo) -> None:
+                    for i in todo:
+                        await c.other.route(client_id="target", a=i, b=1)
+
+                out[f"{name}_inflight64_calls_s"] = n / await _timed(
+                    lambda: asyncio.gather(*(worker() for _ in range(64)))
+                )
+        finally:
+            for c in (target, cross, same):
+                await c.__aexit__(None, None, None)
+    elif what == "broadcast":
+        from websockets.asyncio.client import connect
+
+        control = await _client(f"{urls[0]}/control")
+        conns = []
+        try:
+            for i in range(1000):
+                conns.append(await connect(f"{urls[i % 2]}/b{i}", compression=None))
+            deadline = time.monotonic() + 60
+            while (await control.other.count()).result < 1001 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            runs = []
+            for r in range(3):
+                t0 = time.perf_counter()
+                await control.other.broadcast(text=f"r{r}")
+                await asyncio.gather(*(c.recv() for c in conns))
+                runs.append(time.perf_counter() - t0)
+            out["broadcast1000_ms"] = statistics.median(runs) * 1e3
+        finally:
+            await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+            await control.__aexit__(None, None, None)
+    return out
+
+
+def _start_broker(kind: str) -> Any:
+    """redis-server or nats-server on a free loopback port; (process, url)."""
+    import shutil
+    import tempfile
+
+    name = "redis-server" if kind == "redis" else "nats-server"
+    binary = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if binary is None:
+        raise SystemExit(f"{name} not found: apt-get install redis-server nats-server")
+    port = _free_port()
+    workdir = tempfile.mkdtemp(prefix=f"fastwsrpc-bench-{kind}-")
+    if kind == "redis":
+        cmd = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", workdir]
+        url = f"redis://127.0.0.1:{port}/0"
+    else:
+        cmd = [binary, "-a", "127.0.0.1", "-p", str(port)]
+        url = f"nats://127.0.0.1:{port}"
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_port(port, proc)
+    return proc, url
+
+
+def run_cluster_figure(broker_url: str, nodes: int, what: str, quick: bool, ws_impl: str) -> Dict[str, Any]:
+    env = _env("fastwsrpc[cython]")
+    ports = [_free_port() for _ in range(nodes)]
+    servers = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--serve-cluster", broker_url, "--port", str(p), "--uvicorn-ws", ws_impl],
+            env=env,
+        )
+        for p in ports
+    ]
+    try:
+        for p, s in zip(ports, servers):
+            _wait_port(p, s)
+        cmd = [sys.executable, __file__, "--drive-cluster", what, "--ports", *map(str, ports)]
+        cmd += ["--pids", *(str(s.pid) for s in servers)] + (["--quick"] if quick else [])
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"cluster driver failed:\n{done.stderr[-2000:]}")
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    finally:
+        for s in servers:
+            s.send_signal(signal.SIGTERM)
+        for s in servers:
+            try:
+                s.wait(10)
+            except subprocess.TimeoutExpired:
+                s.kill()
+
+
+def run_cluster(quick: bool, ws_impl: str) -> Dict[str, Any]:
+    brokers = {kind: _start_broker(kind) for kind in ("redis", "nats")}
+    results: Dict[str, Any] = {}
+    try:
+        redis_url, nats_url = brokers["redis"][1], brokers["nats"][1]
+        print("cluster: 50 clients, 1 and 2 workers ...", flush=True)
+        results["workers1"] = run_cluster_figure(redis_url, 1, "clients50", quick, ws_impl)
+        results["workers2"] = run_cluster_figure(redis_url, 2, "clients50", quick, ws_impl)
+        for kind, url in (("redis", redis_url), ("nats", nats_url)):
+            print(f"cluster: routed calls on {kind} ...", flush=True)
+            results[f"routed_{kind}"] = run_cluster_figure(url, 2, "routed", quick, ws_impl)
+            print(f"cluster: broadcast to 1,000 on {kind} ...", flush=True)
+            results[f"broadcast_{kind}"] = run_cluster_figure(url, 2, "broadcast", quick, ws_impl)
+    finally:
+        for proc, _ in brokers.values():
+            proc.kill()
+            proc.wait(10)
+    return results
+
+
+def print_cluster(r: Dict[str, Any]) -> None:
+    w1, w2 = r["workers1"], r["workers2"]
+    print("\ncluster figures (fastwsrpc[cython] servers)")
+    print(f"  50 clients, 1 worker:  {w1['calls_s']:,.0f} calls/s, {w1['cpu_us_per_call']:.1f} us server CPU per call")
+    print(f"  50 clients, 2 workers: {w2['calls_s']:,.0f} calls/s, {w2['cpu_us_per_call']:.1f} us server CPU per call")
+    print(
+        f"    2 vs 1 workers: calls/s {w2['calls_s'] / w1['calls_s']:.2f}x, "
+        f"CPU per call {w2['cpu_us_per_call'] / w1['cpu_us_per_call']:.2f}x"
+    )
+    for kind in ("redis", "nats"):
+        x = r[f"routed_{kind}"]
+        print(
+            f"  routed call on {kind}: p50 cross-node {x['cross_p50_us']:.0f} us "
+            f"vs same-node {x['same_p50_us']:.0f} us "
+            f"({x['cross_p50_us'] / x['same_p50_us']:.2f}x); 64 in flight {x['cross_inflight64_calls_s']:,.0f} vs "
+            f"{x['same_inflight64_calls_s']:,.0f} calls/s "
+            f"({x['cross_inflight64_calls_s'] / x['same_inflight64_calls_s']:.2f}x)"
+        )
+        print(
+            f"  broadcast to 1,000 connections over two nodes on {kind}: "
+            f"{r[f'broadcast_{kind}']['broadcast1000_ms']:.0f} ms"
+        )
+
+
 FIGURES = [
     ("seq_calls_s", "sequential calls/s", True),
     ("seq_p50_us", "sequential p50 latency (us)", False),
@@ -424,7 +685,32 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=CONTENDERS)
     parser.add_argument("--uvicorn-ws", default="websockets-sansio", help="uvicorn's ws implementation")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--cluster", action="store_true", help="the scale-out figures (Redis and NATS) instead")
+    parser.add_argument("--serve-cluster", help=argparse.SUPPRESS)
+    parser.add_argument("--drive-cluster", help=argparse.SUPPRESS)
+    parser.add_argument("--ports", type=int, nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--pids", type=int, nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_cluster:
+        serve_cluster(args.serve_cluster, args.port, args.uvicorn_ws)
+        return
+    if args.drive_cluster:
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        figures = asyncio.run(drive_cluster(args.ports, args.pids, args.quick, args.drive_cluster))
+        print(json.dumps(figures))
+        return
+    if args.cluster:
+        cluster_results = run_cluster(args.quick, args.uvicorn_ws)
+        print_cluster(cluster_results)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(cluster_results, f, indent=2)
+        return
     if args.serve:
         serve(args.serve, args.port, args.uvicorn_ws)
         return

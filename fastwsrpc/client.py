@@ -147,8 +147,9 @@ class WebsocketsTransport:
 #: Close codes after which ``auto_reconnect`` does not come back (as fastapi-ws-rpc
 #: 1.2): the server said the client is wrong (protocol error, unsupported or
 #: invalid data, policy violation) or broken (internal error): retrying would
-#: only repeat it.
-NO_RECONNECT_CODES = frozenset({1002, 1003, 1007, 1008, 1011})
+#: only repeat it. 4000: a newer connection under the same client id replaced
+#: this one (``fastwsrpc.cluster``); coming back would replace it in turn.
+NO_RECONNECT_CODES = frozenset({1002, 1003, 1007, 1008, 1011, 4000})
 
 #: Above this many bytes waiting in the socket's buffer, senders wait for it to drain.
 _HIGH_WATER = 1024 * 1024

@@ -16,8 +16,9 @@ may also call the RPC ``ping`` method.
 
 from __future__ import annotations
 
+import inspect
 from enum import Enum
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -25,7 +26,8 @@ from .channel import OnConnectCallback, OnDisconnectCallback, OnErrorCallback, R
 from .config import JSONRPC_SUBPROTOCOL, RpcBackpressureConfig, RpcConnectionConfig, RpcDebugConfig, RpcSettings
 from .logger import get_logger
 from .methods import RpcMethodsBase
-from .transport import CLOSE_NORMAL, TransportClosed
+from .errors import RpcDuplicateClientError
+from .transport import CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, TransportClosed
 
 logger = get_logger("endpoint")
 
@@ -157,6 +159,10 @@ class WebSocketRpcEndpoint:
         message_receive_timeout: Optional[float] = None,
         send_timeout: Optional[float] = None,
         raise_on_error: bool = True,
+        broker: Any = None,
+        identify: Optional[Callable[[WebSocket], Any]] = None,
+        on_duplicate: str = "replace",
+        cluster: Any = None,
     ) -> None:
         self.manager = manager if manager is not None else ConnectionManager()
         self.methods = methods if methods is not None else RpcMethodsBase()
@@ -188,6 +194,14 @@ class WebSocketRpcEndpoint:
             send_timeout=send_timeout,
             raise_on_error=None if raise_on_error else False,
         )
+        from .cluster import Cluster  # the cluster layer imports the endpoint's neighbours: import it late
+
+        #: Calls, notifications and broadcasts to clients on any node (``fastwsrpc.cluster``).
+        #: With no ``broker`` it is in-process: the same API in a single process.
+        self.cluster: Cluster = cluster if cluster is not None else Cluster(broker, on_duplicate=on_duplicate)
+        #: How a connection is named in the cluster when the route has no ``{client_id}``
+        #: (may be async); ``None``: the channel's id.
+        self.identify = identify
         if subprotocols is None:
             offered = connection_config.websocket.subprotocols if connection_config is not None else None
             subprotocols = offered or (JSONRPC_SUBPROTOCOL,)
@@ -254,11 +268,27 @@ class WebSocketRpcEndpoint:
             disconnect_callbacks=self._on_disconnect,
             error_callbacks=self._on_error,
         )
+        name = client_id
+        if name is None and self.identify is not None:
+            name = self.identify(websocket)
+            if inspect.isawaitable(name):
+                name = await name
+        name = str(name) if name is not None else channel.id
+        try:
+            await self.cluster.attach(name, channel)
+        except RpcDuplicateClientError:
+            logger.warning("client id %r is already connected; refusing %s", name, transport.peer or "?")
+            await channel.close(CLOSE_POLICY_VIOLATION, "client id already connected")
+            self.manager.disconnect(websocket)
+            return
         try:
             await channel.on_connect()
             await channel.run()
         finally:
-            self.manager.disconnect(websocket)
+            try:
+                await self.cluster.detach(name, channel)
+            finally:
+                self.manager.disconnect(websocket)
 
     def register_route(self, router: Any, path: str = "/ws", dependencies: Optional[Sequence[Any]] = None) -> None:
         """Add this endpoint as a WebSocket route of ``router`` (a FastAPI app or APIRouter)."""

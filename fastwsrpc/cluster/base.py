@@ -1,0 +1,271 @@
+"""What the cluster needs from a broker, and the bytes that cross it.
+
+A :class:`Broker` is the whole contract between :class:`~fastwsrpc.cluster.Cluster`
+and an engine (in-process, Redis, NATS). It is deliberately small: messages to one
+node, to every node, and a request that expects one reply; and a registry of who is
+connected where (presence with a TTL, groups, a node heartbeat). Anything that can do
+those few things can carry a cluster.
+
+Wire format, the same on every broker: one line of JSON (a routing header, a
+:class:`Head`), a newline, then the body, which is a JSON-RPC 2.0 frame exactly as it
+would travel on a WebSocket. Nothing is pickled: a node of another version, or a tool
+watching the broker (``redis-cli monitor``, ``nats sub '>'``), reads plain JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+from typing import Any, Awaitable, Callable, Collection, Dict, List, Mapping, Optional, Set, Tuple
+
+import msgspec
+
+from ..errors import RpcBrokerUnavailableError, RpcChannelClosedError, RpcTimeoutError
+
+try:
+    from typing import Protocol
+except ImportError:  # pragma: no cover - Python < 3.8
+    from typing_extensions import Protocol  # type: ignore[assignment]
+
+__all__ = [
+    "Broker",
+    "Head",
+    "MessageHandler",
+    "NotifyHandler",
+    "PendingReplies",
+    "RequestHandler",
+    "RpcNodeGoneError",
+    "join_frame",
+    "split_frame",
+]
+
+#: ``on_request(data) -> reply``: a node serves a request addressed to it. The broker
+#: runs each in a task of its own and never waits on one before reading the next
+#: message, so a handler may itself send requests (A calls B which calls A) freely.
+RequestHandler = Callable[[bytes], Awaitable[bytes]]
+#: ``on_message(data)``: a one-way message (to this node, or to every node). Called
+#: synchronously, in the order the broker delivered them; it must not block.
+MessageHandler = Callable[[bytes], None]
+#: ``on_announce()``: the cluster should announce its full state now (after the broker
+#: reconnected, or when a peer that just joined asks for it).
+NotifyHandler = Callable[[], None]
+
+
+class RpcNodeGoneError(RpcChannelClosedError):
+    """The node holding the connection is gone (it stopped, crashed, or left the broker).
+
+    An :class:`~fastwsrpc.errors.RpcChannelClosedError`, because that is what the
+    caller would see if the connection itself had dropped on a single server.
+    ``delivered`` says whether the request may have reached the node before it went:
+    only a request the broker proves reached nobody may be sent again elsewhere.
+    """
+
+    def __init__(self, message: str = "", delivered: bool = True) -> None:
+        super().__init__(message)
+        self.delivered = delivered
+
+
+class Head(msgspec.Struct, omit_defaults=True, gc=False):
+    """The routing header in front of every frame (one JSON line).
+
+    Short names because it travels with every routed call:
+
+    * ``op``: ``call``, ``notify``, ``bcast``, ``cancel``, ``kick``, ``has``, ``join``,
+      ``leave``, ``ping``; empty in a reply.
+    * ``c``: the client id; ``g``: a group; ``t``: the call's timeout in seconds.
+    * ``f`` and ``i``: the calling node and its number for the call (to cancel it).
+    * ``s`` and ``m``: in a reply, the status (``ok`` means the body is the JSON-RPC
+      response; anything else is a routing failure) and a message.
+    """
+
+    op: str = ""
+    c: str = ""
+    g: Optional[str] = None
+    t: Optional[float] = None
+    f: str = ""
+    i: int = 0
+    s: str = ""
+    m: str = ""
+
+
+_head_encoder = msgspec.json.Encoder()
+_head_decoder = msgspec.json.Decoder(Head)
+
+
+def join_frame(head: Head, body: bytes = b"") -> bytes:
+    """Header line, newline, body. msgspec never writes a raw newline inside JSON."""
+    return _head_encoder.encode(head) + b"\n" + body
+
+
+def split_frame(data: bytes) -> Tuple[Head, bytes]:
+    """The inverse of :func:`join_frame`; raises ``ValueError`` on a malformed message."""
+    cut = data.find(b"\n")
+    if cut < 0:
+        raise ValueError("cluster message without a routing header")
+    return _head_decoder.decode(data[:cut]), data[cut + 1 :]
+
+
+class Broker(Protocol):
+    """The few operations a :class:`~fastwsrpc.cluster.Cluster` needs from its engine.
+
+    One broker object serves one node (one ``Cluster``); :class:`LocalBroker` objects
+    sharing a hub stand in for several nodes in one process. Every coroutine raises
+    :class:`~fastwsrpc.errors.RpcBrokerUnavailableError` quickly when the engine cannot
+    be reached, never hangs on it, and the broker reconnects by itself.
+    """
+
+    @property
+    def available(self) -> bool:
+        """Whether the broker is connected right now (a cheap, local answer)."""
+
+    async def start(
+        self, node_id: str, on_request: RequestHandler, on_message: MessageHandler, on_announce: NotifyHandler
+    ) -> None:
+        """Connect and listen as ``node_id``. Does not raise if the engine is down:
+        it keeps trying in the background and calls ``on_announce`` once connected."""
+
+    async def close(self) -> None:
+        """Stop listening and disconnect; requests still waiting fail."""
+
+    async def request(self, node_id: str, data: bytes, timeout: Optional[float]) -> bytes:
+        """Send ``data`` to ``node_id``'s ``on_request`` and return its reply.
+
+        Raises :class:`RpcNodeGoneError` when no such node listens (at once if the
+        engine can tell, else once :meth:`check_peers` finds it gone),
+        ``RpcTimeoutError`` after ``timeout`` (``None``: no limit), and
+        ``RpcBrokerUnavailableError`` if the connection to the engine drops meanwhile.
+        """
+
+    async def send(self, node_id: str, data: bytes) -> bool:
+        """One-way message to ``node_id``'s ``on_message``. ``False``: the engine knows
+        that nobody listens there; ``True``: delivered, or the engine cannot tell."""
+
+    async def publish(self, data: bytes) -> None:
+        """One-way message to every node's ``on_message``, this node's included."""
+
+    async def register(self, client_id: str, node_id: str, ttl: float) -> Optional[str]:
+        """Record that ``node_id`` holds ``client_id``; answer the node that held it before."""
+
+    async def unregister(self, client_id: str, node_id: str, groups: Collection[str]) -> None:
+        """Forget ``client_id`` and its ``groups``, only if ``node_id`` still holds it."""
+
+    async def locate(self, client_id: str) -> Optional[str]:
+        """The node holding ``client_id``, or ``None``."""
+
+    async def join(self, group: str, client_id: str, node_id: str, ttl: float) -> None:
+        """Record ``client_id`` (held by ``node_id``) as a member of ``group``."""
+
+    async def leave(self, group: str, client_id: str) -> None:
+        """Remove ``client_id`` from ``group``."""
+
+    async def heartbeat(self, node_id: str, clients: Mapping[str, Collection[str]], ttl: float) -> None:
+        """Refresh this node's liveness and the presence of all its clients (id -> groups)
+        for ``ttl`` more seconds. Also how a node re-announces itself after an outage."""
+
+    async def clients(self, group: Optional[str] = None) -> List[str]:
+        """Client ids connected anywhere (members of ``group`` when given)."""
+
+    async def check_peers(self) -> None:
+        """Fail requests waiting on nodes that are gone (called every heartbeat)."""
+
+
+class PendingReplies:
+    """Requests of this node waiting for their reply, by request number.
+
+    Shared by the Redis and NATS brokers. Each entry remembers the node asked, so
+    that a node found dead, or the broker connection lost, fails exactly the
+    requests that can no longer be answered: nothing waits forever.
+    """
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._waiting: Dict[int, Tuple[asyncio.Future[Any], str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def add(self, node_id: str) -> Tuple[int, asyncio.Future[Any]]:
+        rid = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = (future, node_id)
+        return rid, future
+
+    def discard(self, rid: int) -> None:
+        self._waiting.pop(rid, None)
+
+    def resolve(self, rid: int, data: bytes) -> None:
+        entry = self._waiting.pop(rid, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(data)
+
+    def fail(self, rid: int, exc: BaseException) -> None:
+        entry = self._waiting.pop(rid, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(exc)
+
+    def nodes(self) -> Set[str]:
+        return {node for _, node in self._waiting.values()}
+
+    def fail_node(self, node_id: str, exc: BaseException) -> None:
+        for rid in [rid for rid, (_, node) in self._waiting.items() if node == node_id]:
+            self.fail(rid, exc)
+
+    def fail_all(self, exc: BaseException) -> None:
+        for rid in list(self._waiting):
+            self.fail(rid, exc)
+
+    async def wait(self, rid: int, future: asyncio.Future[Any], timeout: Optional[float], node_id: str) -> bytes:
+        """Wait for ``rid``'s reply; the timeout is a timer handle, not a task."""
+        handle: Optional[asyncio.TimerHandle] = None
+        if timeout is not None:
+            handle = asyncio.get_running_loop().call_later(
+                timeout, self.fail, rid, RpcTimeoutError(f"no reply from node {node_id} within {timeout} s")
+            )
+        try:
+            result: bytes = await future
+            return result
+        finally:
+            self._waiting.pop(rid, None)
+            if handle is not None:
+                handle.cancel()
+
+
+def unavailable(what: str, exc: BaseException) -> RpcBrokerUnavailableError:
+    """The one way brokers report an unreachable engine (the cause chained by the caller)."""
+    return RpcBrokerUnavailableError(f"{what} is unavailable: {exc.__class__.__name__}: {exc}")
+
+
+def spawn(tasks: Set[asyncio.Task[Any]], coro: Any) -> asyncio.Task[Any]:
+    """Start a task kept referenced in ``tasks`` until it ends (the loop holds only weak refs)."""
+    task = asyncio.get_running_loop().create_task(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
+
+
+def reconnect_retrying(max_wait: float) -> Any:
+    """Tenacity, retrying forever: exponential backoff from 50 ms up to ``max_wait``, plus
+    0-25% jitter (so that nodes that lost the broker together do not return in lockstep).
+
+    Built from ``wait_exponential`` and a plain callable, which every tenacity since 8.2
+    has (``wait_exponential_jitter``'s arguments changed in 9.x).
+    """
+    import tenacity
+
+    exponential = tenacity.wait_exponential(multiplier=0.05, max=max_wait)
+
+    def wait(state: Any) -> float:
+        return float(exponential(state)) * (1.0 + 0.25 * random.random())
+
+    def log(state: Any) -> None:
+        if _logger.isEnabledFor(logging.DEBUG) and state.outcome is not None:
+            _logger.debug("cluster: reconnect attempt %d failed: %r", state.attempt_number, state.outcome.exception())
+
+    return tenacity.AsyncRetrying(
+        wait=wait, retry=tenacity.retry_if_exception_type(Exception), before_sleep=log, reraise=True
+    )
+
+
+_logger = logging.getLogger("fastwsrpc.cluster")

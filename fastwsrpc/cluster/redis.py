@@ -1,0 +1,394 @@
+"""RedisBroker: the cluster on Redis (redis-py's asyncio API; ``pip install fastwsrpc[redis]``).
+
+What lives in Redis, under a namespace (default ``fastwsrpc``):
+
+* channel ``{ns}:node:{node_id}``: messages to one node (requests, replies, one-way);
+* channel ``{ns}:all``: broadcasts;
+* key ``{ns}:c:{client_id}`` = ``node_id`` with a TTL: presence, refreshed by the
+  holding node's heartbeat, so a dead node's clients vanish within the TTL;
+* key ``{ns}:n:{node_id}`` with a TTL: the node's own heartbeat;
+* hash ``{ns}:g:{group}``: ``client_id -> node_id``; a membership counts only while
+  that node still holds that client, so a crashed node's memberships are ignored
+  (and cleaned when seen) without a per-field TTL.
+
+A request is a ``PUBLISH`` to the node's channel with a header naming the sender and a
+number; the reply is a ``PUBLISH`` back to the sender's channel. ``PUBLISH`` answers how
+many subscribers got the message: 0 means no node listens there any more, so a call
+to a dead node fails at once instead of waiting; ``PUBSUB NUMSUB`` does the same check
+for calls already waiting, every heartbeat.
+
+Pub/sub is at-most-once: when the subscription drops, every request waiting for a
+reply fails with ``RpcBrokerUnavailableError`` (its reply could be lost), the broker
+reconnects with tenacity (exponential backoff with jitter) and the cluster
+re-announces its clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Collection, Dict, List, Mapping, Optional, Set
+
+import msgspec
+
+from ..errors import RpcBrokerUnavailableError
+from .base import (
+    Head,
+    MessageHandler,
+    NotifyHandler,
+    PendingReplies,
+    RequestHandler,
+    RpcNodeGoneError,
+    join_frame,
+    reconnect_retrying,
+    spawn,
+    unavailable,
+)
+
+logger = logging.getLogger("fastwsrpc.cluster")
+
+__all__ = ["RedisBroker"]
+
+#: Compare-and-delete: remove a client's presence only if this node still holds it.
+_UNREGISTER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+for i = 2, #KEYS do
+  if redis.call('HGET', KEYS[i], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[i], ARGV[2]) end
+end
+return 0
+"""
+
+
+class _Envelope(msgspec.Struct, omit_defaults=True, gc=False):
+    """The broker's own header on a node channel: ``k`` is q(uery), a(nswer) or m(essage)."""
+
+    k: str
+    r: int = 0
+    f: str = ""
+
+
+_env_encoder = msgspec.json.Encoder()
+_env_decoder = msgspec.json.Decoder(_Envelope)
+
+
+def _import_redis() -> Any:
+    try:
+        import redis.asyncio as aioredis
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "RedisBroker needs the redis package (redis-py 5 or later): pip install fastwsrpc[redis]"
+        ) from exc
+    return aioredis
+
+
+class RedisBroker:
+    """A :class:`~fastwsrpc.cluster.Broker` on Redis: ``RedisBroker("redis://localhost:6379/0")``.
+
+    ``rediss://`` URLs use TLS. ``namespace`` separates clusters sharing one Redis.
+    ``socket_timeout`` bounds every command, so a hung Redis fails calls instead of
+    stalling them. Other keywords go to ``redis.asyncio.Redis.from_url``.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        namespace: str = "fastwsrpc",
+        socket_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+        max_reconnect_wait: float = 2.0,
+        **redis_kwargs: Any,
+    ) -> None:
+        self._aioredis = _import_redis()
+        self.url = url
+        self.namespace = namespace
+        self.socket_timeout = socket_timeout
+        self.connect_timeout = connect_timeout
+        self.max_reconnect_wait = max_reconnect_wait
+        self._redis_kwargs = redis_kwargs
+        self.node_id = ""
+        self._redis: Any = None
+        self._pubsub: Any = None
+        self._listener: Optional[asyncio.Task[Any]] = None
+        self._connected = False
+        self._closed = False
+        self._pending = PendingReplies()
+        self._tasks: Set[asyncio.Task[Any]] = set()
+        self._on_request: Optional[RequestHandler] = None
+        self._on_message: Optional[MessageHandler] = None
+        self._on_announce: Optional[NotifyHandler] = None
+        self._unregister: Any = None
+
+    def __repr__(self) -> str:
+        return f"RedisBroker({self.url!r}, namespace={self.namespace!r})"
+
+    # ------------------------------------------------------------ names
+    def _node_channel(self, node_id: str) -> str:
+        return f"{self.namespace}:node:{node_id}"
+
+    def _client_key(self, client_id: str) -> str:
+        return f"{self.namespace}:c:{client_id}"
+
+    def _group_key(self, group: str) -> str:
+        return f"{self.namespace}:g:{group}"
+
+    @property
+    def available(self) -> bool:
+        return self._connected
+
+    # ------------------------------------------------------------ connection
+    async def start(
+        self, node_id: str, on_request: RequestHandler, on_message: MessageHandler, on_announce: NotifyHandler
+    ) -> None:
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        self.node_id = node_id
+        self._on_request, self._on_message, self._on_announce = on_request, on_message, on_announce
+        # One immediate retry (a pooled connection may be stale after a Redis restart),
+        # then fail: the cluster turns that into RpcBrokerUnavailableError, fast.
+        self._redis = self._aioredis.Redis.from_url(
+            self.url,
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.connect_timeout,
+            retry=Retry(NoBackoff(), 1),
+            **self._redis_kwargs,
+        )
+        self._unregister = self._redis.register_script(_UNREGISTER)
+        try:
+            await asyncio.wait_for(self._subscribe(), 2 * self.connect_timeout + 1)
+        except Exception as exc:
+            logger.warning("cluster: Redis at %s unreachable (%s); retrying in the background", self.url, exc)
+        self._listener = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _subscribe(self) -> None:
+        await self._redis.ping()  # SUBSCRIBE alone may "succeed" on a connection not yet made
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self._node_channel(self.node_id), f"{self.namespace}:all")
+        except BaseException:
+            await _quiet_close(pubsub)
+            raise
+        self._pubsub = pubsub
+        self._connected = True
+        if self._on_announce is not None:
+            self._on_announce()
+
+    async def _listen(self) -> None:
+        """Read the subscription until closed; on a drop, fail what waits and reconnect.
+
+        Nothing may end this loop but ``close()``: a listener that died would leave
+        the node deaf for good, so an unexpected error is logged and the loop goes on.
+        """
+        while not self._closed:
+            try:
+                if self._pubsub is None:
+                    async for attempt in reconnect_retrying(self.max_reconnect_wait):
+                        with attempt:
+                            if self._closed:
+                                return
+                            await self._subscribe()
+                    logger.info("cluster: connected to Redis; announcing node %s", self.node_id)
+                while True:
+                    message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                    if message is not None:
+                        self._dispatch(message["channel"], message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._closed:
+                    return
+                logger.warning("cluster: lost the Redis subscription (%s); reconnecting", exc)
+                self._lost(exc)
+                await asyncio.sleep(0)  # a failure that repeats at once must not starve the loop
+
+    def _lost(self, exc: BaseException) -> None:
+        self._connected = False
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            spawn(self._tasks, _quiet_close(pubsub))
+        self._pending.fail_all(unavailable("Redis", exc))
+
+    async def close(self) -> None:
+        self._closed = True
+        self._connected = False
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+        self._pending.fail_all(RpcNodeGoneError("this node left the cluster"))
+        for task in list(self._tasks):
+            task.cancel()
+        if self._pubsub is not None:
+            await _quiet_close(self._pubsub)
+        if self._redis is not None:
+            try:
+                await self._redis.aclose()
+            except Exception:
+                pass
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        """One message off the subscription; requests are served in tasks of their own."""
+        assert self._on_message is not None
+        if channel.endswith(b":all"):
+            self._on_message(data)
+            return
+        cut = data.find(b"\n")
+        try:
+            env = _env_decoder.decode(data[:cut])
+        except (msgspec.DecodeError, ValueError):
+            logger.warning("cluster: malformed Redis message dropped")
+            return
+        body = data[cut + 1 :]
+        if env.k == "a":
+            self._pending.resolve(env.r, body)
+        elif env.k == "q":
+            spawn(self._tasks, self._serve(env, body))
+        else:
+            self._on_message(body)
+
+    async def _serve(self, env: _Envelope, body: bytes) -> None:
+        assert self._on_request is not None
+        try:
+            reply = await self._on_request(body)
+        except asyncio.CancelledError:
+            return  # the caller gave up (or we are closing): nobody waits for a reply
+        except Exception as exc:  # the cluster answers errors itself; a bug guard
+            logger.exception("cluster request handler failed")
+            reply = join_frame(Head(s="error", m=f"{type(exc).__name__}: {exc}"))
+        answer = _env_encoder.encode(_Envelope(k="a", r=env.r)) + b"\n" + reply
+        try:
+            await self._redis.publish(self._node_channel(env.f), answer)
+        except Exception as exc:
+            logger.debug("cluster: reply to node %s not sent: %s", env.f, exc)
+
+    async def _run(self, coro: Any) -> Any:
+        """Run one Redis command; a connection problem becomes RpcBrokerUnavailableError."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        try:
+            return await coro
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise unavailable("Redis", exc) from exc
+
+    def _check(self) -> None:
+        if not self._connected:
+            raise RpcBrokerUnavailableError(f"Redis at {self.url} is unavailable (reconnecting)")
+
+    # ------------------------------------------------------------ messages
+    async def request(self, node_id: str, data: bytes, timeout: Optional[float]) -> bytes:
+        self._check()
+        rid, future = self._pending.add(node_id)
+        message = _env_encoder.encode(_Envelope(k="q", r=rid, f=self.node_id)) + b"\n" + data
+        try:
+            receivers = await self._run(self._redis.publish(self._node_channel(node_id), message))
+        except BaseException:
+            self._pending.discard(rid)
+            raise
+        if not receivers:
+            self._pending.discard(rid)
+            raise RpcNodeGoneError(f"node {node_id} is gone (nobody listens on its Redis channel)", delivered=False)
+        return await self._pending.wait(rid, future, timeout, node_id)
+
+    async def send(self, node_id: str, data: bytes) -> bool:
+        self._check()
+        message = _env_encoder.encode(_Envelope(k="m")) + b"\n" + data
+        return bool(await self._run(self._redis.publish(self._node_channel(node_id), message)))
+
+    async def publish(self, data: bytes) -> None:
+        self._check()
+        await self._run(self._redis.publish(f"{self.namespace}:all", data))
+
+    async def check_peers(self) -> None:
+        nodes = sorted(self._pending.nodes())
+        if not nodes:
+            return
+        counts = await self._run(self._redis.pubsub_numsub(*(self._node_channel(n) for n in nodes)))
+        for (_, count), node in zip(counts, nodes):
+            if not count:
+                self._pending.fail_node(node, RpcNodeGoneError(f"node {node} is gone (left its Redis channel)"))
+
+    # ------------------------------------------------------------ presence
+    async def register(self, client_id: str, node_id: str, ttl: float) -> Optional[str]:
+        self._check()
+        previous = await self._run(self._redis.set(self._client_key(client_id), node_id, px=_ms(ttl), get=True))
+        return previous.decode() if previous is not None else None
+
+    async def unregister(self, client_id: str, node_id: str, groups: Collection[str]) -> None:
+        self._check()
+        keys = [self._client_key(client_id)] + [self._group_key(g) for g in groups]
+        await self._run(self._unregister(keys=keys, args=[node_id, client_id]))
+
+    async def locate(self, client_id: str) -> Optional[str]:
+        self._check()
+        node = await self._run(self._redis.get(self._client_key(client_id)))
+        return node.decode() if node is not None else None
+
+    async def join(self, group: str, client_id: str, node_id: str, ttl: float) -> None:
+        self._check()
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(self._group_key(group), client_id, node_id)
+        pipe.pexpire(self._group_key(group), _ms(ttl))
+        await self._run(pipe.execute())
+
+    async def leave(self, group: str, client_id: str) -> None:
+        self._check()
+        await self._run(self._redis.hdel(self._group_key(group), client_id))
+
+    async def heartbeat(self, node_id: str, clients: Mapping[str, Collection[str]], ttl: float) -> None:
+        self._check()
+        ms = _ms(ttl)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(f"{self.namespace}:n:{node_id}", b"1", px=ms)
+        groups: Dict[str, Dict[str, str]] = {}
+        for client_id, its_groups in clients.items():
+            pipe.set(self._client_key(client_id), node_id, px=ms)
+            for group in its_groups:
+                groups.setdefault(group, {})[client_id] = node_id
+        for group, members in groups.items():
+            # A group's hash lives as long as some node with members keeps it alive.
+            pipe.hset(self._group_key(group), mapping=members)
+            pipe.pexpire(self._group_key(group), ms)
+        await self._run(pipe.execute())
+
+    async def _scan(self, match: str, cut: int) -> List[str]:
+        found: List[str] = []
+        async for key in self._redis.scan_iter(match=match, count=1000):
+            found.append(key.decode()[cut:])
+        return found
+
+    async def clients(self, group: Optional[str] = None) -> List[str]:
+        self._check()
+        if group is None:
+            prefix = self._client_key("")
+            match = _glob_escape(prefix) + "*"
+            found: List[str] = await self._run(self._scan(match, len(prefix)))
+            return found
+        members: Dict[bytes, bytes] = await self._run(self._redis.hgetall(self._group_key(group)))
+        if not members:
+            return []
+        ids = list(members)
+        holders = await self._run(self._redis.mget([self._client_key(cid.decode()) for cid in ids]))
+        alive: List[bytes] = []
+        stale: List[bytes] = []
+        for cid, holder in zip(ids, holders):
+            (alive if holder is not None and holder == members[cid] else stale).append(cid)
+        if stale:
+            # Memberships left behind by a crashed node (or a replaced connection).
+            await self._run(self._redis.hdel(self._group_key(group), *stale))
+        return [cid.decode() for cid in alive]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+async def _quiet_close(pubsub: Any) -> None:
+    try:
+        await pubsub.aclose()
+    except Exception:
+        pass
