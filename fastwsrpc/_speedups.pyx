@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# cython: infer_types=True, initializedcheck=False
+# cython: infer_types=True, initializedcheck=False, binding=True
 """Compiled twin of ``_speedups_py.py``: size check, decode + classify, pending table.
 
 The JSON decode itself is msgspec's (already C); what this module removes is the
@@ -8,9 +8,15 @@ dispatch of the pending table. Behaviour, names and exceptions are exactly those
 of the pure twin; ``tests/test_speedups.py`` holds them to it.
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_DelItem, PyDict_Size
+from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches, PyErr_Occurred
+from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_GET_LENGTH
+from libc.math cimport isfinite
+from libc.string cimport memchr
+from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
 
 cdef extern from "Python.h":
@@ -18,6 +24,8 @@ cdef extern from "Python.h":
     void* PyUnicode_DATA(object o)
     Py_UCS4 PyUnicode_READ(int kind, void* data, Py_ssize_t index)
     bint PyUnicode_IS_ASCII(object o)
+    # The raw call, so that a failed hash can be told apart from a missing key.
+    PyObject* _PyDict_GetItemWithError "PyDict_GetItemWithError"(object d, object key)
 
 from asyncio import InvalidStateError
 
@@ -25,7 +33,7 @@ import msgspec
 
 from fastwsrpc.errors import RpcBackpressureError, RpcMessageTooLargeError, RpcTimeoutError
 from fastwsrpc.protocol import (
-    MAX_ID_LENGTH,
+    MAX_ID_LENGTH as _PROTOCOL_MAX_ID_LENGTH,
     Batch,
     ErrorObject,
     Invalid,
@@ -37,14 +45,14 @@ from fastwsrpc.protocol import (
 cdef object _InvalidStateError = InvalidStateError
 cdef double INF = float("inf")
 cdef object _json_decode = msgspec.json.Decoder().decode
-cdef object _DecodeError = msgspec.DecodeError
+cdef object _TypeError = TypeError
 cdef object _Request = Request
 cdef object _Notification = Notification
 cdef object _Response = Response
 cdef object _Invalid = Invalid
 cdef object _Batch = Batch
 cdef object _ErrorObject = ErrorObject
-cdef Py_ssize_t _MAX_ID_LENGTH = MAX_ID_LENGTH
+cdef Py_ssize_t _MAX_ID_LENGTH = _PROTOCOL_MAX_ID_LENGTH
 
 cdef str _S_ID = "id"
 cdef str _S_JSONRPC = "jsonrpc"
@@ -63,6 +71,10 @@ INTERNAL_ERROR = -32603
 cdef int _PARSE_ERROR = -32700
 cdef int _INVALID_REQUEST = -32600
 cdef int _INTERNAL_ERROR = -32603
+# decode's default must be a C constant; the pure twin's value, tested equal.
+cdef enum:
+    _DEFAULT_MAX_DEPTH = 128
+DEFAULT_MAX_DEPTH = _DEFAULT_MAX_DEPTH
 
 
 cdef Py_ssize_t _utf8_size(str text):
@@ -112,7 +124,9 @@ cdef inline str _bad_id(object value):
         if PyUnicode_GET_LENGTH(value) > _MAX_ID_LENGTH:
             return f"Invalid Request: id longer than {_MAX_ID_LENGTH} characters"
         return ""
-    return "Invalid Request: id must be a string, an integer or null"
+    if t is float and isfinite(PyFloat_AS_DOUBLE(value)):
+        return ""
+    return "Invalid Request: id must be a string, a number or null"
 
 
 cdef object _classify_one(object obj):
@@ -197,14 +211,162 @@ cpdef object classify(object obj):
     return _Invalid(None, _INVALID_REQUEST, "Invalid Request: expected an object or an array")
 
 
-cpdef object decode(object frame, Py_ssize_t max_size):
-    """Size check, one JSON decode, classification: the whole per-frame path."""
+ctypedef fused _code_unit:
+    uint8_t
+    uint16_t
+    uint32_t
+
+
+# What the depth walk stops at; every other code unit is skipped with one test.
+cdef enum:
+    _PLAIN = 0
+    _QUOTE = 1
+    _ESCAPE = 2
+    _OPEN = 3
+    _CLOSE = 4
+cdef uint8_t _UNIT_CLASS[256]
+_UNIT_CLASS[:] = [_PLAIN] * 256
+_UNIT_CLASS[0x22] = _QUOTE  # "
+_UNIT_CLASS[0x5C] = _ESCAPE  # backslash
+_UNIT_CLASS[0x5B] = _OPEN  # [
+_UNIT_CLASS[0x7B] = _OPEN  # {
+_UNIT_CLASS[0x5D] = _CLOSE  # ]
+_UNIT_CLASS[0x7D] = _CLOSE  # }
+
+
+cdef inline uint8_t _class_of(_code_unit c) noexcept nogil:
+    if _code_unit is uint8_t:
+        return _UNIT_CLASS[c]
+    else:
+        return _UNIT_CLASS[c] if c < 256 else _PLAIN
+
+
+cdef inline Py_ssize_t _string_end(const _code_unit* s, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    """Index of the quote closing the string whose contents start at ``i``, or ``n``.
+
+    Most strings in JSON-RPC are short keys, so a few units are looked at one
+    by one; a longer string of bytes is left to memchr (the candidate quote,
+    then the backslashes before it), each search starting where the last one
+    stopped, so that a long string full of escapes stays linear.
+    """
+    cdef Py_ssize_t stop = i + 16 if n - i > 16 else n
+    cdef const uint8_t* base
+    cdef const uint8_t* q
+    cdef const uint8_t* b
+    while i < stop:
+        if s[i] == 0x5C:
+            i += 2
+        elif s[i] == 0x22:
+            return i
+        else:
+            i += 1
+    if _code_unit is uint8_t:
+        if i >= n:
+            return n
+        base = <const uint8_t*>s
+        q = <const uint8_t*>memchr(base + i, 0x22, n - i)
+        while q != NULL:
+            b = <const uint8_t*>memchr(base + i, 0x5C, q - (base + i))
+            if b == NULL:
+                return q - base
+            i = (b - base) + 2
+            if i > q - base:  # that backslash escaped the quote: find the next one
+                if i >= n:
+                    return n
+                q = <const uint8_t*>memchr(base + i, 0x22, n - i)
+        return n
+    else:
+        while i < n:
+            if s[i] == 0x5C:
+                i += 2
+            elif s[i] == 0x22:
+                return i
+            else:
+                i += 1
+        return n
+
+
+cdef bint _nests_deeper(const _code_unit* s, Py_ssize_t n, Py_ssize_t max_depth) noexcept nogil:
+    """Whether the frame nests deeper than ``max_depth``, stopping as soon as that is settled.
+
+    Reads a frame exactly as the pure twin's skeleton does: a backslash escapes
+    the next unit inside strings and out, an unterminated string runs to the
+    end, closers are not floored at zero. The walk is needed only when there
+    are more openers than the limit, and ends once the depth so far plus the
+    openers still ahead cannot pass it (counting them is a branchless loop
+    that the compiler vectorises).
+    """
+    cdef Py_ssize_t i, depth = 0, ahead = 0
+    cdef uint8_t k
+    for i in range(n):
+        ahead += (s[i] == 0x5B) | (s[i] == 0x7B)
+    if ahead <= max_depth:
+        return False
+    i = 0
+    while i < n:
+        k = _class_of(s[i])
+        if k == _PLAIN:
+            i += 1
+        elif k == _QUOTE:
+            i = _string_end(s, i + 1, n) + 1
+        elif k == _OPEN:
+            depth += 1
+            if depth > max_depth:
+                return True
+            ahead -= 1
+            i += 1
+        elif k == _CLOSE:
+            depth -= 1
+            if depth + ahead <= max_depth:
+                return False
+            i += 1
+        else:  # backslash
+            i += 2
+    return False
+
+
+cdef bint _too_deep(object frame, Py_ssize_t max_depth) except -1:
+    cdef int kind
+    cdef void* data
+    cdef Py_ssize_t n
+    if max_depth < 0:
+        max_depth = 0
+    if type(frame) is str:
+        n = PyUnicode_GET_LENGTH(frame)
+        kind = PyUnicode_KIND(frame)
+        data = PyUnicode_DATA(frame)
+        if kind == 1:
+            return _nests_deeper(<const uint8_t*>data, n, max_depth)
+        if kind == 2:
+            return _nests_deeper(<const uint16_t*>data, n, max_depth)
+        return _nests_deeper(<const uint32_t*>data, n, max_depth)
+    if type(frame) is not bytes:
+        frame = bytes(frame)
+    return _nests_deeper(<const uint8_t*>PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), max_depth)
+
+
+cpdef object decode(object frame, Py_ssize_t max_size, Py_ssize_t max_depth=_DEFAULT_MAX_DEPTH):
+    """Size check, depth check, one JSON decode, classification (see the pure twin for why)."""
     check_size(frame, max_size)
     try:
+        if len(frame) > max_depth and _too_deep(frame, max_depth):
+            return _Invalid(None, _PARSE_ERROR, f"Parse error: nested deeper than {max(max_depth, 0)} levels")
         obj = _json_decode(frame)
-    except _DecodeError:
+    except Exception:
         return _Invalid(None, _PARSE_ERROR, "Parse error")
     return classify(obj)
+
+
+cdef PyObject* _lookup(dict d, object key) except? NULL:
+    """Borrowed value for ``key``, or NULL; a key that cannot be hashed is just absent.
+
+    As the pure twin's ``except TypeError``: any other error from ``__hash__``
+    or ``__eq__`` propagates rather than being swallowed, as PyDict_GetItem would.
+    """
+    cdef PyObject* p = _PyDict_GetItemWithError(d, key)
+    if p == NULL and PyErr_Occurred() != NULL and PyErr_ExceptionMatches(_TypeError):
+        PyErr_Clear()
+    return p
 
 
 cdef class PendingTable:
@@ -244,20 +406,23 @@ cdef class PendingTable:
     cpdef add(self, object call_id, object future, double deadline=INF):
         if PyDict_Size(self._futures) >= self.max_pending:
             raise self._full()
-        if PyDict_GetItem(self._futures, call_id) != NULL:
+        if call_id in self._futures:  # an unhashable id raises the dict's TypeError, as in the pure twin
             raise ValueError(f"call id {call_id!r} is already pending")
         PyDict_SetItem(self._futures, call_id, future)
         if deadline != INF:
             PyDict_SetItem(self._deadlines, call_id, deadline)
 
     cdef inline object _pop(self, object call_id):
-        cdef PyObject* p = PyDict_GetItem(self._futures, call_id)
+        cdef PyObject* p
+        if PyDict_Size(self._futures) == 0:  # as dict.pop, which hashes nothing when empty
+            return None
+        p = _lookup(self._futures, call_id)
         if p == NULL:
             return None
         future = <object>p
         PyDict_DelItem(self._futures, call_id)
-        if PyDict_Size(self._deadlines) and PyDict_GetItem(self._deadlines, call_id) != NULL:
-            PyDict_DelItem(self._deadlines, call_id)
+        if PyDict_Size(self._deadlines):
+            self._deadlines.pop(call_id, None)  # the pure twin's call, so errors from __eq__ agree too
         return future
 
     cpdef bint resolve(self, object call_id, object response) except -1:
@@ -308,4 +473,4 @@ cdef class PendingTable:
         return PyDict_Size(self._futures)
 
     def __contains__(self, object call_id):
-        return PyDict_GetItem(self._futures, call_id) != NULL
+        return _lookup(self._futures, call_id) != NULL

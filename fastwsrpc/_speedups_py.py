@@ -8,14 +8,17 @@ Change one, change the other.
 
 from __future__ import annotations
 
+import math
+from array import array
 from asyncio import InvalidStateError
+from itertools import accumulate
 from typing import Any, Callable, Dict, Hashable, List, Union
 
 import msgspec
 
 from .errors import RpcBackpressureError, RpcMessageTooLargeError, RpcTimeoutError
+from .protocol import MAX_ID_LENGTH as _MAX_ID_LENGTH
 from .protocol import (
-    MAX_ID_LENGTH,
     Batch,
     ErrorObject,
     Invalid,
@@ -26,13 +29,26 @@ from .protocol import (
 )
 
 _json_decode = msgspec.json.Decoder().decode
-_DecodeError = msgspec.DecodeError
 _MISSING: Any = object()
+_isfinite = math.isfinite
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 INTERNAL_ERROR = -32603
-INF = float("inf")
+#: Deepest nesting of ``[`` / ``{`` that ``decode`` hands to the JSON parser:
+#: msgspec recurses once per level, while real JSON-RPC payloads nest a handful.
+DEFAULT_MAX_DEPTH = 128
+_INF = float("inf")
+
+# The depth scan works on a frame's skeleton: quotes and brackets only, braces
+# read as brackets (depth does not tell them apart), escapes dropped first.
+_ESCAPED = (b'\\"', b"\\[", b"\\]", b"\\{", b"\\}")
+_TO_SKELETON = bytes.maketrans(b"{}", b"[]")
+_NOT_SKELETON = bytes(c for c in range(256) if c not in b'"[]{}')
+_STEPS = bytes.maketrans(b"[]", b"\x01\xff")  # as signed bytes: +1 opens, -1 closes
+# Below this size, two counts are the cheapest first look at a frame (calls
+# cost more than passes); from it on, passes cost more (see _too_deep).
+_ONE_PASS_SIZE = 2048
 
 
 def frame_size(frame: Union[str, bytes]) -> int:
@@ -59,15 +75,24 @@ def check_size(frame: Union[str, bytes], max_size: int) -> None:
 
 
 def _bad_id(value: Any) -> str:
-    """Why ``value`` cannot be a JSON-RPC id, or ``""`` when it can."""
+    """Why ``value`` cannot be a JSON-RPC id, or ``""`` when it can.
+
+    ``type(...) is`` rather than isinstance, so that ``true`` (a bool, hence an
+    int) is refused. Fractional numbers are discouraged by the spec but allowed,
+    and are echoed as they came; NaN and infinities cannot come from JSON, and
+    are refused when handed to ``classify`` directly because they would not
+    encode back as the same number.
+    """
     t = type(value)
     if t is int or value is None:
         return ""
     if t is str:
-        if len(value) > MAX_ID_LENGTH:
-            return f"Invalid Request: id longer than {MAX_ID_LENGTH} characters"
+        if len(value) > _MAX_ID_LENGTH:
+            return f"Invalid Request: id longer than {_MAX_ID_LENGTH} characters"
         return ""
-    return "Invalid Request: id must be a string, an integer or null"
+    if t is float and _isfinite(value):
+        return ""
+    return "Invalid Request: id must be a string, a number or null"
 
 
 def _classify_one(obj: Any) -> Message:
@@ -120,12 +145,93 @@ def classify(obj: Any) -> Message:
     return Invalid(None, INVALID_REQUEST, "Invalid Request: expected an object or an array")
 
 
-def decode(frame: Union[str, bytes], max_size: int) -> Message:
-    """Size check, one JSON decode, classification: the whole per-frame path."""
-    check_size(frame, max_size)
+def _too_deep(frame: Union[str, bytes], max_depth: int) -> bool:
+    """Whether ``[`` / ``{`` nest deeper than ``max_depth`` outside strings.
+
+    Counting brackets settles almost every frame, since nesting cannot exceed
+    their number. A frame with more (a large result can have thousands,
+    legitimately) is read through its skeleton, built with whole-buffer bytes
+    operations, never a Python loop over characters or regex matches, whose
+    per-item cost would rival the JSON parse:
+
+    * escapes go first, ``\\\\`` pairs before the rest, so ``\\\\"`` still ends a string;
+    * a few passes drop every ``""`` (an empty string, or a gap without
+      brackets: quote parity, hence inside/outside, is unchanged for the rest)
+      and every innermost ``[]``. Nesting is at most the passes that dropped a
+      pair plus the openers left, which settles ordinary shallow JSON;
+    * otherwise, brackets after an even number of quotes are outside strings,
+      and the highest running sum of their +1 / -1 steps is the depth.
+
+    This reads a frame exactly as the compiled twin's loop does: a backslash
+    escapes the next character inside strings and out, an unterminated string
+    runs to the end, closers are not floored at zero. Those cases are malformed
+    JSON, refused either way, but both twins must give the same answer. Text is
+    read as UTF-8, in which none of these characters can be part of another.
+    """
+    if max_depth < 0:
+        max_depth = 0
+    if type(frame) is str:
+        data = frame.encode("utf-8", "surrogatepass")
+    else:
+        # bytearray and memoryview, beyond the annotation: msgspec takes them too
+        data = frame if type(frame) is bytes else bytes(frame)  # type: ignore[arg-type]
+    skeleton = data.translate(_TO_SKELETON, _NOT_SKELETON)
+    if skeleton.count(b"[") <= max_depth:  # decode counts small frames; this is the count for large ones
+        return False
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"")
+        for pair in _ESCAPED:
+            data = data.replace(pair, b"")
+        skeleton = data.translate(_TO_SKELETON, _NOT_SKELETON)
+    rest, peeled = skeleton, 0
+    for _ in range(8):
+        shorter = rest.replace(b'""', b"")
+        fewer = shorter.replace(b"[]", b"")
+        if len(fewer) < len(shorter):
+            peeled += 1
+        elif len(shorter) == len(rest):
+            break
+        rest = fewer
+    if peeled + rest.count(b"[") <= max_depth:
+        return False
+    skeleton = skeleton.replace(b'""', b"")
+    if b'"' in skeleton:
+        skeleton = b"".join(skeleton.split(b'"')[::2])
+    return max(accumulate(array("b", skeleton.translate(_STEPS))), default=0) > max_depth
+
+
+def decode(frame: Union[str, bytes], max_size: int, max_depth: int = DEFAULT_MAX_DEPTH) -> Message:
+    """Size check, depth check, one JSON decode, classification: the whole per-frame path.
+
+    Only the size check may raise: whatever else goes wrong with a frame
+    (bad UTF-8, numbers out of range, nesting the parser cannot recurse into)
+    is the peer's mistake and is answered with -32700, never an exception that
+    would take the read loop down. Depth is checked before parsing because the
+    parser recurses once per level: a few kilobytes of ``[`` would otherwise
+    cost a deep C stack and end in RecursionError (or worse, under a raised
+    recursion limit), where a linear scan costs nothing. A negative
+    ``max_depth`` counts as 0.
+    """
+    n = len(frame)
+    if n * 4 > max_size:  # check_size's own shortcut, taken here to save a call per frame
+        check_size(frame, max_size)
     try:
+        if n > max_depth:
+            # Nesting cannot exceed the number of openers, and two counts are the
+            # cheapest way to learn that a small frame has few. A large one is
+            # counted in _too_deep, on the skeleton it builds anyway: one pass.
+            if n >= _ONE_PASS_SIZE:
+                deep = _too_deep(frame, max_depth)
+            elif type(frame) is bytes:
+                deep = frame.count(b"[") + frame.count(b"{") > max_depth and _too_deep(frame, max_depth)
+            elif type(frame) is str:
+                deep = frame.count("[") + frame.count("{") > max_depth and _too_deep(frame, max_depth)
+            else:
+                deep = _too_deep(frame, max_depth)
+            if deep:
+                return Invalid(None, PARSE_ERROR, f"Parse error: nested deeper than {max(max_depth, 0)} levels")
         obj = _json_decode(frame)
-    except _DecodeError:
+    except Exception:
         return Invalid(None, PARSE_ERROR, "Parse error")
     return classify(obj)
 
@@ -138,13 +244,19 @@ class PendingTable:
     entries carry none and cost one dict slot. Every operation is O(1) but
     ``expire`` and ``fail_all``, which run on a timer and at close; nothing is
     kept once an entry resolves.
+
+    Lookups (``resolve``, ``fail``, ``discard``, ``in``) take any object and
+    answer False for one that cannot be a dict key: it cannot have been added,
+    so it is not pending, and a stray id must not raise out of the read loop.
+    ``add`` refuses such an id with the dict's own TypeError.
     """
 
     __slots__ = ("_deadlines", "_futures", "_next_id", "max_pending")
 
     def __init__(self, max_pending: int) -> None:
-        self._futures: Dict[Hashable, Any] = {}
-        self._deadlines: Dict[Hashable, float] = {}
+        # Keyed by Any rather than Hashable: lookups accept any object (see above).
+        self._futures: Dict[Any, Any] = {}
+        self._deadlines: Dict[Any, float] = {}
         self._next_id = 0
         self.max_pending = max_pending
 
@@ -158,7 +270,7 @@ class PendingTable:
             "wait for some to finish or raise max_pending_requests"
         )
 
-    def register(self, future: Any, deadline: float = INF) -> int:
+    def register(self, future: Any, deadline: float = _INF) -> int:
         """Allocate the next id and add ``future`` under it: one call per outgoing request."""
         futures = self._futures
         if len(futures) >= self.max_pending:
@@ -166,22 +278,25 @@ class PendingTable:
         self._next_id += 1
         call_id = self._next_id
         futures[call_id] = future
-        if deadline != INF:
+        if deadline != _INF:
             self._deadlines[call_id] = deadline
         return call_id
 
-    def add(self, call_id: Hashable, future: Any, deadline: float = INF) -> None:
+    def add(self, call_id: Hashable, future: Any, deadline: float = _INF) -> None:
         """Add ``future`` under an id chosen by the caller (``async_call(call_id=...)``)."""
         if len(self._futures) >= self.max_pending:
             raise self._full()
         if call_id in self._futures:
             raise ValueError(f"call id {call_id!r} is already pending")
         self._futures[call_id] = future
-        if deadline != INF:
+        if deadline != _INF:
             self._deadlines[call_id] = deadline
 
-    def resolve(self, call_id: Hashable, response: Any) -> bool:
-        future = self._futures.pop(call_id, None)
+    def resolve(self, call_id: object, response: Any) -> bool:
+        try:
+            future = self._futures.pop(call_id, None)
+        except TypeError:  # unhashable: never added
+            return False
         if future is None:
             return False
         if self._deadlines:
@@ -192,8 +307,11 @@ class PendingTable:
             pass
         return True
 
-    def fail(self, call_id: Hashable, exc: BaseException) -> bool:
-        future = self._futures.pop(call_id, None)
+    def fail(self, call_id: object, exc: BaseException) -> bool:
+        try:
+            future = self._futures.pop(call_id, None)
+        except TypeError:
+            return False
         if future is None:
             return False
         if self._deadlines:
@@ -204,10 +322,16 @@ class PendingTable:
             pass
         return True
 
-    def discard(self, call_id: Hashable) -> bool:
+    def discard(self, call_id: object) -> bool:
+        try:
+            future = self._futures.pop(call_id, None)
+        except TypeError:
+            return False
+        if future is None:
+            return False
         if self._deadlines:
             self._deadlines.pop(call_id, None)
-        return self._futures.pop(call_id, None) is not None
+        return True
 
     def fail_all(self, make_exc: Callable[[], BaseException]) -> int:
         futures = self._futures
@@ -231,4 +355,7 @@ class PendingTable:
         return len(self._futures)
 
     def __contains__(self, call_id: object) -> bool:
-        return call_id in self._futures
+        try:
+            return call_id in self._futures
+        except TypeError:
+            return False

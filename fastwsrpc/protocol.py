@@ -16,6 +16,11 @@ Two deliberate leniencies on input, both for interoperability: ``"params": null`
 is read as no params, and a response that carries neither ``result`` nor
 ``error`` (``fastapi-ws-rpc`` sends that when a method returns ``None``) is read
 as ``result: null``.
+
+Two limits on input, both answered with an error rather than raised: a string id
+longer than ``MAX_ID_LENGTH``, and a frame nested deeper than ``max_depth``
+(128 unless the caller says otherwise) levels, which is refused before the JSON parser
+sees it.
 """
 
 from __future__ import annotations
@@ -45,7 +50,10 @@ __all__ = [
 #: peer cannot make us hold (and echo) arbitrarily large keys.
 MAX_ID_LENGTH = 256
 
-Id = Union[str, int, None]
+#: What an id may be. The spec discourages fractional numbers but allows them,
+#: so a peer's ``1.5`` is echoed as ``1.5`` rather than refused; booleans are
+#: not ids (the classifiers check ``type(x) is int``, not isinstance).
+Id = Union[str, int, float, None]
 
 
 class ErrorObject(msgspec.Struct, gc=False):
@@ -80,6 +88,7 @@ class Response(msgspec.Struct, gc=False):
 
     @property
     def jsonrpc(self) -> str:
+        """Always ``"2.0"`` (kept for code that reads it as fastapi-ws-rpc's model had it)."""
         return "2.0"
 
 
