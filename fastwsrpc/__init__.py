@@ -9,7 +9,11 @@ with ``from fastwsrpc import``. ``IMPLEMENTATION`` says which twin of the hot
 path is live: ``"cython"`` (compiled) or ``"python"``.
 """
 
-from ._accel import IMPLEMENTATION, PendingTable, check_size, classify, decode
+from ._accel import IMPLEMENTATION
+from ._accel import PendingTable as PendingTable  # the engine: importable, not in __all__
+from ._accel import check_size as check_size
+from ._accel import classify as classify
+from ._accel import decode as decode
 from ._version import __version__
 from .channel import (
     OnConnectCallback,
@@ -84,8 +88,8 @@ __all__ = [
     "RpcChannel",
     "RpcChannelClosedError",
     "RpcClientNotFoundError",
-    "RpcConnectionError",
     "RpcConnectionConfig",
+    "RpcConnectionError",
     "RpcDebugConfig",
     "RpcDuplicateClientError",
     "RpcError",
@@ -101,8 +105,8 @@ __all__ = [
     "RpcParseError",
     "RpcPromise",
     "RpcRetryConfig",
-    "RpcSettings",
     "RpcServerOverloadedError",
+    "RpcSettings",
     "RpcTimeoutError",
     "RpcUsageError",
     "RpcUtilityMethods",

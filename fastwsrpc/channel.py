@@ -47,8 +47,10 @@ from .dispatch import Dispatcher
 from .errors import RpcChannelClosedError, RpcMessageTooLargeError
 from .logger import get_logger
 from .methods import RpcMethodsBase
-from .outgoing import CANCEL_REQUEST, BatchCall, OutgoingCalls, Params, RpcCaller
+from .outgoing import BatchCall, OutgoingCalls, Params, RpcCaller
 from .protocol import Invalid, Notification, Request, Response, encode_error
+from .streams import RpcStream, StreamSide, _Producer
+from .topics import SUBSCRIBE, TopicHub
 from .transport import CLOSE_INTERNAL_ERROR, CLOSE_MESSAGE_TOO_BIG, CLOSE_NORMAL, Transport, TransportClosed
 from .watchdog import Watchdog, spawn_background
 
@@ -59,9 +61,11 @@ logger = get_logger("channel")
 
 
 _EAGER = sys.version_info >= (3, 12)
+#: Frames longer than this are checked for an oversized batch before they are decoded.
+_BIG_FRAME = 64 * 1024
 
 
-class RpcChannel(IncomingWork, OutgoingCalls, PromiseStore, Callbacks):
+class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callbacks):
     """A bidirectional JSON-RPC 2.0 channel over one transport.
 
     Settings come as one :class:`~fastwsrpc.config.RpcSettings` (``settings=``),
@@ -87,6 +91,7 @@ class RpcChannel(IncomingWork, OutgoingCalls, PromiseStore, Callbacks):
         error_callbacks: Optional[List[OnErrorCallback]] = None,
         debug_config: Optional[RpcDebugConfig] = None,
         speedups: Optional[ModuleType] = None,
+        topics: Optional[TopicHub] = None,
         **limits: Any,
     ) -> None:
         settings = RpcSettings.resolve(
@@ -103,7 +108,17 @@ class RpcChannel(IncomingWork, OutgoingCalls, PromiseStore, Callbacks):
         self._send = socket.send
         self.methods = (methods if methods is not None else RpcMethodsBase())._copy_()
         self.methods._set_channel_(self)
-        self._dispatcher = Dispatcher(self.methods, settings.discovery, settings.debug_mode, self._internal_error)
+        builtins = None
+        if topics is not None:
+            hub = topics
+
+            def subscribe(topics: Any, on_slow: Optional[str] = None) -> Any:
+                return hub.subscribe(self, topics, on_slow)
+
+            builtins = {SUBSCRIBE: subscribe}
+        self._dispatcher = Dispatcher(
+            self.methods, settings.discovery, settings.debug_mode, self._internal_error, builtins
+        )
         self._invoke = self._dispatcher.invoke
         impl: Any = speedups if speedups is not None else _accel.impl
         self._decode = impl.decode
@@ -131,6 +146,10 @@ class RpcChannel(IncomingWork, OutgoingCalls, PromiseStore, Callbacks):
         self._raise_on_error = settings.raise_on_error
         self._room: Optional[asyncio.Future[None]] = None  # the paused reader waits on it
         self._notes: Set[asyncio.Task[Any]] = set()  # notification handlers: not cancelled at close
+        self._producers: Dict[Any, _Producer] = {}  # streams we produce, by id
+        self._consumers: Dict[Any, RpcStream] = {}  # streams we consume, by id
+        self._early_credits: Dict[Any, int] = {}
+        self._stream_names = self._dispatcher.stream_names
         self._deferred: Deque[Any] = deque()  # work read while over budget (see the module docstring)
         #: Notifications dropped because they came while the budget was full
         #: and the reader could not stop (calls of ours were waiting for answers).
@@ -258,6 +277,8 @@ class RpcChannel(IncomingWork, OutgoingCalls, PromiseStore, Callbacks):
     def feed(self, frame: Union[str, bytes]) -> None:
         """Handle one received frame. Raises RpcMessageTooLargeError for an oversized one."""
         self._received += 1
+        if len(frame) > _BIG_FRAME and self._batch_too_big(frame):
+            return
         msg = self._decode(frame, self.max_message_size, self.settings.max_depth)
         kind = type(msg)
         if kind is Response:
@@ -265,8 +286,8 @@ class RpcChannel(IncomingWork, OutgoingCalls, PromiseStore, Callbacks):
                 logger.debug("channel %s: answer to unknown call %r dropped", self.id, msg.id)
         elif kind is Invalid:
             self._spawn_send(encode_error(msg.id, msg.code, msg.message))
-        elif kind is Notification and msg.method == CANCEL_REQUEST:
-            self._cancel_incoming(msg.params)
+        elif kind is Notification and msg.method[:2] == "$/" and self._control(msg):
+            pass  # cancellation and stream control: handled inline, never queued
         elif self._active < self._max_active and not self._deferred:
             self._start(msg)
         elif len(self._deferred) < self._max_active:
@@ -301,6 +322,7 @@ class RpcChannel(IncomingWork, OutgoingCalls, PromiseStore, Callbacks):
         self._saved.clear()
         self._by_id.clear()
         self._deferred.clear()
+        self._close_streams()
         current = asyncio.current_task()
         notes = self._notes
         for task in list(self._tasks):

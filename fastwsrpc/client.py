@@ -44,6 +44,7 @@ from .logger import get_logger
 from .methods import RpcMethodsBase
 from .outgoing import _DEFAULT
 from .protocol import Response
+from .streams import RpcStream
 from .transport import CLOSE_NORMAL, TransportClosed
 
 logger = get_logger("client")
@@ -588,6 +589,19 @@ class WebSocketRpcClient:
         if timeout is _DEFAULT:
             return await channel.call(name, args)
         return await channel.call(name, args, timeout=timeout)
+
+    def stream(self, name: str, args: Params = None, **options: Any) -> RpcStream:
+        """Consume the server's stream method ``name`` (``async for``; see :meth:`RpcChannel.stream`)."""
+        return self._require_channel().stream(name, args, **options)
+
+    def subscribe(self, *topics: str, on_slow: Optional[str] = None, buffer: int = 16) -> RpcStream:
+        """Events published on ``topics`` (``async for event in client.subscribe("prices.btc")``).
+
+        Each event is a :class:`~fastwsrpc.topics.TopicEvent` (``topic``, ``data``,
+        ``dropped``); ``on_slow`` asks for a policy when we cannot keep up
+        (``"disconnect"``, ``"drop_oldest"``, ``"drop_new"``; default: the server's).
+        """
+        return self._require_channel().subscribe(*topics, on_slow=on_slow, buffer=buffer)
 
     async def notify(self, name: str, args: Params = None) -> None:
         """Send a notification to the server; it is never answered."""

@@ -60,10 +60,31 @@ def _in_thread(func: Callable[..., Any]) -> Handler:
     return run
 
 
+def _not_in_a_batch(name: str) -> Handler:
+    """A stream method reached through a batch, where a stream cannot be answered."""
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RemoteValueError(
+            f"Invalid Request: {name} is a stream; call it on its own, not in a batch",
+            code=JsonRpcErrorCode.INVALID_REQUEST,
+        )
+
+    return refuse
+
+
 class Dispatcher:
     """Runs the methods one side exposes and encodes their answers."""
 
-    __slots__ = ("_exposed", "_handlers", "_on_internal_error", "debug_mode", "discovery", "methods")
+    __slots__ = (
+        "_builtin_streams",
+        "_exposed",
+        "_handlers",
+        "_on_internal_error",
+        "debug_mode",
+        "discovery",
+        "methods",
+        "stream_names",
+    )
 
     def __init__(
         self,
@@ -71,6 +92,7 @@ class Dispatcher:
         discovery: bool,
         debug_mode: bool,
         on_internal_error: Callable[[Exception], None],
+        builtin_streams: Optional[Dict[str, Callable[..., Any]]] = None,
     ) -> None:
         self.methods = methods
         self.discovery = discovery
@@ -78,11 +100,19 @@ class Dispatcher:
         self._on_internal_error = on_internal_error
         self._exposed: FrozenSet[str] = exposed_method_names(type(methods))
         self._handlers: Dict[str, Handler] = {}
+        #: Methods written as async generators: each call is a stream (see streams.py).
+        #: Streams the library itself serves (``$/subscribe`` of topics), by name.
+        self._builtin_streams = dict(builtin_streams or {})
+        self.stream_names: FrozenSet[str] = frozenset(
+            name for name in self._exposed if inspect.isasyncgenfunction(getattr(type(methods), name, None))
+        ) | frozenset(self._builtin_streams)
 
     def _build_handler(self, name: str) -> Optional[Handler]:
         """First call of ``name`` on this connection: look it up, wrap it if typed, keep it."""
         handler: Optional[Handler] = None
-        if name in self._exposed:
+        if name in self.stream_names:
+            handler = self._handlers[name] = _not_in_a_batch(name)
+        elif name in self._exposed:
             spec = method_spec(type(self.methods), name)
             method = getattr(self.methods, name)
             if not inspect.iscoroutinefunction(method):
@@ -91,6 +121,37 @@ class Dispatcher:
         elif name == DISCOVER and self.discovery:
             handler = self._handlers[name] = self._discover
         return handler
+
+    def open_stream(self, name: str, params: Any) -> Any:
+        """The async generator a stream call runs; RemoteValueError (-32601/-32602) when it cannot start."""
+        if name not in self.stream_names:
+            raise RemoteValueError(f"Method not found: {name}", code=JsonRpcErrorCode.METHOD_NOT_FOUND)
+        builtin = self._builtin_streams.get(name)
+        if builtin is not None:
+            try:
+                if params is None:
+                    return builtin()
+                return builtin(**params) if type(params) is dict else builtin(*params)
+            except TypeError as exc:
+                raise RemoteValueError(
+                    f"Invalid params for {name}: {exc}", code=JsonRpcErrorCode.INVALID_PARAMS
+                ) from None
+        method = getattr(self.methods, name)
+        spec = method_spec(type(self.methods), name)
+        args: tuple[Any, ...] = ()
+        kwargs: Dict[str, Any] = {}
+        if params is not None:
+            if type(params) is dict:
+                kwargs = params
+            else:
+                args = tuple(params)
+        if spec.validates:
+            _, kwargs = spec.convert(args, kwargs)  # raises RpcInvalidParamsError with the path
+            args = ()
+        try:
+            return method(*args, **kwargs)
+        except TypeError as exc:
+            raise RemoteValueError(f"Invalid params for {name}: {exc}", code=JsonRpcErrorCode.INVALID_PARAMS) from None
 
     async def _discover(self) -> Dict[str, Any]:
         """``rpc.discover``: an OpenRPC document of the methods this side exposes."""

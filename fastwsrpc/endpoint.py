@@ -24,9 +24,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .channel import OnConnectCallback, OnDisconnectCallback, OnErrorCallback, RpcChannel
 from .config import JSONRPC_SUBPROTOCOL, RpcBackpressureConfig, RpcConnectionConfig, RpcDebugConfig, RpcSettings
+from .errors import RpcDuplicateClientError
 from .logger import get_logger
 from .methods import RpcMethodsBase
-from .errors import RpcDuplicateClientError
+from .topics import DEFAULT_TOPIC_QUEUE, TopicHub
 from .transport import CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, TransportClosed
 
 logger = get_logger("endpoint")
@@ -163,6 +164,8 @@ class WebSocketRpcEndpoint:
         identify: Optional[Callable[[WebSocket], Any]] = None,
         on_duplicate: str = "replace",
         cluster: Any = None,
+        topic_queue_size: int = DEFAULT_TOPIC_QUEUE,
+        on_slow: str = "disconnect",
     ) -> None:
         self.manager = manager if manager is not None else ConnectionManager()
         self.methods = methods if methods is not None else RpcMethodsBase()
@@ -199,6 +202,9 @@ class WebSocketRpcEndpoint:
         #: Calls, notifications and broadcasts to clients on any node (``fastwsrpc.cluster``).
         #: With no ``broker`` it is in-process: the same API in a single process.
         self.cluster: Cluster = cluster if cluster is not None else Cluster(broker, on_duplicate=on_duplicate)
+        #: Topics clients subscribe to (``client.subscribe(...)``); ``publish`` feeds them.
+        self.topics = TopicHub(queue_size=topic_queue_size, on_slow=on_slow)
+        self.cluster.on_topic = self.topics.publish_local
         #: How a connection is named in the cluster when the route has no ``{client_id}``
         #: (may be async); ``None``: the channel's id.
         self.identify = identify
@@ -267,6 +273,7 @@ class WebSocketRpcEndpoint:
             connect_callbacks=self._on_connect,
             disconnect_callbacks=self._on_disconnect,
             error_callbacks=self._on_error,
+            topics=self.topics,
         )
         name = client_id
         if name is None and self.identify is not None:
@@ -289,6 +296,14 @@ class WebSocketRpcEndpoint:
                 await self.cluster.detach(name, channel)
             finally:
                 self.manager.disconnect(websocket)
+
+    async def publish(self, topic: str, data: Any = None) -> None:
+        """Send ``data`` to every subscriber of ``topic``: on every node when a broker is set, each once.
+
+        A subscriber that cannot keep up meets the endpoint's ``on_slow``
+        policy (or the one it asked for): it is never buffered without bound.
+        """
+        await self.cluster.publish_topic(topic, data)
 
     def register_route(self, router: Any, path: str = "/ws", dependencies: Optional[Sequence[Any]] = None) -> None:
         """Add this endpoint as a WebSocket route of ``router`` (a FastAPI app or APIRouter)."""

@@ -41,6 +41,10 @@ from .typed import convert_result
 
 if TYPE_CHECKING:
     from .channel import RpcChannel
+    from .streams import RpcStream
+
+#: Items a stream consumer buffers by default (kept here too: streams.py imports this module).
+DEFAULT_STREAM_BUFFER = 16
 
 Params = Union[Mapping[str, Any], Sequence[Any], None]
 #: One call of a batch: ``(method, params)``, ``(method, params, is_notification)``
@@ -108,6 +112,22 @@ class _RemoteMethod:
                 raise TypeError(f"{self._name}(): JSON-RPC params are either positional or named, not both")
             return self._channel.call(self._name, list(args))
         return self._channel.call(self._name, kwargs if kwargs else None)
+
+    def stream(
+        self,
+        *args: Any,
+        buffer: Optional[int] = None,
+        timeout: Optional[float] = None,
+        result_type: Optional[Type[Any]] = None,
+        **kwargs: Any,
+    ) -> RpcStream:
+        """``other.ticks.stream(n=5)``: consume the remote stream method (``async for``, or ``async with``)."""
+        if args and kwargs:
+            raise TypeError(f"{self._name}(): JSON-RPC params are either positional or named, not both")
+        params: Params = list(args) if args else (kwargs or None)
+        return self._channel.stream(
+            self._name, params, buffer=buffer or DEFAULT_STREAM_BUFFER, timeout=timeout, result_type=result_type
+        )
 
     async def _typed_call(self, result_type: Any, args: Any, kwargs: Any) -> Response:
         """``other.name(..., result_type=T)``: the response's ``.result`` comes back as a ``T``."""

@@ -216,3 +216,24 @@ async def test_a_client_flooded_by_its_server_is_bounded_too(speedups: Any) -> N
         client_methods.gate.set()
         await sender
         await until(lambda: len(client_methods.seen) == 3_000)
+
+
+async def test_a_huge_batch_is_refused_before_its_items_are_built(speedups: Any) -> None:
+    methods = Gate()
+    channel, reader, peer = await serve(methods, speedups, max_batch_size=1000)
+    decoded: List[Any] = []
+    decode = channel._decode
+
+    def counting(frame: Any, *args: Any) -> Any:
+        decoded.append(len(frame))
+        return decode(frame, *args)
+
+    channel._decode = counting
+    huge = "[" + ",".join(request(i, "add", a=i, b=1) for i in range(100_000)) + "]"
+    await peer.send(huge)
+    refused = json.loads(await peer.receive())
+    assert refused["error"]["code"] == -32600 and "100000" in refused["error"]["message"]
+    assert decoded == []  # counted as raw items, never decoded into 100,000 objects
+    await peer.send("[" + ",".join(request(i, "add", a=i, b=1) for i in range(3)) + "]")
+    assert [a["result"] for a in json.loads(await peer.receive())] == [1, 2, 3]
+    await stop(channel, reader)

@@ -30,7 +30,7 @@ import asyncio
 import itertools
 import logging
 import uuid
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import msgspec
 
@@ -128,6 +128,8 @@ class Cluster:
             raise ValueError(f"max_routed_calls must be > 0, got {max_routed_calls}")
         self.broker: Broker = broker if broker is not None else LocalBroker()
         self.on_duplicate = on_duplicate
+        #: Called with ``(topic, data)`` for every topic message on this node (the endpoint's TopicHub).
+        self.on_topic: Optional[Callable[[str, Any], Any]] = None
         self.presence_ttl = float(presence_ttl)
         self.heartbeat_interval = float(heartbeat_interval)
         self.max_routed_calls = max_routed_calls
@@ -440,6 +442,11 @@ class Cluster:
         await self._ensure_started()
         await self.broker.publish(join_frame(Head(op="bcast", g=group), encode_notification(method, params)))
 
+    async def publish_topic(self, topic: str, data: Any = None) -> None:
+        """Offer ``data`` to the subscribers of ``topic`` on every node (each node's ``on_topic``)."""
+        await self._ensure_started()
+        await self.broker.publish(join_frame(Head(op="topic", g=topic), msgspec.json.encode(data)))
+
     async def join(self, client_id: str, group: str) -> None:
         """Add the connection ``client_id`` (on any node) to ``group``.
 
@@ -563,6 +570,14 @@ class Cluster:
             logger.warning("cluster node %s: malformed message dropped", self.node_id)
             return
         op = head.op
+        if op == "topic":
+            on_topic = self.on_topic
+            if on_topic is not None and head.g is not None:
+                try:
+                    on_topic(head.g, msgspec.json.decode(body))
+                except msgspec.DecodeError:
+                    logger.warning("cluster node %s: malformed topic message dropped", self.node_id)
+            return
         if op == "cancel":
             task = self._serving.pop((head.f, head.i), None)
             if task is not None:

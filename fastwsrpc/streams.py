@@ -1,0 +1,432 @@
+# mypy: disable-error-code="misc"
+# (mixins of RpcChannel annotate self as RpcChannel; mypy checks their bodies against it)
+"""Streams: an async generator on one side, an async iterator on the other, with credits.
+
+A method written as an async generator is a stream. The wire is plain JSON-RPC
+2.0 (in the spirit of ``eth_subscribe`` and jsonrpsee subscriptions), so any
+JSON-RPC client can consume one:
+
+* the caller sends an ordinary request; the answer is ``{"stream": <the request's id>}``;
+* each item comes as a notification ``$/stream.item`` ``{"stream": id, "item": ...}``;
+* the end comes as ``$/stream.end`` ``{"stream": id}``, or with ``"error": {code,
+  message, data}`` when the generator raised;
+* the consumer grants credits with ``$/stream.credit`` ``{"stream": id, "credits": n}``
+  (``"window": n`` sets them outright; our caller sends it right after the request);
+  a producer holding no credit does not advance its generator, so a consumer that
+  stops reading stops the producer and nothing queues on either side;
+* the consumer stops a stream with ``$/stream.cancel`` ``{"stream": id}``: the
+  generator is closed at once (its ``finally`` runs) and nothing more is sent.
+
+A peer that never sends credits still gets the first ``INITIAL_CREDITS`` items.
+A stream holds one unit of the producer's budget (like a running call) until it
+ends, and the consumer's queue never holds more than the credits it granted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any, AsyncIterator, Deque, Dict, Optional, Type
+
+import msgspec
+
+from .budget import HANDLING
+from .errors import JsonRpcErrorCode, RemoteValueError, RpcError, RpcTimeoutError, RpcUsageError, error_for_code
+from .logger import get_logger
+from .outgoing import CANCEL_REQUEST, DEFAULT_STREAM_BUFFER
+from .protocol import Notification, Request, Response, encode_error, encode_notification, encode_request, encode_result
+from .transport import TransportClosed
+from .typed import convert_result
+
+if TYPE_CHECKING:
+    from .channel import RpcChannel
+    from .outgoing import Params
+
+logger = get_logger("streams")
+
+STREAM_ITEM = "$/stream.item"
+STREAM_END = "$/stream.end"
+STREAM_CREDIT = "$/stream.credit"
+STREAM_CANCEL = "$/stream.cancel"
+#: Credits a stream starts with, for consumers that never send any.
+INITIAL_CREDITS = 16
+#: Credits that may arrive for streams not started yet (their request is queued).
+_MAX_EARLY_CREDITS = 1000
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
+
+
+class _Producer:
+    """Our side of a stream the peer consumes: its credits and its task."""
+
+    __slots__ = ("credits", "task", "waiter")
+
+    def __init__(self, credits: int) -> None:
+        self.credits = credits
+        self.task: Optional[asyncio.Task[Any]] = None
+        self.waiter: Optional[asyncio.Future[None]] = None
+
+    def grant(self, credits: int, window: bool) -> None:
+        self.credits = credits if window else self.credits + credits
+        waiter = self.waiter
+        if waiter is not None and not waiter.done() and self.credits > 0:
+            waiter.set_result(None)
+
+
+class RpcStream:
+    """A stream the other side produces: ``async with`` it, or ``async for`` over it.
+
+    ``async for item in channel.stream("ticks", {"n": 5})`` works as it is; with
+    ``async with channel.stream(...) as items:`` the stream is also stopped at
+    the end of the block however it is left. Breaking out, closing it, a
+    timeout between items (``timeout=``) or the connection's end stop the
+    producer at once; a producer's exception comes out of the iteration as the
+    same remote-error class a call would raise.
+    """
+
+    def __init__(
+        self,
+        channel: RpcChannel,
+        method: str,
+        params: Params,
+        buffer: int = DEFAULT_STREAM_BUFFER,
+        timeout: Optional[float] = None,
+        result_type: Optional[Type[Any]] = None,
+    ) -> None:
+        if buffer < 1:
+            raise RpcUsageError("a stream's buffer must be at least 1 item")
+        self._channel = channel
+        self.method = method
+        self._params = params
+        self.buffer = buffer
+        self.timeout = timeout
+        self._result_type = result_type
+        #: The stream's id on the wire (its request's id), once opened.
+        self.id: Any = None
+        self._items: Deque[Any] = deque()
+        self._waiter: Optional[asyncio.Future[None]] = None
+        self._consumed = 0
+        self._opened = False
+        self._ended = False
+        self._error: Optional[BaseException] = None
+
+    # ------------------------------------------------------------ consumer API
+    async def __aenter__(self) -> RpcStream:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        # An async generator, so that a bare ``async for`` that breaks out
+        # closes it (the loop finalises it at once) and the producer stops.
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        try:
+            if not self._opened:
+                await self.open()
+            while True:
+                try:
+                    item = await self.next()
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            await self.aclose()
+
+    async def open(self) -> None:
+        """Send the request and the credit window; wait for the stream's id."""
+        if self._opened:
+            return
+        self._opened = True
+        channel = self._channel
+        channel._check_open()
+        future = channel._loop.create_future()
+        call_id = channel._pending.register(future)
+        self.id = call_id
+        channel._consumers[call_id] = self
+        try:
+            await channel._send_counted(encode_request(call_id, self.method, self._params))
+            await channel._send_counted(encode_notification(STREAM_CREDIT, {"stream": call_id, "window": self.buffer}))
+            waiting = channel._call_nested_aware(future, self.timeout or channel.default_response_timeout)
+            response: Response = await waiting
+        except BaseException:
+            channel._pending.discard(call_id)
+            self._finish()
+            raise
+        error = response.error
+        if error is not None:
+            self._finish()
+            raise error_for_code(error.code, error.message, error.data, response)
+        result = response.result
+        if not (isinstance(result, dict) and result.get("stream") == call_id):
+            self._finish()
+            await channel._send_quietly(encode_notification(STREAM_CANCEL, {"stream": call_id}))
+            raise RpcUsageError(f"{self.method!r} is not a stream on the other side (it answered {result!r})")
+
+    async def next(self) -> Any:
+        """The next item; ``StopAsyncIteration`` at the end; the producer's error as a remote error."""
+        items = self._items
+        while not items:
+            if self._ended:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            self._waiter = waiter = self._channel._loop.create_future()
+            try:
+                if self.timeout:
+                    await asyncio.wait_for(waiter, self.timeout)
+                else:
+                    await waiter
+            except asyncio.TimeoutError:
+                await self.aclose()
+                raise RpcTimeoutError(f"no item of stream {self.method!r} within {self.timeout} s") from None
+            finally:
+                self._waiter = None
+        item = items.popleft()
+        self._consumed += 1
+        if self._consumed * 2 >= self.buffer and not self._ended:
+            # Credits go back in batches of half the window: one frame per
+            # several items, and the producer never waits a round trip for more.
+            credits, self._consumed = self._consumed, 0
+            await self._channel._send_quietly(
+                encode_notification(STREAM_CREDIT, {"stream": self.id, "credits": credits})
+            )
+        if self._result_type is not None:
+            return convert_result(item, self._result_type)
+        return item
+
+    async def aclose(self) -> None:
+        """Stop the stream: the producer's generator is closed at once; idempotent."""
+        if self._ended or not self._opened:
+            self._finish()
+            return
+        self._finish()
+        channel = self._channel
+        if not channel._closed and self.id is not None:
+            await channel._send_quietly(encode_notification(STREAM_CANCEL, {"stream": self.id}))
+
+    # ----------------------------------------------------------- from the reader
+    def _finish(self, error: Optional[BaseException] = None) -> None:
+        if not self._ended:
+            self._ended = True
+            self._error = error
+        self._channel._consumers.pop(self.id, None)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _push(self, item: Any) -> bool:
+        """An item arrived; False if the producer sent more than its credits (a broken peer)."""
+        if len(self._items) >= self.buffer:
+            return False
+        self._items.append(item)
+        self._wake()
+        return True
+
+
+class StreamSide:
+    """Mixin of :class:`~fastwsrpc.channel.RpcChannel`: both ends of streams, and their control frames."""
+
+    def stream(
+        self: RpcChannel,
+        name: str,
+        args: Params = None,
+        *,
+        buffer: int = DEFAULT_STREAM_BUFFER,
+        timeout: Optional[float] = None,
+        result_type: Optional[Type[Any]] = None,
+    ) -> RpcStream:
+        """Consume the stream method ``name`` of the other side (see :class:`RpcStream`).
+
+        ``buffer``: items held here at most (the credits granted); ``timeout``:
+        seconds to wait for the stream's id and then between items;
+        ``result_type``: each item is converted to it, as a call's result is.
+        """
+        return RpcStream(self, name, args, buffer, timeout, result_type)
+
+    def subscribe(
+        self: RpcChannel, *topics: str, on_slow: Optional[str] = None, buffer: int = DEFAULT_STREAM_BUFFER
+    ) -> RpcStream:
+        """Events the other side publishes on ``topics``, as :class:`~fastwsrpc.topics.TopicEvent` items."""
+        from .topics import SUBSCRIBE, TopicEvent
+
+        params: Dict[str, Any] = {"topics": list(topics)}
+        if on_slow is not None:
+            params["on_slow"] = on_slow
+        return RpcStream(self, SUBSCRIBE, params, buffer, None, TopicEvent)
+
+    @property
+    def stream_count(self: RpcChannel) -> int:
+        """Streams open on this connection, both ways (0 once every stream has ended)."""
+        return len(self._producers) + len(self._consumers)
+
+    async def _call_nested_aware(self: RpcChannel, future: asyncio.Future[Any], timeout: Optional[float]) -> Any:
+        """Wait for a stream's answer as ``call`` waits for its own (nested calls wake the reader)."""
+        nested = HANDLING.get() is self
+        if nested:
+            self._nested += 1
+            if self._room is not None:
+                self._wake()
+        try:
+            if timeout:
+                return await asyncio.wait_for(future, timeout)
+            return await future
+        except asyncio.TimeoutError:
+            raise RpcTimeoutError(f"no answer within {timeout} s") from None
+        finally:
+            if nested:
+                self._nested -= 1
+
+    # ------------------------------------------------------- control frames
+    def _control(self: RpcChannel, msg: Notification) -> bool:
+        """Handle a ``$/`` notification inline (no task); False if it is not one of ours."""
+        method = msg.method
+        params = msg.params
+        if method == CANCEL_REQUEST:
+            self._cancel_incoming(params)
+        elif method == STREAM_ITEM:
+            sid = params.get("stream") if isinstance(params, dict) else None
+            consumer = self._consumers.get(sid) if _hashable(sid) else None
+            if consumer is None:
+                # Items of a stream nobody here consumes (called as a plain call, say): stop it.
+                self._spawn_send(encode_notification(STREAM_CANCEL, {"stream": sid}), answer=False)
+            elif not consumer._push(params.get("item")):
+                consumer._finish(RpcError(f"stream {consumer.method!r}: the producer sent more items than credits"))
+                self._spawn_send(encode_notification(STREAM_CANCEL, {"stream": sid}), answer=False)
+        elif method == STREAM_END:
+            sid = params.get("stream") if isinstance(params, dict) else None
+            consumer = self._consumers.get(sid) if _hashable(sid) else None
+            if consumer is not None:
+                error = params.get("error")
+                exc: Optional[BaseException] = None
+                if isinstance(error, dict):
+                    exc = error_for_code(
+                        int(error.get("code", JsonRpcErrorCode.INTERNAL_ERROR)),
+                        str(error.get("message", "")),
+                        error.get("data"),
+                    )
+                consumer._finish(exc)
+        elif method == STREAM_CREDIT:
+            sid = params.get("stream") if isinstance(params, dict) else None
+            if not _hashable(sid):
+                return True
+            window = params.get("window")
+            credits = window if window is not None else params.get("credits")
+            if type(credits) is not int or credits < 0:
+                return True
+            producer = self._producers.get(sid)
+            if producer is not None:
+                producer.grant(credits, window is not None)
+            elif len(self._early_credits) < _MAX_EARLY_CREDITS:
+                self._early_credits[sid] = credits  # its request waits in the queue: keep the window for it
+        elif method == STREAM_CANCEL:
+            sid = params.get("stream") if isinstance(params, dict) else None
+            producer = self._producers.pop(sid, None) if _hashable(sid) else None
+            if producer is not None and producer.task is not None:
+                producer.task.cancel()
+        else:
+            return False
+        return True
+
+    # ------------------------------------------------------------ producing
+    def _start_stream(self: RpcChannel, req: Request) -> None:
+        sid = req.id
+        if not _hashable(sid) or sid in self._producers:
+            self._spawn_send(
+                encode_error(sid if _hashable(sid) else None, JsonRpcErrorCode.INVALID_REQUEST, "stream id in use")
+            )
+            return
+        producer = _Producer(self._early_credits.pop(sid, INITIAL_CREDITS))
+        self._producers[sid] = producer
+        task = self._spawn(self._run_stream(req, producer))
+        if task is not None:
+            producer.task = task
+            self._by_id[sid] = task
+
+    async def _run_stream(self: RpcChannel, req: Request, producer: _Producer) -> None:
+        HANDLING.set(self)
+        sid = req.id
+        agen: Any = None
+        ended = False
+        try:
+            try:
+                agen = self._dispatcher.open_stream(req.method, req.params)
+            except RemoteValueError as exc:
+                ended = True
+                await self._send_answer(encode_error(sid, exc.code, exc.message, exc.data))
+                return
+            await self._send_answer(encode_result(sid, {"stream": sid}))
+            loop = self._loop
+            while True:
+                while producer.credits <= 0:
+                    producer.waiter = loop.create_future()
+                    try:
+                        await producer.waiter
+                    finally:
+                        producer.waiter = None
+                try:
+                    item = await agen.__anext__()
+                except StopAsyncIteration:
+                    ended = True
+                    await self._send_answer(encode_notification(STREAM_END, {"stream": sid}))
+                    return
+                except RemoteValueError as exc:
+                    ended = True
+                    error = {"code": exc.code, "message": exc.message, "data": exc.data}
+                    await self._send_answer(encode_notification(STREAM_END, {"stream": sid, "error": error}))
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    ended = True
+                    self._dispatcher.internal_error(None, req.method, exc, True)
+                    error = {"code": JsonRpcErrorCode.INTERNAL_ERROR, "message": "Internal error", "data": None}
+                    await self._send_answer(encode_notification(STREAM_END, {"stream": sid, "error": error}))
+                    return
+                producer.credits -= 1
+                try:
+                    data = encode_notification(STREAM_ITEM, {"stream": sid, "item": item})
+                except _ENCODE_ERRORS:
+                    ended = True
+                    error = {"code": JsonRpcErrorCode.INTERNAL_ERROR, "message": "item could not be encoded as JSON"}
+                    await self._send_answer(encode_notification(STREAM_END, {"stream": sid, "error": error}))
+                    return
+                await self._send_answer(data)
+        finally:
+            if self._producers.get(sid) is producer:
+                del self._producers[sid]
+            if self._by_id.get(sid) is producer.task:
+                self._by_id.pop(sid, None)
+            if agen is not None:
+                try:
+                    await agen.aclose()  # the generator's finally runs now, not at garbage collection
+                except (Exception, asyncio.CancelledError):
+                    pass
+            if not ended and not self._closed and not _cancelled_by_peer(producer):
+                try:
+                    await self._send(encode_notification(STREAM_END, {"stream": sid}))
+                except (TransportClosed, Exception):
+                    pass
+
+    def _close_streams(self: RpcChannel) -> None:
+        """The connection ended: every consumer ends with the close's error; producers are cancelled with the tasks."""
+        for consumer in list(self._consumers.values()):
+            from .errors import RpcChannelClosedError
+
+            consumer._finish(RpcChannelClosedError(f"the connection closed during stream {consumer.method!r}"))
+        self._consumers.clear()
+        self._early_credits.clear()
+
+
+def _cancelled_by_peer(producer: _Producer) -> bool:
+    task = producer.task
+    return task is not None and task.cancelled()
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, (str, int, float)) or value is None
