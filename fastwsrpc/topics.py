@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Any, AsyncIterator, Deque, Dict, Iterable, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 import msgspec
 
@@ -125,10 +125,13 @@ class TopicHub:
             sub.offer(topic, data)
         return len(subs)
 
-    async def subscribe(
-        self, channel: RpcChannel, topics: Iterable[str], on_slow: Optional[str] = None
-    ) -> AsyncIterator[Dict[str, Any]]:
-        """The producer side of a ``$/subscribe`` stream (run by the channel, paced by credits)."""
+    def subscribe(self, channel: RpcChannel, topics: Iterable[str], on_slow: Optional[str] = None) -> _Events:
+        """The producer side of a ``$/subscribe`` stream (run by the channel, paced by credits).
+
+        The subscription is registered here, before the stream's id is
+        answered, so that nothing published after the subscriber's ``open()``
+        returns can be missed.
+        """
         names = list(topics) if not isinstance(topics, str) else [topics]
         if not names or len(names) > MAX_TOPICS_PER_SUBSCRIPTION or not all(isinstance(t, str) for t in names):
             raise RemoteValueError(
@@ -140,23 +143,47 @@ class TopicHub:
         sub = _Subscription(channel, policy, self.queue_size)
         for name in names:
             self._topics.setdefault(name, set()).add(sub)
-        try:
-            loop = asyncio.get_running_loop()
-            while True:
-                while not sub.queue and not sub.kicked:
-                    sub.waiter = loop.create_future()
-                    try:
-                        await sub.waiter
-                    finally:
-                        sub.waiter = None
-                if sub.kicked:
-                    return
-                topic, data = sub.queue.popleft()
-                yield {"topic": topic, "data": data, "dropped": sub.dropped}
-        finally:
-            for name in names:
-                subs = self._topics.get(name)
-                if subs is not None:
-                    subs.discard(sub)
-                    if not subs:
-                        del self._topics[name]
+        return _Events(self, sub, names)
+
+    def _forget(self, sub: _Subscription, names: List[str]) -> None:
+        for name in names:
+            subs = self._topics.get(name)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._topics[name]
+
+
+class _Events:
+    """The events of one subscription, as the async iterator a stream producer drives."""
+
+    __slots__ = ("_closed", "_hub", "_names", "_sub")
+
+    def __init__(self, hub: TopicHub, sub: _Subscription, names: List[str]) -> None:
+        self._hub = hub
+        self._sub = sub
+        self._names = names
+        self._closed = False
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> Dict[str, Any]:
+        sub = self._sub
+        while not sub.queue and not sub.kicked and not self._closed:
+            sub.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await sub.waiter
+            finally:
+                sub.waiter = None
+        if sub.kicked or self._closed:
+            await self.aclose()
+            raise StopAsyncIteration
+        topic, data = sub.queue.popleft()
+        return {"topic": topic, "data": data, "dropped": sub.dropped}
+
+    async def aclose(self) -> None:
+        """End the subscription (also when it never started): it leaves every topic."""
+        if not self._closed:
+            self._closed = True
+            self._hub._forget(self._sub, self._names)
