@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from .streams import RpcStream
 
 #: Items a stream consumer buffers by default (kept here too: streams.py imports this module).
-DEFAULT_STREAM_BUFFER = 16
+DEFAULT_STREAM_BUFFER = 64
 
 Params = Union[Mapping[str, Any], Sequence[Any], None]
 #: One call of a batch: ``(method, params)``, ``(method, params, is_notification)``
