@@ -36,7 +36,7 @@ import sys
 import uuid
 from collections import deque
 from types import ModuleType
-from typing import Any, Awaitable, Deque, Dict, List, Mapping, Optional, Set, Union
+from typing import Any, Awaitable, Deque, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Union
 
 from . import _accel
 from .budget import IncomingWork
@@ -45,6 +45,7 @@ from .compat import PromiseStore, RpcPromise
 from .config import RpcDebugConfig, RpcSettings
 from .dispatch import Dispatcher
 from .errors import RpcChannelClosedError, RpcMessageTooLargeError
+from .interceptors import RpcInterceptor
 from .logger import get_logger
 from .methods import RpcMethodsBase
 from .outgoing import BatchCall, OutgoingCalls, Params, RpcCaller
@@ -92,6 +93,8 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         debug_config: Optional[RpcDebugConfig] = None,
         speedups: Optional[ModuleType] = None,
         topics: Optional[TopicHub] = None,
+        interceptors: Sequence[RpcInterceptor] = (),
+        peer_features: FrozenSet[str] = frozenset(),
         **limits: Any,
     ) -> None:
         settings = RpcSettings.resolve(
@@ -116,8 +119,18 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
                 return hub.subscribe(self, topics, on_slow)
 
             builtins = {SUBSCRIBE: subscribe}
+        self._interceptors = tuple(interceptors)
+        #: Features both sides declared in the handshake (``"meta"``: calls carry ``meta``).
+        self.peer_features = peer_features
+        self._parked_meta: Dict[Any, Dict[str, Any]] = {}  # meta of calls read but not started yet
         self._dispatcher = Dispatcher(
-            self.methods, settings.discovery, settings.debug_mode, self._internal_error, builtins
+            self.methods,
+            settings.discovery,
+            settings.debug_mode,
+            self._internal_error,
+            builtins,
+            self._interceptors,
+            self,
         )
         self._invoke = self._dispatcher.invoke
         impl: Any = speedups if speedups is not None else _accel.impl
@@ -322,6 +335,7 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         self._saved.clear()
         self._by_id.clear()
         self._deferred.clear()
+        self._parked_meta.clear()
         self._close_streams()
         current = asyncio.current_task()
         notes = self._notes

@@ -11,16 +11,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from typing import Any, Awaitable, Callable, Dict, FrozenSet, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, FrozenSet, Optional, Sequence, Tuple
 
 import msgspec
 
 from ._version import __version__
 from .errors import JsonRpcErrorCode, RemoteValueError
+from .interceptors import RpcCall, RpcInterceptor, run_chain
 from .logger import get_logger
 from .methods import NoResponse, RpcMethodsBase, exposed_method_names
 from .protocol import encode_error, encode_result
 from .typed import method_spec, openrpc_document, typed_handler
+
+if TYPE_CHECKING:
+    from .channel import RpcChannel
 
 logger = get_logger("dispatch")
 
@@ -77,8 +81,10 @@ class Dispatcher:
 
     __slots__ = (
         "_builtin_streams",
+        "_channel",
         "_exposed",
         "_handlers",
+        "_interceptors",
         "_on_internal_error",
         "debug_mode",
         "discovery",
@@ -93,6 +99,8 @@ class Dispatcher:
         debug_mode: bool,
         on_internal_error: Callable[[Exception], None],
         builtin_streams: Optional[Dict[str, Callable[..., Any]]] = None,
+        interceptors: Sequence[RpcInterceptor] = (),
+        channel: Optional[RpcChannel] = None,
     ) -> None:
         self.methods = methods
         self.discovery = discovery
@@ -101,6 +109,8 @@ class Dispatcher:
         self._exposed: FrozenSet[str] = exposed_method_names(type(methods))
         self._handlers: Dict[str, Handler] = {}
         #: Methods written as async generators: each call is a stream (see streams.py).
+        self._interceptors: Tuple[RpcInterceptor, ...] = tuple(interceptors)
+        self._channel = channel
         #: Streams the library itself serves (``$/subscribe`` of topics), by name.
         self._builtin_streams = dict(builtin_streams or {})
         self.stream_names: FrozenSet[str] = frozenset(
@@ -159,6 +169,8 @@ class Dispatcher:
 
     async def invoke(self, name: str, params: Any, call_id: Any, notification: bool = False) -> Optional[bytes]:
         """Run one method; answer the encoded response (``None`` for notifications)."""
+        if self._interceptors:
+            return await self._invoke_intercepted(name, params, call_id, notification)
         handler = self._handlers.get(name) or self._build_handler(name)
         if handler is None:
             if notification:
@@ -171,7 +183,51 @@ class Dispatcher:
                 result = await handler(**params)
             else:
                 result = await handler(*params)
-        except RemoteValueError as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return self._failure(exc, handler, name, params, call_id, notification)
+        if notification or result is NoResponse:
+            return None
+        try:
+            return encode_result(call_id, result)
+        except _ENCODE_ERRORS as exc:
+            return self.internal_error(call_id, name, exc, False, "result could not be encoded as JSON")
+
+    async def _invoke_intercepted(self, name: str, params: Any, call_id: Any, notification: bool) -> Optional[bytes]:
+        """``invoke`` with the interceptors around the method (see interceptors.py)."""
+        handler = self._handlers.get(name) or self._build_handler(name)
+        channel = self._channel
+        meta = channel._parked_meta.pop(call_id, None) if channel is not None and call_id is not None else None
+        call = RpcCall(channel, name, params, call_id, notification, False, meta)  # type: ignore[arg-type]
+
+        async def final() -> Any:
+            if handler is None:
+                raise RemoteValueError(f"Method not found: {name}", code=JsonRpcErrorCode.METHOD_NOT_FOUND)
+            if call.params is None:
+                return await handler()
+            if type(call.params) is dict:
+                return await handler(**call.params)
+            return await handler(*call.params)
+
+        try:
+            result = await run_chain(self._interceptors, call, final, False)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return self._failure(exc, handler, name, params, call_id, notification)
+        if notification or result is NoResponse:
+            return None
+        try:
+            return encode_result(call_id, result)
+        except _ENCODE_ERRORS as exc:
+            return self.internal_error(call_id, name, exc, False, "result could not be encoded as JSON")
+
+    def _failure(
+        self, exc: Exception, handler: Optional[Handler], name: str, params: Any, call_id: Any, notification: bool
+    ) -> Optional[bytes]:
+        """The answer to a method that raised: its JSON-RPC error, or -32602 / -32603."""
+        if isinstance(exc, RemoteValueError):
             if notification:
                 return None
             if exc.response is not None:
@@ -186,22 +242,11 @@ class Dispatcher:
                     {"code": exc.code, "message": exc.message, "data": exc.data},
                 )
             return encode_error(call_id, exc.code, exc.message, exc.data)
-        except TypeError as exc:
-            if not _params_bind(handler, params):
-                if notification:
-                    return None
-                return encode_error(call_id, JsonRpcErrorCode.INVALID_PARAMS, f"Invalid params for {name}: {exc}")
-            return self.internal_error(call_id, name, exc, notification)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            return self.internal_error(call_id, name, exc, notification)
-        if notification or result is NoResponse:
-            return None
-        try:
-            return encode_result(call_id, result)
-        except _ENCODE_ERRORS as exc:
-            return self.internal_error(call_id, name, exc, False, "result could not be encoded as JSON")
+        if isinstance(exc, TypeError) and handler is not None and not _params_bind(handler, params):
+            if notification:
+                return None
+            return encode_error(call_id, JsonRpcErrorCode.INVALID_PARAMS, f"Invalid params for {name}: {exc}")
+        return self.internal_error(call_id, name, exc, notification)
 
     def internal_error(
         self, call_id: Any, name: str, exc: Exception, notification: bool, what: str = ""

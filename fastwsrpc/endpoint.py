@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import inspect
 from enum import Enum
-from typing import Any, Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .channel import OnConnectCallback, OnDisconnectCallback, OnErrorCallback, RpcChannel
 from .config import JSONRPC_SUBPROTOCOL, RpcBackpressureConfig, RpcConnectionConfig, RpcDebugConfig, RpcSettings
 from .errors import RpcDuplicateClientError
+from .interceptors import FEATURES_HEADER, RpcInterceptor, features_of, format_features, parse_features
 from .logger import get_logger
 from .methods import RpcMethodsBase
 from .topics import DEFAULT_TOPIC_QUEUE, TopicHub
@@ -114,9 +115,14 @@ class ConnectionManager:
     def __init__(self) -> None:
         self.active_connections: List[WebSocket] = []
 
-    async def connect(self, websocket: WebSocket, subprotocol: Optional[str] = None) -> None:
-        """Accept the WebSocket (with the chosen subprotocol) and remember it."""
-        await websocket.accept(subprotocol=subprotocol)
+    async def connect(
+        self,
+        websocket: WebSocket,
+        subprotocol: Optional[str] = None,
+        headers: Optional[List[Tuple[bytes, bytes]]] = None,
+    ) -> None:
+        """Accept the WebSocket (with the chosen subprotocol and extra response headers) and remember it."""
+        await websocket.accept(subprotocol=subprotocol, headers=headers)
         self.active_connections.append(websocket)
 
     def disconnect(self, websocket: WebSocket) -> None:
@@ -166,6 +172,7 @@ class WebSocketRpcEndpoint:
         cluster: Any = None,
         topic_queue_size: int = DEFAULT_TOPIC_QUEUE,
         on_slow: str = "disconnect",
+        interceptors: Sequence[RpcInterceptor] = (),
     ) -> None:
         self.manager = manager if manager is not None else ConnectionManager()
         self.methods = methods if methods is not None else RpcMethodsBase()
@@ -202,6 +209,9 @@ class WebSocketRpcEndpoint:
         #: Calls, notifications and broadcasts to clients on any node (``fastwsrpc.cluster``).
         #: With no ``broker`` it is in-process: the same API in a single process.
         self.cluster: Cluster = cluster if cluster is not None else Cluster(broker, on_duplicate=on_duplicate)
+        #: Wrap every call both ways, the first outermost (see :mod:`fastwsrpc.interceptors`).
+        self.interceptors = tuple(interceptors)
+        self._features = features_of(self.interceptors)
         #: Topics clients subscribe to (``client.subscribe(...)``); ``publish`` feeds them.
         self.topics = TopicHub(queue_size=topic_queue_size, on_slow=on_slow)
         self.cluster.on_topic = self.topics.publish_local
@@ -259,7 +269,13 @@ class WebSocketRpcEndpoint:
         Extra keyword arguments land in ``channel.context``.
         """
         subprotocol = self._choose_subprotocol(websocket)
-        await self.manager.connect(websocket, subprotocol)
+        # Features both sides understand (say "meta" for trace context) are agreed in the handshake.
+        agreed = self._features & parse_features(websocket.headers.get(FEATURES_HEADER))
+        headers = [(FEATURES_HEADER.encode(), format_features(agreed).encode())] if agreed else None
+        if headers is None:
+            await self.manager.connect(websocket, subprotocol)
+        else:
+            await self.manager.connect(websocket, subprotocol, headers)
         transport = StarletteTransport(websocket, binary=self._binary)
         if client_id is not None:
             kwargs.setdefault("client_id", client_id)
@@ -274,6 +290,8 @@ class WebSocketRpcEndpoint:
             disconnect_callbacks=self._on_disconnect,
             error_callbacks=self._on_error,
             topics=self.topics,
+            interceptors=self.interceptors,
+            peer_features=agreed,
         )
         name = client_id
         if name is None and self.identify is not None:

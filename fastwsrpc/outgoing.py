@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover - Python < 3.8
 
 from .budget import HANDLING
 from .errors import RpcChannelClosedError, RpcNotConnectedError, RpcTimeoutError, error_for_code
+from .interceptors import META, RpcCall, meta_params, run_chain
 from .protocol import ErrorObject, Response, encode_batch, encode_notification, encode_request
 from .transport import TransportClosed
 from .typed import convert_result
@@ -162,7 +163,9 @@ class OutgoingCalls:
                 f"channel {self.id} is closed ({self._close_reason}); reconnect, or open a new client, before calling"
             )
 
-    async def call(self: RpcChannel, name: str, args: Params = None, timeout: Any = _DEFAULT) -> Response:
+    async def call(
+        self: RpcChannel, name: str, args: Params = None, timeout: Any = _DEFAULT, *, _icall: Optional[RpcCall] = None
+    ) -> Response:
         """Call ``name`` on the other side and wait for its answer.
 
         ``args`` is a dict (named params) or a list (positional). Returns the
@@ -175,6 +178,11 @@ class OutgoingCalls:
             self._check_open()
         if HANDLING.get() is self:
             return await self._call_nested(lambda: self.call(name, args, timeout))
+        if self._interceptors and _icall is None:
+            icall = RpcCall(self, name, args, None, False, True)
+            return await run_chain(  # type: ignore[no-any-return]
+                self._interceptors, icall, lambda: self.call(name, icall.params, timeout, _icall=icall), True
+            )
         if timeout is _DEFAULT:
             timeout = self.default_response_timeout
         loop = self._loop
@@ -182,6 +190,10 @@ class OutgoingCalls:
         future = loop.create_future()
         call_id = pending.register(future)  # its timeout is the timer below, not a table deadline
         try:
+            if _icall is not None:
+                _icall.id = call_id
+                if _icall.meta and "meta" in self.peer_features:
+                    await self._send_counted(encode_notification(META, meta_params(call_id, _icall.meta)))
             await self._send_counted(encode_request(call_id, name, args))
         except BaseException as exc:
             pending.discard(call_id)
@@ -241,6 +253,13 @@ class OutgoingCalls:
         """Send a notification: returns once the frame is handed to the socket; never answered."""
         if self._closed:
             self._check_open()
+        if self._interceptors:
+            icall = RpcCall(self, name, args, None, True, True)
+            await run_chain(self._interceptors, icall, lambda: self._notify(name, icall.params), True)
+            return
+        await self._notify(name, args)
+
+    async def _notify(self: RpcChannel, name: str, args: Params) -> None:
         try:
             await self._send_counted(encode_notification(name, args))
         except TransportClosed as exc:

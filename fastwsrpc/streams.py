@@ -32,6 +32,7 @@ import msgspec
 
 from .budget import HANDLING
 from .errors import JsonRpcErrorCode, RemoteValueError, RpcError, RpcTimeoutError, RpcUsageError, error_for_code
+from .interceptors import MAX_PARKED_META, META
 from .logger import get_logger
 from .outgoing import CANCEL_REQUEST, DEFAULT_STREAM_BUFFER
 from .protocol import Notification, Request, Response, encode_error, encode_notification, encode_request, encode_result
@@ -289,6 +290,11 @@ class StreamSide:
         params = msg.params
         if method == CANCEL_REQUEST:
             self._cancel_incoming(params)
+        elif method == META:
+            # The meta of the call that follows (trace context): kept until that call starts.
+            if isinstance(params, dict) and _hashable(params.get("id")) and isinstance(params.get("meta"), dict):
+                if self._interceptors and len(self._parked_meta) < MAX_PARKED_META:
+                    self._parked_meta[params["id"]] = params["meta"]
         elif method == STREAM_ITEM:
             sid = params.get("stream") if isinstance(params, dict) else None
             consumer = self._consumers.get(sid) if _hashable(sid) else None
