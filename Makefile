@@ -14,7 +14,9 @@ $(BIN)/python:
 # Editable install builds the compiled speedups in place when a C compiler is
 # there (and warns, then carries on with the pure twin, when it is not).
 $(STAMP): $(BIN)/python pyproject.toml setup.py fastwsrpc/_speedups.pyx
-	$(BIN)/python -m pip install -q -e ".[test,bench,redis,nats]"
+	$(BIN)/python -m pip install -q -e ".[test,bench,redis,nats,otel]"
+	@$(BIN)/python -c "import fastwsrpc._speedups" 2>/dev/null || \
+	  echo "WARNING: the compiled speedups were not built (no C compiler or Cython?): running on the pure-Python twin. 'pip install -v .' shows why."
 	@if $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then \
 	  $(BIN)/python -m pip install -q --no-deps "fastapi-ws-rpc==1.2.0"; \
 	else echo "Python < 3.10: fastapi-ws-rpc 1.2 (compatibility tests) not installed"; fi
@@ -52,8 +54,9 @@ bench: install
 compare: install
 	$(BIN)/python benchmarks/compare.py
 
-lint:
-	$(BIN)/python -m pip install -q ruff mypy
+# Pinned, so a fresh clone lints as CI does; installs first (mypy needs the package).
+lint: install
+	$(BIN)/python -m pip install -q "ruff==0.17.6" "mypy==2.4.1"
 	$(BIN)/ruff format --check fastwsrpc tests examples benchmarks
 	$(BIN)/ruff check fastwsrpc tests examples benchmarks
 	$(BIN)/mypy
