@@ -92,7 +92,7 @@ class Watchdog:
             spawn_background(ch._loop, _close_then_abort(ch, CLOSE_POLICY_VIOLATION, "message receive timeout"))
             return
         # Nothing either way and nothing in flight.
-        idle = not (received_any or sent_any or ch._active or busy or len(ch._pending))
+        idle = not (received_any or sent_any or ch._active or busy or len(ch._pending) or ch._consumers)
         self.idle_for = self.idle_for + tick if idle else 0.0
         if s.idle_timeout and self.idle_for >= s.idle_timeout:
             logger.info("channel %s: idle for %.3g s; closing", ch.id, s.idle_timeout)
