@@ -43,6 +43,14 @@ def serve(fd: int) -> None:
             await endpoint.publish(topic, data)
             return endpoint.topics.subscriber_count(topic)
 
+        async def forever(self, size: int) -> AsyncIterator[str]:
+            while True:
+                yield "x" * size
+
+        async def rss(self) -> int:
+            with open("/proc/self/status") as status:
+                return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
         async def subscribers(self, topic: str) -> int:
             return int(endpoint.topics.subscriber_count(topic))
 
@@ -78,6 +86,18 @@ async def measure(url: str) -> Dict[str, float]:
         await client.other.burst(n=N_ITEMS)
         await asyncio.wait_for(done.wait(), 120)
         results["bare notifications"] = N_ITEMS / (time.perf_counter() - start)
+
+    async with WebSocketRpcClient(url, retry_config=retry) as client:
+        # A consumer that stops reading: the producer's memory must stay flat.
+        before = (await client.other.rss()).result
+        async with client.stream("forever", {"size": 1024}) as items:
+            await items.next()
+            samples = []
+            for _ in range(5):
+                await asyncio.sleep(1.0)  # a benchmark, not a test: it watches the clock on purpose
+                samples.append((await client.other.rss()).result - before)
+        results["stalled consumer: producer RSS growth after 5 s (MB)"] = max(samples) / 1e6
+        results["stalled consumer: producer RSS growth after 1 s (MB)"] = samples[0] / 1e6
 
     clients: List[Any] = [WebSocketRpcClient(url, retry_config=retry) for _ in range(100)]
     for c in clients:
@@ -118,8 +138,8 @@ def main() -> None:
         proc.wait()
     base = results["bare notifications"]
     for label, value in results.items():
-        ratio = f"  ({value / base:.2f}x bare notifications)" if "ms" not in label else ""
-        print(f"{label:40s} {value:12,.0f}{ratio}")
+        ratio = f"  ({value / base:.2f}x bare notifications)" if "(" not in label else ""
+        print(f"{label:55s} {value:12,.1f}{ratio}")
 
 
 if __name__ == "__main__":
