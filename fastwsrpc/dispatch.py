@@ -31,6 +31,9 @@ logger = get_logger("dispatch")
 #: OpenRPC's discovery method (``rpc.`` names are reserved for this by JSON-RPC 2.0).
 DISCOVER = "rpc.discover"
 
+#: fastapi-ws-rpc's built-in: the other side asks for this connection's channel id.
+GET_CHANNEL_ID = "_get_channel_id_"
+
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
 Handler = Callable[..., Awaitable[Any]]
@@ -128,6 +131,13 @@ class Dispatcher:
             if not inspect.iscoroutinefunction(method):
                 method = _in_thread(method)
             handler = self._handlers[name] = typed_handler(method, spec)
+        elif name == GET_CHANNEL_ID and self._channel is not None:
+            channel = self._channel
+
+            async def channel_id() -> str:
+                return channel.id
+
+            handler = self._handlers[name] = channel_id
         elif name == DISCOVER and self.discovery:
             handler = self._handlers[name] = self._discover
         return handler

@@ -41,6 +41,8 @@ import asyncio
 from enum import IntEnum
 from typing import Any, Optional
 
+from websockets.exceptions import InvalidStatus
+
 
 class JsonRpcErrorCode(IntEnum):
     """The error codes fixed by the JSON-RPC 2.0 specification."""
@@ -91,14 +93,16 @@ class RpcConnectionError(RpcError, ConnectionError):
     """Could not connect (refused, unreachable, DNS, TLS); the cause is chained as ``__cause__``."""
 
 
-class RpcHandshakeRejectedError(RpcConnectionError):
+class RpcHandshakeRejectedError(RpcConnectionError, InvalidStatus):
     """The server answered the WebSocket handshake with an HTTP error status.
 
     ``status`` tells an authentication refusal (401, 403) from a wrong path (404).
+    It is also a ``websockets`` ``InvalidStatus`` (with ``.response.status_code``),
+    which is what fastapi-ws-rpc 1.2 raised, so its users' ``except`` clauses hold.
     """
 
     def __init__(self, status: int, message: str = "", response: Any = None) -> None:
-        super().__init__(message or f"the server refused the WebSocket handshake with HTTP {status}")
+        ConnectionError.__init__(self, message or f"the server refused the WebSocket handshake with HTTP {status}")
         self.status = status
         #: The HTTP response of the refusal (``.status_code``, ``.headers``, ``.body``), when known.
         self.response = response

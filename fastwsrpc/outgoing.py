@@ -147,7 +147,7 @@ class RpcCaller:
         self._channel = channel
 
     def __getattr__(self, name: str) -> _RemoteMethod:
-        if name.startswith("_"):
+        if name.startswith("_") and name != "_get_channel_id_":  # fastapi-ws-rpc's one built-in
             raise AttributeError(name)
         proxy = _RemoteMethod(self._channel, name)
         self.__dict__[name] = proxy  # later lookups are plain attribute hits

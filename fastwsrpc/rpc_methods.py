@@ -9,9 +9,9 @@ from __future__ import annotations
 from . import NoResponse, ProcessDetails, RpcMethodsBase, RpcUtilityMethods
 from .methods import PING_RESPONSE
 
-#: Built-in methods every ``RpcMethodsBase`` exposes. fastapi-ws-rpc 1.2 also
-#: lists ``_get_channel_id_``; fastwsrpc exposes no underscore name to the peer.
-EXPOSED_BUILT_IN_METHODS = ["ping"]
+#: Built-in methods every ``RpcMethodsBase`` exposes, as in fastapi-ws-rpc 1.2
+#: (``_get_channel_id_`` is the one underscore name answered: the channel's id).
+EXPOSED_BUILT_IN_METHODS = ["ping", "_get_channel_id_"]
 
 __all__ = [
     "EXPOSED_BUILT_IN_METHODS",

@@ -156,7 +156,7 @@ def test_socket_layer_names_import_but_say_what_to_do_instead() -> None:
 def test_rpc_methods_and_client_constants() -> None:
     from fastwsrpc import rpc_methods, websocket_rpc_client
 
-    assert rpc_methods.PING_RESPONSE == "pong" and rpc_methods.EXPOSED_BUILT_IN_METHODS == ["ping"]
+    assert rpc_methods.PING_RESPONSE == "pong" and rpc_methods.EXPOSED_BUILT_IN_METHODS == ["ping", "_get_channel_id_"]
     assert websocket_rpc_client.WS_CLOSE_CODE_POLICY_VIOLATION == 1008
     assert websocket_rpc_client.MESSAGE_RECEIVE_TIMEOUT == 60.0
 

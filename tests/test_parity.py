@@ -58,3 +58,18 @@ async def test_await_connect_callbacks_runs_them_before_the_body() -> None:
             assert (await lenient.other.fail()).error is not None
         endpoint = WebSocketRpcEndpoint(raise_on_error=False)
         assert endpoint.settings.raise_on_error is False
+
+
+async def test_get_channel_id_is_answered_as_in_fastapi_ws_rpc(speedups: Any) -> None:
+    async with channel_pair(Methods(), Methods(), speedups=speedups) as (server, client):
+        assert (await client.other._get_channel_id_()).result == server.id
+
+
+def test_a_refused_handshake_is_also_websockets_invalid_status() -> None:
+    from websockets.exceptions import InvalidStatus
+
+    from fastwsrpc import RpcConnectionError, RpcHandshakeRejectedError
+
+    refused = RpcHandshakeRejectedError(403, "forbidden")
+    assert isinstance(refused, InvalidStatus) and isinstance(refused, RpcConnectionError)
+    assert refused.status == 403 and str(refused) == "forbidden"
