@@ -22,6 +22,7 @@ from fastwsrpc.cluster import (
     Cluster,
     LocalBroker,
     LocalHub,
+    RpcNodeGoneError,
     broker_from_url,
 )
 from fastwsrpc.cluster.base import Broker
@@ -196,6 +197,43 @@ async def test_calls_waiting_on_a_node_that_stops_fail(make_node: MakeNode) -> N
     await b.close()
     with pytest.raises(RpcChannelClosedError):
         await bounded(task)
+
+
+async def test_many_routed_calls_in_flight_each_get_their_own_answer(make_node: MakeNode) -> None:
+    # Requests and replies issued together leave in one batch (Redis): none may be
+    # lost, duplicated or answered with another's reply.
+    a, b = await make_node(), await make_node()
+    await a.connect("alice")
+    await b.connect("bob")
+    await sees(a, "alice", "bob")
+    results = await bounded(
+        asyncio.gather(
+            *(a.cluster.call("bob", "add", [i, 1]) for i in range(300)),
+            *(b.cluster.call("alice", "add", [i, 2]) for i in range(300)),
+        )
+    )
+    assert [r.result for r in results] == [i + 1 for i in range(300)] + [i + 2 for i in range(300)]
+
+
+async def test_a_request_nobody_receives_fails_at_once_as_not_delivered(make_node: MakeNode) -> None:
+    # The broker's proof that nobody got it is what lets the cluster retry elsewhere,
+    # and what fails a call to a dead node without waiting for any timeout. (A slow
+    # heartbeat: its probe of a node found dead fails what waits there as maybe
+    # delivered, which is right for calls that did reach it, and would race this.)
+    a = await make_node(heartbeat_interval=5.0, presence_ttl=15.0)
+    await a.connect("alice")
+    for _ in range(3):  # alone, and with other requests in the same batch
+        with pytest.raises(RpcNodeGoneError) as gone:
+            await bounded(a.cluster.broker.request("no-such-node", b'{"op":"ping"}\n', None), 5)
+        assert gone.value.delivered is False
+    outcomes = await bounded(
+        asyncio.gather(
+            *(a.cluster.broker.request("no-such-node", b'{"op":"ping"}\n', None) for _ in range(20)),
+            return_exceptions=True,
+        ),
+        5,
+    )
+    assert all(isinstance(o, RpcNodeGoneError) and not o.delivered for o in outcomes)
 
 
 # ------------------------------------------------------------------ notifications, broadcast, groups

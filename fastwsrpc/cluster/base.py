@@ -181,13 +181,14 @@ class PendingReplies:
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
+        self._last = 0
         self._waiting: Dict[int, Tuple[asyncio.Future[Any], str]] = {}
 
     def __len__(self) -> int:
         return len(self._waiting)
 
     def add(self, node_id: str) -> Tuple[int, asyncio.Future[Any]]:
-        rid = next(self._ids)
+        rid = self._last = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         self._waiting[rid] = (future, node_id)
         return rid, future
@@ -208,8 +209,16 @@ class PendingReplies:
     def nodes(self) -> Set[str]:
         return {node for _, node in self._waiting.values()}
 
-    def fail_node(self, node_id: str, exc: BaseException) -> None:
-        for rid in [rid for rid, (_, node) in self._waiting.items() if node == node_id]:
+    @property
+    def last_id(self) -> int:
+        """The number of the newest request (0: none yet); numbers only grow."""
+        return self._last
+
+    def fail_node(self, node_id: str, exc: BaseException, upto: Optional[int] = None) -> None:
+        """Fail the requests waiting on ``node_id`` (only those numbered ``upto`` or less, if given)."""
+        for rid in [
+            rid for rid, (_, node) in self._waiting.items() if node == node_id and (upto is None or rid <= upto)
+        ]:
             self.fail(rid, exc)
 
     def fail_all(self, exc: BaseException) -> None:

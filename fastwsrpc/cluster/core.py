@@ -138,6 +138,7 @@ class Cluster:
         self._channels: Dict[str, RpcChannel] = {}
         self._groups: Dict[str, Set[str]] = {}
         self._located: Dict[str, Tuple[str, float]] = {}
+        self._locating: Dict[str, asyncio.Task[Optional[str]]] = {}
         self._serving: Dict[Tuple[str, int], asyncio.Task[Any]] = {}
         self._call_numbers = itertools.count(1)
         self._routed = 0
@@ -311,19 +312,39 @@ class Cluster:
 
         A stale answer is harmless: the node asked answers "not found" or is gone,
         and the caller then asks again with ``fresh=True`` (the call was not made).
+        Calls to the same id that miss the cache together share one lookup: a burst
+        of calls to a client not called lately is one broker round trip, not one per
+        call (on Redis, each would also hold a pooled connection meanwhile, and the
+        pool is bounded). A ``fresh`` lookup is never shared: it must not take the
+        answer of one that started before the failure it follows.
         """
-        loop = asyncio.get_running_loop()
-        if not fresh:
-            cached = self._located.get(client_id)
-            if cached is not None and cached[1] > loop.time():
-                return cached[0]
+        if fresh:
+            return await self._lookup(client_id)
+        cached = self._located.get(client_id)
+        if cached is not None and cached[1] > asyncio.get_running_loop().time():
+            return cached[0]
+        lookup = self._locating.get(client_id)
+        if lookup is None:
+            lookup = asyncio.get_running_loop().create_task(self._lookup(client_id))
+            self._locating[client_id] = lookup
+            lookup.add_done_callback(lambda done: self._lookup_done(client_id, done))
+        # Shielded: one caller giving up must not cancel the lookup the others wait on.
+        return await asyncio.shield(lookup)
+
+    def _lookup_done(self, client_id: str, lookup: asyncio.Task[Optional[str]]) -> None:
+        if self._locating.get(client_id) is lookup:
+            del self._locating[client_id]
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved, even if every caller gave up meanwhile
+
+    async def _lookup(self, client_id: str) -> Optional[str]:
         node = await self.broker.locate(client_id)
         if node is None:
             self._located.pop(client_id, None)
         else:
             if len(self._located) >= _LOCATION_CACHE_MAX:
                 self._located.clear()
-            self._located[client_id] = (node, loop.time() + _LOCATION_TTL)
+            self._located[client_id] = (node, asyncio.get_running_loop().time() + _LOCATION_TTL)
         return node
 
     def _prune_locations(self) -> None:

@@ -331,10 +331,22 @@ class NatsBroker:
             await asyncio.gather(*(self._probe(node) for node in nodes))
 
     async def _probe(self, node_id: str) -> None:
+        """Ping a node that calls wait on; if nobody answers there, fail those calls.
+
+        Only the calls sent before the probe: NATS keeps one connection's messages in
+        order, so the server's "no responders" for each of those came before the
+        probe's, and one still waiting was delivered (to a node that then died). A
+        call sent after the probe gets its own "no responders", which says it was not
+        delivered: it must not be failed first as "maybe delivered", or the cluster
+        would not try the client's new node.
+        """
+        sent_before = self._pending.last_id
         try:
             await self.request(node_id, join_frame(Head(op="ping")), 2.0)
         except RpcNodeGoneError:  # the probe reached nobody; the calls waiting there did reach it
-            self._pending.fail_node(node_id, RpcNodeGoneError(f"node {node_id} is gone (NATS: no responders)"))
+            self._pending.fail_node(
+                node_id, RpcNodeGoneError(f"node {node_id} is gone (NATS: no responders)"), upto=sent_before
+            )
         except RpcTimeoutError:
             if self._node_seen.get(node_id, 0.0) <= self._now():
                 self._pending.fail_node(node_id, RpcNodeGoneError(f"node {node_id} is gone (no heartbeat)"))
