@@ -42,7 +42,18 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-CONTENDERS = ["raw", "fastwsrpc[cython]", "fastwsrpc[python]", "fastapi-ws-rpc"]
+CONTENDERS = [
+    "floor-picows",
+    "floor-websockets",
+    "raw",
+    "native[cython]",
+    "native[python]",
+    "fastwsrpc[cython]",
+    "fastwsrpc[python]",
+    "fastapi-ws-rpc",
+]
+#: Contenders whose client is the raw pipelining driver (no RPC library on the client side).
+RAW_DRIVEN = ("raw", "floor-websockets", "floor-picows")
 MIB = 1024 * 1024
 
 
@@ -55,9 +66,9 @@ def _env(name: str) -> Dict[str, str]:
     env = dict(os.environ)
     env.pop("FASTWSRPC_NO_EXTENSIONS", None)
     env.pop("FASTWSRPC_REQUIRE_EXTENSIONS", None)
-    if name == "fastwsrpc[cython]":
+    if name in ("fastwsrpc[cython]", "native[cython]"):
         env["FASTWSRPC_REQUIRE_EXTENSIONS"] = "1"
-    elif name == "fastwsrpc[python]":
+    elif name in ("fastwsrpc[python]", "native[python]"):
         env["FASTWSRPC_NO_EXTENSIONS"] = "1"
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return env
@@ -100,6 +111,16 @@ def make_app(kind: str) -> Any:
     else:
         import fastwsrpc as lib  # type: ignore[no-redef]
 
+    kwargs: Dict[str, Any] = {"max_pending_requests": 100_000}
+    if kind == "fastapi-ws-rpc":
+        kwargs["max_message_size"] = 16 * MIB
+    lib.WebSocketRpcEndpoint(make_methods(lib, state), **kwargs).register_route(app, "/ws")
+    return app
+
+
+def make_methods(lib: Any, state: Dict[str, int]) -> Any:
+    """The benchmark's methods, for any library with ``RpcMethodsBase``."""
+
     class Methods(lib.RpcMethodsBase):  # type: ignore[misc,name-defined]
         async def add(self, a: int, b: int) -> int:
             return a + b
@@ -126,20 +147,134 @@ def make_app(kind: str) -> Any:
             await asyncio.gather(*(worker() for _ in range(in_flight)))
             return time.perf_counter() - start
 
-    kwargs: Dict[str, Any] = {"max_pending_requests": 100_000}
-    if kind == "fastapi-ws-rpc":
-        kwargs["max_message_size"] = 16 * MIB
-    lib.WebSocketRpcEndpoint(Methods(), **kwargs).register_route(app, "/ws")
-    return app
+    return Methods()
+
+
+def _bare_answer(state: Dict[str, int], raw: Any) -> Optional[bytes]:
+    """The floors' dispatcher: orjson in, one dict lookup, orjson out (``None`` for a notification)."""
+    import orjson
+
+    msg = orjson.loads(raw)
+    method, params = msg["method"], msg.get("params") or {}
+    if method == "note":
+        state["notes"] += 1
+        return None
+    if method == "add":
+        result: Any = params["a"] + params["b"]
+    elif method == "echo":
+        result = params["text"]
+    else:
+        result = state["notes"]
+    return orjson.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result})
+
+
+async def serve_floor_websockets(port: int) -> None:
+    """``websockets``' own asyncio server with the bare dispatcher."""
+    from websockets.asyncio.server import serve as ws_serve
+
+    state = {"notes": 0}
+
+    async def handler(ws: Any) -> None:
+        try:
+            while True:
+                answer = _bare_answer(state, await ws.recv(decode=False))
+                if answer is not None:
+                    await ws.send(answer.decode())
+        except Exception:
+            pass
+
+    async with ws_serve(handler, "127.0.0.1", port, max_size=None, compression=None, backlog=4096):
+        await asyncio.get_running_loop().create_future()
+
+
+async def serve_floor_picows(port: int) -> None:
+    """picows with the bare dispatcher: the practical limit of Python here."""
+    from picows import WSListener, WSMsgType, ws_create_server
+
+    state = {"notes": 0}
+
+    class Listener(WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if frame.msg_type == WSMsgType.TEXT:
+                answer = _bare_answer(state, frame.get_payload_as_memoryview())
+                if answer is not None:
+                    transport.send(WSMsgType.TEXT, answer)
+            elif frame.msg_type == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+
+    server = await ws_create_server(lambda _: Listener(), "127.0.0.1", port, max_frame_size=16 * MIB, backlog=4096)
+    async with server:
+        await server.serve_forever()
+
+
+async def serve_native(port: int) -> None:
+    """fastwsrpc's native server (no ASGI)."""
+    import fastwsrpc
+    from fastwsrpc.server import WebSocketRpcServer
+
+    server = WebSocketRpcServer(
+        make_methods(fastwsrpc, {"notes": 0}), max_pending_requests=100_000, max_message_size=16 * MIB
+    )
+    await server.serve("127.0.0.1", port, backlog=4096)
+
+
+class _PicowsConn:
+    """A picows client connection with the ``send`` / ``recv`` of the raw driver."""
+
+    def __init__(self) -> None:
+        from collections import deque
+
+        self.messages: Any = deque()
+        self.waiter: Optional[asyncio.Future[None]] = None
+        self.transport: Any = None
+
+    async def send(self, text: str) -> None:
+        from picows import WSMsgType
+
+        self.transport.send(WSMsgType.TEXT, text.encode())
+
+    async def recv(self) -> bytes:
+        if not self.messages:
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        return bytes(self.messages.popleft())
+
+    async def close(self) -> None:
+        self.transport.send_close()
+        self.transport.disconnect()
+
+
+async def _picows_connect(url: str) -> _PicowsConn:
+    from picows import WSListener, WSMsgType, ws_connect
+
+    conn = _PicowsConn()
+
+    class Listener(WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if frame.msg_type == WSMsgType.TEXT:
+                conn.messages.append(frame.get_payload_as_bytes())
+                if conn.waiter is not None and not conn.waiter.done():
+                    conn.waiter.set_result(None)
+
+    transport, _ = await ws_connect(lambda: Listener(), url, max_frame_size=16 * MIB)
+    conn.transport = transport
+    return conn
 
 
 def serve(kind: str, port: int, ws_impl: str) -> None:
     import uvicorn
 
     _raise_fd_limit()
+    asyncio_servers = {"floor-websockets": serve_floor_websockets, "floor-picows": serve_floor_picows}
+    if kind in asyncio_servers or kind.startswith("native"):
+        import uvloop
+
+        uvloop.run(asyncio_servers.get(kind, serve_native)(port))
+        return
     loop = "uvloop"
     try:
-        import uvloop  # noqa: F401
+        import uvloop
     except ImportError:
         loop = "asyncio"
     uvicorn.run(
@@ -164,7 +299,9 @@ class Driver:
         self.url = url
 
     async def open(self) -> Any:
-        if self.kind == "raw":
+        if self.kind == "floor-picows":
+            return await _picows_connect(self.url)
+        if self.kind in RAW_DRIVEN:
             from websockets.asyncio.client import connect
 
             return await connect(self.url, max_size=None, compression=None)
@@ -191,21 +328,21 @@ class Driver:
         return await client.__aenter__()
 
     async def close(self, conn: Any) -> None:
-        if self.kind == "raw":
+        if self.kind in RAW_DRIVEN:
             await conn.close()
         else:
             await conn.__aexit__(None, None, None)
 
     async def call(self, conn: Any, method: str, **params: Any) -> Any:
         """One call; the raw floor does it by hand (no pipelining here)."""
-        if self.kind == "raw":
+        if self.kind in RAW_DRIVEN:
             await conn.send(json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}))
             return json.loads(await conn.recv())["result"]
         return (await getattr(conn.other, method)(**params)).result
 
     async def in_flight(self, conn: Any, n: int, window: int) -> None:
         """n calls of add, ``window`` outstanding at any time."""
-        if self.kind == "raw":
+        if self.kind in RAW_DRIVEN:
             import orjson
 
             sent = 0
@@ -231,7 +368,7 @@ class Driver:
         await asyncio.gather(*(worker() for _ in range(window)))
 
     async def notify(self, conn: Any, n: int) -> None:
-        if self.kind == "raw":
+        if self.kind in RAW_DRIVEN:
             frame = json.dumps({"jsonrpc": "2.0", "method": "note"})
             for _ in range(n):
                 await conn.send(frame)
@@ -291,7 +428,7 @@ async def drive(kind: str, url: str, quick: bool, server_pid: int) -> Dict[str, 
         n = max(5, int(40 * scale))
         out["echo_1mib_MB_s"] = n * 2 * MIB / 1e6 / await _timed(lambda: _seq_echo(d, conn, payload, n))
 
-        if kind.startswith("fastwsrpc"):
+        if kind.startswith(("fastwsrpc", "native")):
             n = int(20_000 * scale)
             elapsed = await d.call(conn, "call_me", n=n, in_flight=64)
             out["s2c_calls_s"] = n / elapsed
@@ -660,19 +797,24 @@ def print_table(results: Dict[str, Dict[str, Any]]) -> None:
             v = results[n].get(key)
             row += (f"{v:,.0f}" if v is not None and v >= 100 else f"{v:,.1f}" if v is not None else "n/a").rjust(20)
         print(row)
-    ours = results.get("fastwsrpc[cython]")
-    if not ours:
-        return
-    print("\nratios of fastwsrpc[cython] (higher is better, except latency and RSS)")
-    for other in ("raw", "fastapi-ws-rpc", "fastwsrpc[python]"):
-        if other not in results:
+    pairs = [
+        ("native[cython]", "floor-picows"),
+        ("native[cython]", "floor-websockets"),
+        ("native[cython]", "native[python]"),
+        ("fastwsrpc[cython]", "raw"),
+        ("fastwsrpc[cython]", "fastapi-ws-rpc"),
+        ("fastwsrpc[cython]", "fastwsrpc[python]"),
+    ]
+    print("\nratios (higher is better, except latency and RSS)")
+    for mine, other in pairs:
+        if mine not in results or other not in results:
             continue
         parts = []
         for key, _label, _ in FIGURES:
-            a, b = ours.get(key), results[other].get(key)
+            a, b = results[mine].get(key), results[other].get(key)
             if a and b:
                 parts.append(f"{key}={a / b:.2f}x")
-        print(f"  vs {other}: " + ", ".join(parts))
+        print(f"  {mine} vs {other}: " + ", ".join(parts))
 
 
 def main() -> None:

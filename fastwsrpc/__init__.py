@@ -61,6 +61,7 @@ from .errors import (
 from .logger import LoggingModes, get_logger, logging_config
 from .methods import NoResponse, ProcessDetails, RpcMethodsBase, RpcUtilityMethods
 from .protocol import Batch, ErrorObject, Invalid, Notification, Request, Response
+from .server import HandshakeRequest, WebSocketRpcServer, run
 from .transport import Transport, TransportClosed
 from .utils import gen_uid
 
@@ -69,6 +70,7 @@ __all__ = [
     "Batch",
     "ConnectionManager",
     "ErrorObject",
+    "HandshakeRequest",
     "Invalid",
     "JsonRpcErrorCode",
     "LoggingModes",
@@ -119,9 +121,11 @@ __all__ = [
     "WebSocketRpcClient",
     "WebSocketRpcClientConfig",
     "WebSocketRpcEndpoint",
+    "WebSocketRpcServer",
     "WebsocketsTransport",
     "__version__",
     "gen_uid",
     "get_logger",
     "logging_config",
+    "run",
 ]

@@ -4,8 +4,9 @@
 parameter by parameter, and that neither exports anything it leaves out.
 """
 
-from typing import Any, Callable, Hashable, List, Union
+from typing import Any, Callable, Hashable, List, Optional, Tuple, Union
 
+from .frames import FrameError
 from .protocol import Message
 
 PARSE_ERROR: int
@@ -32,3 +33,24 @@ class PendingTable:
     def expire(self, now: float) -> List[Hashable]: ...
     def __len__(self) -> int: ...
     def __contains__(self, call_id: object) -> bool: ...
+
+# WebSocket frames (RFC 6455): the native server's and client's codec.
+OP_CONT: int
+OP_TEXT: int
+OP_BINARY: int
+OP_CLOSE: int
+OP_PING: int
+OP_PONG: int
+
+def apply_mask(data: bytes, mask: bytes) -> bytes: ...
+def build_frame(opcode: int, payload: bytes, mask: bool = ..., fin: bool = ...) -> bytes: ...
+def parse_close(payload: bytes) -> Tuple[int, str]: ...
+
+class FrameParser:
+    max_size: int
+    require_mask: bool
+    error: Optional[FrameError]
+    closed: bool
+    def __init__(self, max_size: int, require_mask: bool) -> None: ...
+    def receiving(self) -> bool: ...
+    def feed(self, data: bytes) -> List[Tuple[int, bytes]]: ...

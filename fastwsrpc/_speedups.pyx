@@ -8,15 +8,16 @@ dispatch of the pending table. Behaviour, names and exceptions are exactly those
 of the pure twin; ``tests/test_speedups.py`` holds them to it.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_DelItem, PyDict_Size
 from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches, PyErr_Occurred
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_GET_LENGTH
 from libc.math cimport isfinite
-from libc.string cimport memchr
-from libc.stdint cimport uint8_t, uint16_t, uint32_t
+from libc.string cimport memchr, memcpy
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 
 cdef extern from "Python.h":
@@ -27,10 +28,12 @@ cdef extern from "Python.h":
     # The raw call, so that a failed hash can be told apart from a missing key.
     PyObject* _PyDict_GetItemWithError "PyDict_GetItemWithError"(object d, object key)
 
+import os
 from asyncio import InvalidStateError
 
 import msgspec
 
+from fastwsrpc.frames import FrameError
 from fastwsrpc.errors import RpcBackpressureError, RpcMessageTooLargeError, RpcTimeoutError
 from fastwsrpc.protocol import (
     MAX_ID_LENGTH as _PROTOCOL_MAX_ID_LENGTH,
@@ -474,3 +477,322 @@ cdef class PendingTable:
 
     def __contains__(self, object call_id):
         return _lookup(self._futures, call_id) != NULL
+
+
+# ---------------------------------------------------------------------------
+# WebSocket frames (RFC 6455): the compiled twin of the pure codec (same rules,
+# same order, same FrameError reasons; tests/test_codec.py holds both to
+# websockets' own parser). Here the header is read from a C pointer, the
+# payload is unmasked eight bytes at a time straight into the bytes object
+# handed out, and UTF-8 is checked by a small state machine that carries its
+# state across fragments, with an eight-bytes-at-a-time ASCII fast path.
+
+OP_CONT = 0
+OP_TEXT = 1
+OP_BINARY = 2
+OP_CLOSE = 8
+OP_PING = 9
+OP_PONG = 10
+
+cdef object _FrameError = FrameError
+cdef object _urandom = os.urandom
+cdef bytes _mask_pool = b""
+cdef Py_ssize_t _mask_pos = 4096
+
+
+cdef inline bint _valid_opcode(int opcode):
+    return opcode <= 2 or 8 <= opcode <= 10
+
+
+cdef inline bint _sendable_code(int code):
+    return (1000 <= code <= 1003) or (1007 <= code <= 1014) or (3000 <= code < 5000)
+
+
+cdef void _xor_into(char* dst, const char* src, Py_ssize_t n, const unsigned char* key) noexcept nogil:
+    cdef uint64_t k8, w
+    cdef uint32_t k4
+    cdef Py_ssize_t i = 0
+    memcpy(&k4, key, 4)
+    k8 = (<uint64_t>k4 << 32) | k4
+    while i + 8 <= n:
+        memcpy(&w, src + i, 8)
+        w ^= k8
+        memcpy(dst + i, &w, 8)
+        i += 8
+    while i < n:
+        dst[i] = src[i] ^ key[i & 3]
+        i += 1
+
+
+cdef bytes _masked_copy(const char* src, Py_ssize_t n, const unsigned char* key):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
+    _xor_into(PyBytes_AS_STRING(out), src, n, key)
+    return out
+
+
+cpdef bytes apply_mask(bytes data, bytes mask):
+    if PyBytes_GET_SIZE(mask) != 4:
+        raise ValueError("a WebSocket mask is 4 bytes")
+    return _masked_copy(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), <const unsigned char*>PyBytes_AS_STRING(mask))
+
+
+cdef bytes _new_mask():
+    global _mask_pool, _mask_pos
+    if _mask_pos >= 4096:
+        _mask_pool = _urandom(4096)
+        _mask_pos = 0
+    cdef bytes key = PyBytes_FromStringAndSize(PyBytes_AS_STRING(_mask_pool) + _mask_pos, 4)
+    _mask_pos += 4
+    return key
+
+
+cpdef bytes build_frame(int opcode, bytes payload, bint mask=False, bint fin=True):
+    if not _valid_opcode(opcode):
+        raise ValueError(f"invalid opcode {opcode}")
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    if opcode >= 8 and (n > 125 or not fin):
+        raise ValueError("a control frame is whole and carries at most 125 bytes")
+    cdef Py_ssize_t header = 2 if n < 126 else (4 if n < 65536 else 10)
+    cdef Py_ssize_t total = header + (4 if mask else 0) + n
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+    cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
+    cdef unsigned char bit = 0x80 if mask else 0
+    cdef int i
+    cdef bytes key
+    p[0] = (0x80 if fin else 0) | opcode
+    if n < 126:
+        p[1] = bit | <unsigned char>n
+    elif n < 65536:
+        p[1] = bit | 126
+        p[2] = (n >> 8) & 0xFF
+        p[3] = n & 0xFF
+    else:
+        p[1] = bit | 127
+        for i in range(8):
+            p[2 + i] = (<uint64_t>n >> (56 - 8 * i)) & 0xFF
+    if mask:
+        key = _new_mask()
+        memcpy(p + header, PyBytes_AS_STRING(key), 4)
+        _xor_into(<char*>p + header + 4, PyBytes_AS_STRING(payload), n, p + header)
+    else:
+        memcpy(p + header, PyBytes_AS_STRING(payload), n)
+    return out
+
+
+cpdef tuple parse_close(bytes payload):
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    if n == 0:
+        return (1005, "")
+    if n == 1:
+        raise _FrameError(1002, "close frame too short")
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(payload)
+    cdef int code = (p[0] << 8) | p[1]
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise _FrameError(1007, "invalid UTF-8 in the close reason") from None
+    if not _sendable_code(code):
+        raise _FrameError(1002, f"invalid close code {code}")
+    return (code, reason)
+
+
+cdef struct Utf8State:
+    int need  # continuation bytes still expected
+    int lo  # range of the next continuation byte
+    int hi
+
+
+cdef inline bint _utf8_step(Utf8State* st, const unsigned char* s, Py_ssize_t n) noexcept nogil:
+    """Advance the checker over ``s``; False at the first byte that cannot be UTF-8 (Unicode table 3-7)."""
+    cdef Py_ssize_t i = 0
+    cdef unsigned char b
+    cdef uint64_t w
+    while i < n:
+        if st.need == 0:
+            while i + 8 <= n:
+                memcpy(&w, s + i, 8)
+                if w & 0x8080808080808080ULL:
+                    break
+                i += 8
+            if i >= n:
+                break
+            b = s[i]
+            i += 1
+            if b < 0x80:
+                continue
+            if 0xC2 <= b <= 0xDF:
+                st.need = 1; st.lo = 0x80; st.hi = 0xBF
+            elif b == 0xE0:
+                st.need = 2; st.lo = 0xA0; st.hi = 0xBF
+            elif b == 0xED:
+                st.need = 2; st.lo = 0x80; st.hi = 0x9F
+            elif 0xE1 <= b <= 0xEF:
+                st.need = 2; st.lo = 0x80; st.hi = 0xBF
+            elif b == 0xF0:
+                st.need = 3; st.lo = 0x90; st.hi = 0xBF
+            elif 0xF1 <= b <= 0xF3:
+                st.need = 3; st.lo = 0x80; st.hi = 0xBF
+            elif b == 0xF4:
+                st.need = 3; st.lo = 0x80; st.hi = 0x8F
+            else:
+                return False
+        else:
+            b = s[i]
+            i += 1
+            if b < st.lo or b > st.hi:
+                return False
+            st.need -= 1
+            st.lo = 0x80
+            st.hi = 0xBF
+    return True
+
+
+cdef class FrameParser:
+    """Sans-I/O WebSocket reader (see the pure twin's docstring: same contract)."""
+
+    cdef readonly Py_ssize_t max_size
+    cdef readonly bint require_mask
+    cdef readonly object error
+    cdef readonly bint closed
+    cdef bytearray _buffer
+    cdef list _parts
+    cdef int _opcode
+    cdef Py_ssize_t _size
+    cdef Utf8State _utf8
+
+    def __init__(self, Py_ssize_t max_size, bint require_mask):
+        self.max_size = max_size
+        self.require_mask = require_mask
+        self.error = None
+        self.closed = False
+        self._buffer = bytearray()
+        self._parts = []
+        self._opcode = 0
+        self._size = 0
+        self._utf8.need = 0
+
+    cpdef bint receiving(self):
+        return PyByteArray_GET_SIZE(self._buffer) > 0 or self._opcode != 0
+
+    cpdef list feed(self, bytes data):
+        cdef list events = []
+        cdef Py_ssize_t pos, n
+        if self.error is not None or self.closed:
+            return events
+        cdef bint direct = PyByteArray_GET_SIZE(self._buffer) == 0
+        try:
+            if direct:
+                # The common case: nothing left over, so parse the chunk where it lies.
+                n = PyBytes_GET_SIZE(data)
+                pos = self._parse(PyBytes_AS_STRING(data), n, events)
+            else:
+                self._buffer += data
+                n = PyByteArray_GET_SIZE(self._buffer)
+                pos = self._parse(PyByteArray_AS_STRING(self._buffer), n, events)
+        except FrameError as exc:
+            self.error = exc
+            self._buffer = bytearray()
+            self._parts = []
+            return events
+        if self.closed:
+            self._buffer = bytearray()
+        elif direct:
+            if pos < n:
+                self._buffer += data[pos:]
+        elif pos:
+            del self._buffer[:pos]
+        return events
+
+    cdef Py_ssize_t _parse(self, const char* base, Py_ssize_t n, list events) except -1:
+        cdef const unsigned char* buf = <const unsigned char*>base
+        cdef Py_ssize_t pos = 0, start, end, limit
+        cdef unsigned long long length
+        cdef int b1, b2, opcode, i
+        cdef bint masked, fin
+        cdef bytes payload
+        while n - pos >= 2:
+            b1 = buf[pos]
+            b2 = buf[pos + 1]
+            opcode = b1 & 0x0F
+            if not _valid_opcode(opcode):
+                raise _FrameError(1002, "invalid opcode")
+            masked = (b2 & 0x80) != 0
+            if masked != self.require_mask:
+                raise _FrameError(1002, "incorrect masking")
+            length = b2 & 0x7F
+            start = pos + 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = (<unsigned long long>buf[start] << 8) | buf[start + 1]
+                start += 2
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length = 0
+                for i in range(8):
+                    length = (length << 8) | buf[start + i]
+                start += 8
+            limit = self.max_size - self._size if self._opcode else self.max_size
+            if limit < 0 or length > <unsigned long long>limit:
+                raise _FrameError(1009, f"frame of {length} bytes exceeds the {limit} bytes left of max_size")
+            if masked:
+                start += 4
+            end = start + <Py_ssize_t>length
+            if end > n:
+                break
+            if masked:
+                payload = _masked_copy(base + start, end - start, buf + start - 4)
+            else:
+                payload = PyBytes_FromStringAndSize(base + start, end - start)
+            pos = end
+            if b1 & 0x70:
+                raise _FrameError(1002, "reserved bits must be 0")
+            fin = (b1 & 0x80) != 0
+            if opcode >= 8:
+                if length > 125:
+                    raise _FrameError(1002, "control frame too long")
+                if not fin:
+                    raise _FrameError(1002, "fragmented control frame")
+                if opcode == 8:
+                    parse_close(payload)
+                    if self._opcode:
+                        raise _FrameError(1002, "incomplete fragmented message")
+                    events.append((8, payload))
+                    self.closed = True
+                    return pos
+                events.append((opcode, payload))
+            elif opcode == 0:
+                if not self._opcode:
+                    raise _FrameError(1002, "unexpected continuation frame")
+                if self._opcode == 1:
+                    self._check_text(payload, fin)
+                self._parts.append(payload)
+                if fin:
+                    events.append((self._opcode, b"".join(self._parts)))
+                    self._opcode = 0
+                    self._size = 0
+                    self._parts = []
+                else:
+                    self._size += <Py_ssize_t>length
+            else:
+                if self._opcode:
+                    raise _FrameError(1002, "expected a continuation frame")
+                if opcode == 1:
+                    self._utf8.need = 0
+                    self._check_text(payload, fin)
+                if fin:
+                    events.append((opcode, payload))
+                else:
+                    self._opcode = opcode
+                    self._size = <Py_ssize_t>length
+                    self._parts = [payload]
+        return pos
+
+    cdef int _check_text(self, bytes payload, bint final) except -1:
+        if not _utf8_step(&self._utf8, <const unsigned char*>PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload)) or (
+            final and self._utf8.need != 0
+        ):
+            self._utf8.need = 0
+            raise _FrameError(1007, "invalid UTF-8 in a text message")
+        return 0

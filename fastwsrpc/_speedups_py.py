@@ -8,15 +8,18 @@ Change one, change the other.
 
 from __future__ import annotations
 
+import codecs
 import math
+import os
 from array import array
 from asyncio import InvalidStateError
 from itertools import accumulate
-from typing import Any, Callable, Dict, Hashable, List, Union
+from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple, Union
 
 import msgspec
 
 from .errors import RpcBackpressureError, RpcMessageTooLargeError, RpcTimeoutError
+from .frames import FrameError as FrameError
 from .protocol import MAX_ID_LENGTH as _MAX_ID_LENGTH
 from .protocol import (
     Batch,
@@ -359,3 +362,233 @@ class PendingTable:
             return call_id in self._futures
         except TypeError:
             return False
+
+
+# ---------------------------------------------------------------------------
+# WebSocket frames (RFC 6455), for the native server and client.
+#
+# The rules and their order follow ``websockets``' own parser (``Frame.parse``
+# then ``Protocol.recv_frame``), its oracle in tests/test_codec.py: opcode, then
+# masking, then the size limit (from the header, before any payload is kept),
+# then reserved bits and control-frame rules once the frame is whole, then
+# fragmentation; text is checked as UTF-8 fragment by fragment, as websockets'
+# asyncio layer decodes it. Errors are FrameError(close code, reason), kept in
+# ``parser.error`` so that what came before the fault is still delivered.
+
+OP_CONT = 0
+OP_TEXT = 1
+OP_BINARY = 2
+OP_CLOSE = 8
+OP_PING = 9
+OP_PONG = 10
+
+_OPCODES = frozenset({OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG})
+#: Close codes a peer may send (RFC 6455 section 7.4, as websockets checks them).
+_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+_MASK_POOL_SIZE = 4096
+_mask_pool = b""
+_mask_pos = _MASK_POOL_SIZE
+
+
+def apply_mask(data: bytes, mask: bytes) -> bytes:
+    """``data`` XOR the 4-byte ``mask`` repeated (masking and unmasking are the same operation).
+
+    One big-integer XOR: linear, in C, and free of a per-byte Python loop.
+    """
+    if len(mask) != 4:
+        raise ValueError("a WebSocket mask is 4 bytes")
+    n = len(data)
+    if not n:
+        return b""
+    key = (bytes(mask) * ((n + 3) // 4))[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+def _new_mask() -> bytes:
+    """4 unpredictable bytes (RFC 6455 10.3), drawn from a pool so that a frame costs no syscall."""
+    global _mask_pool, _mask_pos
+    if _mask_pos >= _MASK_POOL_SIZE:
+        _mask_pool = os.urandom(_MASK_POOL_SIZE)
+        _mask_pos = 0
+    key = _mask_pool[_mask_pos : _mask_pos + 4]
+    _mask_pos += 4
+    return key
+
+
+def build_frame(opcode: int, payload: bytes, mask: bool = False, fin: bool = True) -> bytes:
+    """One frame: header, then the payload (masked with a fresh key when ``mask``, as a client must)."""
+    if opcode not in _OPCODES:
+        raise ValueError(f"invalid opcode {opcode}")
+    n = len(payload)
+    if opcode >= OP_CLOSE and (n > 125 or not fin):
+        raise ValueError("a control frame is whole and carries at most 125 bytes")
+    head1 = (0x80 if fin else 0) | opcode
+    bit = 0x80 if mask else 0
+    if n < 126:
+        header = bytes((head1, bit | n))
+    elif n < 65536:
+        header = bytes((head1, bit | 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((head1, bit | 127)) + n.to_bytes(8, "big")
+    if mask:
+        key = _new_mask()
+        return header + key + apply_mask(payload, key)
+    return header + bytes(payload)
+
+
+def parse_close(payload: bytes) -> Tuple[int, str]:
+    """Code and reason of a close frame's payload (1005 when it has none); FrameError when malformed."""
+    n = len(payload)
+    if n == 0:
+        return 1005, ""
+    if n == 1:
+        raise FrameError(1002, "close frame too short")
+    code = int.from_bytes(payload[:2], "big")
+    try:
+        reason = bytes(payload[2:]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError(1007, "invalid UTF-8 in the close reason") from None
+    if not (code in _SENDABLE_CODES or 3000 <= code < 5000):
+        raise FrameError(1002, f"invalid close code {code}")
+    return code, reason
+
+
+class FrameParser:
+    """Sans-I/O WebSocket reader: ``feed`` it bytes, get back whole messages and control frames.
+
+    ``feed`` returns ``(opcode, payload)`` pairs: ``OP_TEXT`` / ``OP_BINARY``
+    with the whole message (fragments joined; text checked as UTF-8 but kept
+    as bytes, since msgspec parses bytes), and ``OP_PING`` / ``OP_PONG`` /
+    ``OP_CLOSE`` as they come, even between the fragments of a message. A close
+    frame ends the stream: what follows it is discarded. A fault sets
+    ``error`` (a FrameError naming the close code) and ends the stream too.
+
+    ``max_size`` bounds a message, all fragments together, and is applied from
+    each frame's header: a frame that would cross it is refused (1009) before
+    any of its payload is kept. ``require_mask``: the server's rule (frames from
+    a client are masked); a client's parser wants them unmasked.
+    """
+
+    def __init__(self, max_size: int, require_mask: bool) -> None:
+        self.max_size = max_size
+        self.require_mask = require_mask
+        self.error: Optional[FrameError] = None
+        self.closed = False
+        self._buffer = bytearray()
+        self._parts: List[bytes] = []
+        self._opcode = 0  # of the fragmented message under way; 0: none
+        self._size = 0  # its bytes so far
+        self._decoder: Any = None  # its UTF-8 check, when it is text
+
+    def receiving(self) -> bool:
+        """Whether part of a frame or of a fragmented message is waiting for the rest (slowloris watch)."""
+        return bool(self._buffer) or self._opcode != 0
+
+    def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
+        """Parse what ``data`` completes; an incomplete frame waits in the buffer for the next call."""
+        if self.error is not None or self.closed:
+            return []
+        buf = self._buffer
+        buf += data
+        events: List[Tuple[int, bytes]] = []
+        try:
+            pos = self._parse(buf, events)
+        except FrameError as exc:
+            self.error = exc
+            self._buffer = bytearray()
+            self._parts = []
+            return events
+        if self.closed:
+            self._buffer = bytearray()
+        else:
+            del buf[:pos]
+        return events
+
+    def _parse(self, buf: bytearray, events: List[Tuple[int, bytes]]) -> int:
+        pos = 0
+        n = len(buf)
+        while n - pos >= 2:
+            b1 = buf[pos]
+            b2 = buf[pos + 1]
+            opcode = b1 & 0x0F
+            if opcode not in _OPCODES:
+                raise FrameError(1002, "invalid opcode")
+            masked = b2 & 0x80
+            if bool(masked) != self.require_mask:
+                raise FrameError(1002, "incorrect masking")
+            length = b2 & 0x7F
+            start = pos + 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = int.from_bytes(buf[start : start + 2], "big")
+                start += 2
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length = int.from_bytes(buf[start : start + 8], "big")
+                start += 8
+            limit = self.max_size - self._size if self._opcode else self.max_size
+            if length > limit:
+                raise FrameError(1009, f"frame of {length} bytes exceeds the {limit} bytes left of max_size")
+            if masked:
+                start += 4
+            end = start + length
+            if end > n:
+                break
+            payload = bytes(buf[start:end])
+            if masked:
+                payload = apply_mask(payload, bytes(buf[start - 4 : start]))
+            pos = end
+            if b1 & 0x70:
+                raise FrameError(1002, "reserved bits must be 0")
+            fin = b1 & 0x80
+            if opcode >= OP_CLOSE:
+                if length > 125:
+                    raise FrameError(1002, "control frame too long")
+                if not fin:
+                    raise FrameError(1002, "fragmented control frame")
+                if opcode == OP_CLOSE:
+                    parse_close(payload)
+                    if self._opcode:
+                        raise FrameError(1002, "incomplete fragmented message")
+                    events.append((OP_CLOSE, payload))
+                    self.closed = True
+                    return pos
+                events.append((opcode, payload))
+            elif opcode == OP_CONT:
+                if not self._opcode:
+                    raise FrameError(1002, "unexpected continuation frame")
+                if self._decoder is not None:
+                    _check_text(self._decoder, payload, bool(fin))
+                self._parts.append(payload)
+                if fin:
+                    events.append((self._opcode, b"".join(self._parts)))
+                    self._opcode = self._size = 0
+                    self._parts = []
+                    self._decoder = None
+                else:
+                    self._size += length
+            else:
+                if self._opcode:
+                    raise FrameError(1002, "expected a continuation frame")
+                if fin:
+                    if opcode == OP_TEXT and not payload.isascii():
+                        _check_text(_Utf8Decoder(), payload, True)
+                    events.append((opcode, payload))
+                else:
+                    if opcode == OP_TEXT:
+                        self._decoder = _Utf8Decoder()
+                        _check_text(self._decoder, payload, False)
+                    self._opcode = opcode
+                    self._size = length
+                    self._parts = [payload]
+        return pos
+
+
+def _check_text(decoder: Any, payload: bytes, final: bool) -> None:
+    try:
+        decoder.decode(payload, final)
+    except UnicodeDecodeError:
+        raise FrameError(1007, "invalid UTF-8 in a text message") from None

@@ -394,20 +394,29 @@ def _load(target: str) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-    from fastapi import FastAPI
-
-    from .endpoint import WebSocketRpcEndpoint
-
     sys.path.insert(0, ".")
     try:
         methods = _load(args.target)
     except (ImportError, AttributeError, ValueError) as exc:
         return _fail(EXIT_USAGE, f"cannot serve {args.target}: {exc}")
-    app = FastAPI()
-    WebSocketRpcEndpoint(methods).register_route(app, args.path)
     print(f"serving {args.target} on ws://{args.host}:{args.port}{args.path}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    if args.asgi:
+        import uvicorn
+        from fastapi import FastAPI
+
+        from .endpoint import WebSocketRpcEndpoint
+
+        app = FastAPI()
+        WebSocketRpcEndpoint(methods).register_route(app, args.path)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        return EXIT_OK
+    import logging
+
+    from .server import run
+
+    level = logging.DEBUG if args.log_level == "trace" else getattr(logging, args.log_level.upper())
+    logging.basicConfig(level=level, format="%(levelname)s: %(name)s: %(message)s")
+    run(methods, args.host, args.port, path=args.path)
     return EXIT_OK
 
 
@@ -516,8 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve",
-        help="serve an RpcMethodsBase subclass with uvicorn",
-        description="Serve the public async methods of an RpcMethodsBase subclass over WebSocket, with uvicorn.",
+        help="serve an RpcMethodsBase subclass (native server; --asgi: FastAPI on uvicorn)",
+        description=(
+            "Serve the public async methods of an RpcMethodsBase subclass over WebSocket, on the native "
+            "server (fastwsrpc.server, uvloop when installed), or with --asgi on a FastAPI app under uvicorn."
+        ),
         formatter_class=_HelpFormatter,
     )
     serve.add_argument("target", help="module:Class or module:instance, importable from the current directory")
@@ -528,7 +540,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug", "trace"],
-        help="uvicorn's log level",
+        help="log level (uvicorn's, with --asgi)",
+    )
+    serve.add_argument(
+        "--asgi",
+        action="store_true",
+        help="serve a FastAPI app with uvicorn instead of the native server",
     )
     return parser
 

@@ -1,4 +1,14 @@
-"""WebSocketRpcClient: the ``websockets`` adapter of the client side.
+"""WebSocketRpcClient: the client side, on the native codec by default or on ``websockets``.
+
+``transport="native"`` (the default) reads and writes frames with the codec of
+``_speedups`` over an asyncio protocol (:mod:`fastwsrpc.native`; the opening
+handshake is ``websockets``' sans-I/O ``ClientProtocol``); ``transport="websockets"``
+uses a ``websockets`` connection (:class:`WebsocketsTransport`). The native
+transport implements the ``websockets.connect`` keywords that make sense
+without extensions (headers, subprotocols, timeouts, pings, ``ssl`` and the
+socket options); any other one (``compression``, ``proxy``, ``extensions``...)
+switches that client to the ``websockets`` transport, so nothing that worked
+before stops working.
 
 Accepts both generations of ``fastapi-ws-rpc`` arguments: the 1.2 config
 objects (``config=WebSocketRpcClientConfig(...)``) and the keyword arguments of
@@ -42,6 +52,7 @@ from .config import (
 from .errors import RpcConnectionError, RpcHandshakeRejectedError, RpcInvalidStateError, RpcUsageError
 from .logger import get_logger
 from .methods import RpcMethodsBase
+from .native import NATIVE_CONNECT_KWARGS, NativeWebSocket, connect_native
 from .outgoing import _DEFAULT
 from .protocol import Response
 from .streams import RpcStream
@@ -152,10 +163,20 @@ class WebsocketsTransport:
 #: this one (``fastwsrpc.cluster``); coming back would replace it in turn.
 NO_RECONNECT_CODES = frozenset({1002, 1003, 1007, 1008, 1011, 4000})
 
+#: The transport of clients that name none: ``"native"`` (a test run may switch it to ``"websockets"``).
+DEFAULT_TRANSPORT = "native"
+
 #: Above this many bytes waiting in the socket's buffer, senders wait for it to drain.
 _HIGH_WATER = 1024 * 1024
 #: At most this many frames wait for the next coalesced write.
 _MAX_QUEUED = 256
+
+
+def _server_closed_first(ws: Union[ClientConnection, NativeWebSocket]) -> bool:
+    """Whether the server started the closing handshake (its close code then says whether to come back)."""
+    if isinstance(ws, NativeWebSocket):
+        return ws.close_rcvd_then_sent
+    return bool(ws.protocol.close_rcvd_then_sent)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -293,6 +314,7 @@ class WebSocketRpcClient:
         max_reconnect_attempts: Optional[int] = None,
         raise_on_error: bool = True,
         await_connect_callbacks: bool = False,
+        transport: Optional[str] = None,
         **kwargs: Any,
     ) -> None:
         # The original library's third positional argument was retry_config.
@@ -352,6 +374,11 @@ class WebSocketRpcClient:
                     "(neither a setting of ours nor a websockets.connect option)"
                 )
         _check_uri(uri)
+        transport = transport or DEFAULT_TRANSPORT
+        if transport not in ("native", "websockets"):
+            raise RpcUsageError(f"transport must be 'native' or 'websockets', not {transport!r}")
+        #: ``"native"`` (the frame codec of ``_speedups``) or ``"websockets"``.
+        self.transport = transport
         #: Everything the connection's channel obeys, resolved once here.
         self.settings = RpcSettings.resolve(
             connection=self.config.connection,
@@ -364,7 +391,7 @@ class WebSocketRpcClient:
         #: going, so they may call the server).
         self.await_connect_callbacks = await_connect_callbacks
         self.connect_kwargs: Dict[str, Any] = {**self.config.websocket_kwargs, **kwargs}
-        self.ws: Optional[ClientConnection] = None
+        self.ws: Optional[Union[ClientConnection, NativeWebSocket]] = None
         self.channel: Optional[RpcChannel] = None
         self._reader_task: Optional[asyncio.Task[None]] = None
         self._closing = False
@@ -398,11 +425,12 @@ class WebSocketRpcClient:
         RpcConnectionError, RpcUsageError) with the original chained.
         """
         options = self._websockets_kwargs()
-        ws: Optional[ClientConnection] = None
+        native = self._uses_native(options)
+        ws: Optional[Union[ClientConnection, NativeWebSocket]] = None
         try:
             async for attempt in retrying or _retrying(self.retry_config, self.uri):
                 with attempt:
-                    ws = await connect(self.uri, **options)
+                    ws = await (connect_native(self.uri, **options) if native else connect(self.uri, **options))
         except Exception as exc:
             mapped = _connection_error(exc, self.uri)
             if mapped is exc:
@@ -412,7 +440,7 @@ class WebSocketRpcClient:
         self.ws = ws
         channel = RpcChannel(
             self.methods,
-            WebsocketsTransport(ws),
+            ws if isinstance(ws, NativeWebSocket) else WebsocketsTransport(ws),
             settings=self.settings,
             subprotocol=ws.subprotocol,
             connect_callbacks=self._on_connect,
@@ -423,6 +451,18 @@ class WebSocketRpcClient:
         if self._connected is not None:
             self._connected.set()
         return channel
+
+    def _uses_native(self, options: Dict[str, Any]) -> bool:
+        """The native transport, unless asked otherwise or given an option only ``websockets`` has."""
+        if self.transport != "native":
+            return False
+        unsupported = sorted(name for name in options if name not in NATIVE_CONNECT_KWARGS)
+        if options.get("compression") is not None:
+            unsupported.append("compression")
+        if unsupported:
+            logger.debug("%s: using the websockets transport for %s", self.uri, ", ".join(unsupported))
+            return False
+        return True
 
     async def __connect__(self) -> WebSocketRpcClient:
         """Open the connection; with ``auto_reconnect``, keep it open until ``close()``."""
@@ -456,7 +496,7 @@ class WebSocketRpcClient:
                 return
             ws = self.ws
             code = ws.close_code if ws is not None else None
-            server_closed = ws is not None and bool(ws.protocol.close_rcvd_then_sent)
+            server_closed = ws is not None and _server_closed_first(ws)
             if server_closed and code in NO_RECONNECT_CODES:
                 logger.warning(
                     "connection to %s closed with code %s (%s): not reconnecting", self.uri, code, channel.close_reason

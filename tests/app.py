@@ -10,7 +10,8 @@ import msgspec
 import pydantic
 from fastapi import Depends, FastAPI, WebSocket, WebSocketException, status
 
-from fastwsrpc import NoResponse, RemoteValueError, RpcUtilityMethods, WebSocketRpcEndpoint
+from fastwsrpc import NoResponse, RemoteValueError, RpcHandshakeRejectedError, RpcUtilityMethods, WebSocketRpcEndpoint
+from fastwsrpc.server import HandshakeRequest, WebSocketRpcServer
 
 #: What notifications delivered, by key, so a test can see them arrive.
 RECORDED: Dict[str, List[Any]] = {}
@@ -224,3 +225,22 @@ def make_app(**endpoint_kwargs: Any) -> FastAPI:
     WebSocketRpcEndpoint(ServerMethods(), max_connection_duration=0.5).register_route(app, "/short")
     WebSocketRpcEndpoint(ServerMethods(), discovery=False).register_route(app, "/hidden")
     return app
+
+
+async def token_required(request: HandshakeRequest) -> None:
+    """``/secure`` on the native server: the same rule as ``require_token``, as ``authenticate=``."""
+    if request.headers.get("x-token") != "let-me-in":
+        raise RpcHandshakeRejectedError(403, "bad token")
+
+
+def make_native(**server_kwargs: Any) -> WebSocketRpcServer:
+    """The native server with the FastAPI app's routes and methods (``make_app``), one listener for all."""
+    routes = {
+        "/secure": WebSocketRpcServer(ServerMethods(), authenticate=token_required, **server_kwargs),
+        "/small": WebSocketRpcServer(ServerMethods(), max_message_size=4096),
+        "/limited": WebSocketRpcServer(ServerMethods(), max_pending_requests=2),
+        "/many": WebSocketRpcServer(ServerMethods(), max_pending_requests=20_000),
+        "/short": WebSocketRpcServer(ServerMethods(), max_connection_duration=0.5),
+        "/hidden": WebSocketRpcServer(ServerMethods(), discovery=False),
+    }
+    return WebSocketRpcServer(ServerMethods(), routes=routes, **server_kwargs)

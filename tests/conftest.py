@@ -8,9 +8,9 @@ import pytest
 
 import fastwsrpc
 from fastwsrpc import _speedups_py
+from fastwsrpc import client as _client
 
-from .app import make_app
-from .support import ServerThread
+from .support import SERVER_KINDS, start_server
 
 REQUIRE = bool(os.environ.get("FASTWSRPC_REQUIRE_EXTENSIONS"))
 
@@ -22,8 +22,24 @@ except ImportError:  # pragma: no cover - only on machines without a compiler
     _compiled = None
 
 
+def pytest_addoption(parser: Any) -> None:
+    parser.addoption(
+        "--client-transport",
+        choices=("native", "websockets"),
+        default="native",
+        help="transport of every WebSocketRpcClient that names none (run the suite once with each)",
+    )
+
+
+def pytest_configure(config: Any) -> None:
+    _client.DEFAULT_TRANSPORT = config.getoption("--client-transport")
+
+
 def pytest_report_header(config: Any) -> str:
-    return f"fastwsrpc implementation under test: {fastwsrpc.IMPLEMENTATION}"
+    return (
+        f"fastwsrpc implementation under test: {fastwsrpc.IMPLEMENTATION}; "
+        f"client transport: {config.getoption('--client-transport')}"
+    )
 
 
 @pytest.fixture(
@@ -49,13 +65,19 @@ def compiled() -> Any:
     return _compiled
 
 
+@pytest.fixture(scope="session", params=SERVER_KINDS)
+def server_kind(request: Any) -> str:
+    """``fastapi`` (the endpoint under uvicorn) or ``native`` (``fastwsrpc.server``): every e2e test runs on both."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
-def server() -> Iterator[ServerThread]:
-    """The shared test server (one per session; tests must not stop it)."""
-    with ServerThread(make_app()) as srv:
+def server(server_kind: str) -> Iterator[Any]:
+    """The shared test server of each kind (one per session and kind; tests must not stop it)."""
+    with start_server(server_kind) as srv:
         yield srv
 
 
 @pytest.fixture
-def url(server: ServerThread) -> str:
-    return server.url("/ws")
+def url(server: Any) -> str:
+    return str(server.url("/ws"))

@@ -107,6 +107,111 @@ class ServerThread:
         self.stop()
 
 
+class NativeServerThread:
+    """The native server (``fastwsrpc.server``) in a thread of its own, with ``ServerThread``'s interface.
+
+    ``ssl_certfile`` / ``ssl_keyfile`` (uvicorn's names) turn on TLS, so a test
+    written for uvicorn runs unchanged against it.
+    """
+
+    def __init__(self, server: Any, sock: Optional[socket.socket] = None, path: str = "/ws", **config: Any) -> None:
+        self.app = server
+        self.path = path
+        self.sock = sock
+        self.port = sock.getsockname()[1] if sock is not None else 0
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.thread: Optional[threading.Thread] = None
+        self.ssl: Any = None
+        if config.get("ssl_certfile"):
+            import ssl
+
+            self.ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ssl.load_cert_chain(config["ssl_certfile"], config.get("ssl_keyfile"))
+        self._stop: Optional[asyncio.Event] = None
+        self.started = False
+
+    def url(self, path: str = "/ws", scheme: str = "ws") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> NativeServerThread:
+        sock, self.sock = self.sock or bound_socket(self.port), None
+        self.port = sock.getsockname()[1]
+        ready = threading.Event()
+
+        async def serve() -> None:
+            self._stop = asyncio.Event()
+            try:
+                async with self.app.listen(path=self.path, sock=sock, ssl=self.ssl):
+                    self.started = True
+                    ready.set()
+                    await self._stop.wait()
+            finally:
+                ready.set()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self.loop = loop
+            try:
+                loop.run_until_complete(serve())
+            finally:
+                loop.close()
+                sock.close()
+
+        self.thread = threading.Thread(target=run, name=f"native-{self.port}", daemon=True)
+        self.thread.start()
+        if not ready.wait(15) or not self.started:
+            raise RuntimeError("the native server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.loop is not None and self.thread is not None and self._stop is not None:
+            stop = self._stop
+            self.loop.call_soon_threadsafe(stop.set)
+            self.thread.join(15)
+            assert not self.thread.is_alive(), "the native server did not stop"
+
+    def __enter__(self) -> NativeServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+#: Both servers, for fixtures and tests parametrised over them.
+SERVER_KINDS = ("fastapi", "native")
+
+
+def start_server(kind: str, sock: Optional[socket.socket] = None, **config: Any) -> Any:
+    """A not-yet-started server of ``kind`` serving the test app's routes; ``config``: the endpoint's keywords.
+
+    ``ssl_certfile`` / ``ssl_keyfile`` go to the listener, the rest to every endpoint.
+    """
+    from .app import make_app, make_native
+
+    listener = {k: config.pop(k) for k in ("ssl_certfile", "ssl_keyfile") if k in config}
+    if kind == "fastapi":
+        return ServerThread(make_app(**config), sock=sock, **listener)
+    return NativeServerThread(make_native(**config), sock=sock, **listener)
+
+
+def serve_methods(kind: str, methods: Any, path: str = "/ws", **endpoint_kwargs: Any) -> Any:
+    """A not-yet-started server of ``kind`` with one endpoint: ``methods`` at ``path``."""
+    if kind == "fastapi":
+        from fastapi import FastAPI
+
+        from fastwsrpc import WebSocketRpcEndpoint
+
+        app = FastAPI()
+        WebSocketRpcEndpoint(methods, **endpoint_kwargs).register_route(app, path)
+        return ServerThread(app)
+    from fastwsrpc.server import WebSocketRpcServer
+
+    return NativeServerThread(WebSocketRpcServer(methods, **endpoint_kwargs), path=path)
+
+
 async def eventually(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> None:
     """Wait (bounded) until ``predicate()`` is true; fail the test otherwise."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -149,9 +254,10 @@ class ServerProcess:
     waits for exactly that. A restart after a kill binds the same port again.
     """
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, kind: str = "fastapi") -> None:
         self.port = port
         self.proc: Any = None
+        self.module = "tests.serve_app" if kind == "fastapi" else "tests.serve_native"
 
     def url(self, path: str = "/ws") -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
@@ -167,7 +273,7 @@ class ServerProcess:
         self.port = sock.getsockname()[1]
         ready_r, ready_w = os.pipe()
         try:
-            command = [sys.executable, "-m", "tests.serve_app", "--fd", str(sock.fileno()), "--ready-fd", str(ready_w)]
+            command = [sys.executable, "-m", self.module, "--fd", str(sock.fileno()), "--ready-fd", str(ready_w)]
             self.proc = subprocess.Popen(command, cwd=root, pass_fds=(sock.fileno(), ready_w))
         finally:
             os.close(ready_w)

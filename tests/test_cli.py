@@ -13,6 +13,7 @@ import argparse
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,10 +22,10 @@ from typing import Any, List, Optional, Tuple
 import pytest
 
 import fastwsrpc
-from fastwsrpc import cli
+from fastwsrpc import RpcRetryConfig, WebSocketRpcClient, cli
 from fastwsrpc.errors import RpcConnectionError, RpcHandshakeRejectedError, RpcUsageError
 
-from .support import ServerThread, free_port
+from .support import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,14 +98,15 @@ def test_notify_sends_and_exits_0_with_no_output(capsys: Any, url: str) -> None:
 
 
 def test_a_notification_runs_even_though_the_command_closes_at_once(capsys: Any, url: str) -> None:
+    key = f"key=cli-notify-{url}"  # both servers share this process's RECORDED
     for _ in range(5):
-        assert run(capsys, "call", url, "record", "key=cli-notify-delivered", "value=1", "--notify")[0] == 0
+        assert run(capsys, "call", url, "record", key, "value=1", "--notify")[0] == 0
     # Read back on a new connection: each notification was sent before its connection closed.
-    code, out, _ = run(capsys, "call", url, "recorded", "key=cli-notify-delivered")
+    code, out, _ = run(capsys, "call", url, "recorded", key)
     assert code == 0 and json.loads(out) == [1] * 5
 
 
-def test_header_option_authenticates_the_handshake(capsys: Any, server: ServerThread) -> None:
+def test_header_option_authenticates_the_handshake(capsys: Any, server: Any) -> None:
     secure = server.url("/secure")
     code, _, err = run(capsys, "call", secure, "add", "a=1", "b=2")
     assert code == 3 and "HTTP 403" in err
@@ -153,7 +155,7 @@ def test_remote_error_exits_1_with_the_error_on_stderr(capsys: Any, url: str) ->
     assert code == 1 and json.loads(err)["data"]["path"] == "$.x"
 
 
-def test_methods_without_discovery_exits_1(capsys: Any, server: ServerThread) -> None:
+def test_methods_without_discovery_exits_1(capsys: Any, server: Any) -> None:
     code, out, err = run(capsys, "methods", server.url("/hidden"))
     assert (code, out) == (1, "") and "rpc.discover" in err
 
@@ -170,7 +172,7 @@ def test_methods_without_discovery_exits_1(capsys: Any, server: ServerThread) ->
     ],
 )
 def test_a_url_that_is_not_a_websocket_address_is_a_usage_error(
-    capsys: Any, server: ServerThread, bad_url: str, message: str
+    capsys: Any, server: Any, bad_url: str, message: str
 ) -> None:
     bad_url, message = bad_url.format(port=server.port), message.format(port=server.port)
     for command in (["call", bad_url, "add"], ["methods", bad_url]):
@@ -237,12 +239,12 @@ def test_unresolvable_host(capsys: Any) -> None:
     assert code == 3 and "could not resolve host 'no-such-host.invalid'" in err
 
 
-def test_handshake_refused_with_http_status(capsys: Any, server: ServerThread) -> None:
+def test_handshake_refused_with_http_status(capsys: Any, server: Any) -> None:
     code, out, err = run(capsys, "call", server.url("/secure"), "add")
     assert (code, out) == (3, "") and "the server refused the handshake with HTTP 403" in err
 
 
-def test_plain_server_spoken_to_with_tls(capsys: Any, server: ServerThread) -> None:
+def test_plain_server_spoken_to_with_tls(capsys: Any, server: Any) -> None:
     code, _, err = run(capsys, "call", server.url("/ws", scheme="wss"), "add")
     assert code == 3 and "TLS handshake" in err
 
@@ -268,7 +270,7 @@ def test_not_a_websocket_server(capsys: Any) -> None:
     assert code == 3 and "did not complete a WebSocket handshake" in err
 
 
-def test_connection_lost_mid_call_exits_3(capsys: Any, server: ServerThread) -> None:
+def test_connection_lost_mid_call_exits_3(capsys: Any, server: Any) -> None:
     # /small closes a connection that sends a frame over 4096 bytes (code 1009).
     code, out, err = run(capsys, "call", server.url("/small"), "echo", "text=" + "x" * 5000)
     assert (code, out) == (3, "") and "connection lost" in err and "1009" in err
@@ -364,8 +366,8 @@ def test_serve_a_methods_class_then_call_it(capsys: Any) -> None:
         try:
             assert proc.stdout is not None and proc.stderr is not None
             assert f"serving tests.app:ServerMethods on ws://127.0.0.1:{port}/ws" in proc.stdout.readline()
-            for line in proc.stderr:  # uvicorn logs this once the socket listens
-                if "Uvicorn running on" in line:
+            for line in proc.stderr:  # the native server logs this once the socket listens
+                if "listening on ws://" in line:
                     break
             else:
                 pytest.fail("the server exited before listening")
@@ -378,3 +380,20 @@ def test_serve_a_methods_class_then_call_it(capsys: Any) -> None:
     assert code == 2 and "cannot serve tests.app:NoSuchThing" in err
     code, _, err = run(capsys, "serve", "tests.app")
     assert code == 2 and "expected module:Class" in err
+
+
+# ---------------------------------------------------------------- serve
+@pytest.mark.e2e
+@pytest.mark.parametrize("flags", [[], ["--asgi"]], ids=["native", "asgi"])
+async def test_serve_runs_a_methods_class_on_either_server(flags: List[str]) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "fastwsrpc", "serve", "tests.app:ServerMethods", "--port", str(port), *flags]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        retry = RpcRetryConfig(max_attempts=100, min_wait=0.05, max_wait=0.1)  # until the process listens
+        async with WebSocketRpcClient(f"ws://127.0.0.1:{port}/ws", retry_config=retry) as client:
+            assert (await client.other.add(a=20, b=22)).result == 42
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    assert out.startswith(f"serving tests.app:ServerMethods on ws://127.0.0.1:{port}/ws")

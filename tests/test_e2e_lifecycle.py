@@ -12,7 +12,6 @@ import logging
 from typing import Any, List
 
 import pytest
-from fastapi import FastAPI
 
 from fastwsrpc import (
     RpcChannel,
@@ -23,11 +22,10 @@ from fastwsrpc import (
     RpcRetryConfig,
     WebSocketRpcClient,
     WebSocketRpcClientConfig,
-    WebSocketRpcEndpoint,
 )
 
-from .app import PINGS, ServerMethods, make_app
-from .support import ServerThread, bound_socket, eventually
+from .app import PINGS, ServerMethods
+from .support import ServerThread, bound_socket, eventually, serve_methods, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +40,7 @@ class Greeter(RpcMethodsBase):
         return f"hello {name}"
 
 
-async def test_server_on_connect_calls_the_client_and_on_disconnect_fires() -> None:
+async def test_server_on_connect_calls_the_client_and_on_disconnect_fires(server_kind: str) -> None:
     seen: List[Any] = []
     gone = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -54,10 +52,7 @@ async def test_server_on_connect_calls_the_client_and_on_disconnect_fires() -> N
     async def on_disconnect(channel: RpcChannel) -> None:
         loop.call_soon_threadsafe(gone.set)
 
-    app = FastAPI()
-    WebSocketRpcEndpoint(ServerMethods(), on_connect=[on_connect], on_disconnect=[on_disconnect]).register_route(
-        app, "/ws"
-    )
+    served = serve_methods(server_kind, ServerMethods(), on_connect=[on_connect], on_disconnect=[on_disconnect])
     client_events: List[str] = []
 
     async def client_connected(channel: RpcChannel) -> None:
@@ -66,7 +61,7 @@ async def test_server_on_connect_calls_the_client_and_on_disconnect_fires() -> N
     async def client_disconnected(channel: RpcChannel) -> None:
         client_events.append("disconnect")
 
-    with ServerThread(app) as srv:
+    with served as srv:
         async with WebSocketRpcClient(
             srv.url(), Greeter(), on_connect=[client_connected], on_disconnect=[client_disconnected]
         ) as client:
@@ -76,8 +71,8 @@ async def test_server_on_connect_calls_the_client_and_on_disconnect_fires() -> N
     assert client_events == ["connect", "disconnect"]
 
 
-async def test_pending_calls_fail_when_the_server_goes_away() -> None:
-    with ServerThread(make_app()) as srv:
+async def test_pending_calls_fail_when_the_server_goes_away(server_kind: str) -> None:
+    with start_server(server_kind) as srv:
         client = WebSocketRpcClient(srv.url(), RpcMethodsBase())
         await client.__aenter__()
         calls = [asyncio.ensure_future(client.other.sleep(seconds=60)) for _ in range(5)]
@@ -122,9 +117,9 @@ class RetryLog(logging.Handler):
             self.retries += 1
 
 
-async def test_first_connect_is_retried_until_the_server_is_up() -> None:
+async def test_first_connect_is_retried_until_the_server_is_up(server_kind: str) -> None:
     # The port is bound but not listening: connections to it are refused, as to a server that is down.
-    srv = ServerThread(make_app(), sock=bound_socket())
+    srv = start_server(server_kind, sock=bound_socket())
     retry = RpcRetryConfig(max_attempts=40, min_wait=0.05, max_wait=0.1)
     client = WebSocketRpcClient(srv.url(), RpcMethodsBase(), retry_config=retry)
     retries = RetryLog()

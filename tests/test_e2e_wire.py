@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any, AsyncIterator
 
 import pytest
@@ -89,14 +90,15 @@ async def test_spec_batch_example(ws: ClientConnection) -> None:
 
 
 async def test_notifications_and_notification_batches_get_no_answer(ws: ClientConnection) -> None:
-    await ws.send(json.dumps({"jsonrpc": "2.0", "method": "record", "params": ["wire-n", 1]}))
+    key = f"wire-n-{uuid.uuid4().hex}"  # both servers share this process's RECORDED
+    await ws.send(json.dumps({"jsonrpc": "2.0", "method": "record", "params": [key, 1]}))
     await ws.send(json.dumps({"jsonrpc": "2.0", "method": "no_such_method", "params": [1]}))
-    await ws.send(json.dumps([{"jsonrpc": "2.0", "method": "record", "params": ["wire-n", 2]}]))
+    await ws.send(json.dumps([{"jsonrpc": "2.0", "method": "record", "params": [key, 2]}]))
     await ws.send(json.dumps({"jsonrpc": "2.0", "method": "fail"}))
     # Calls are handled concurrently, so poll; but every answer that arrives must
     # be to one of these requests: nothing ever answers the notifications above.
     for attempt in range(200):
-        answer = await rpc(ws, {"jsonrpc": "2.0", "method": "recorded", "params": ["wire-n"], "id": attempt})
+        answer = await rpc(ws, {"jsonrpc": "2.0", "method": "recorded", "params": [key], "id": attempt})
         assert answer["id"] == attempt and "error" not in answer
         if answer["result"] == [1, 2]:
             break

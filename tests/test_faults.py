@@ -6,7 +6,7 @@ import asyncio
 import gc
 import json
 import sys
-from typing import Any
+from typing import Any, Dict, List
 
 import pytest
 from websockets.asyncio.client import connect
@@ -21,14 +21,14 @@ from fastwsrpc import (
     WebSocketRpcClientConfig,
 )
 
-from .support import ServerProcess, ServerThread, TcpProxy, eventually
+from .support import ServerProcess, TcpProxy, eventually
 
 FAST_RETRY = RpcRetryConfig(max_attempts=200, min_wait=0.02, max_wait=0.1)
 #: Reconnect at once, and keep trying while a killed server restarts.
-FAST_RECONNECT: dict = {"reconnect_delay": 0.01, "max_reconnect_attempts": 200}
+FAST_RECONNECT: Dict[str, Any] = {"reconnect_delay": 0.01, "max_reconnect_attempts": 200}
 
 
-def leftover_tasks() -> list:
+def leftover_tasks() -> List[Any]:
     """Tasks still running other than this test's and the test proxy's own."""
     return [
         t
@@ -39,8 +39,8 @@ def leftover_tasks() -> list:
     ]
 
 
-async def test_server_killed_mid_call_then_back() -> None:
-    srv = ServerProcess().start()
+async def test_server_killed_mid_call_then_back(server_kind: str) -> None:
+    srv = ServerProcess(kind=server_kind).start()
     client = WebSocketRpcClient(
         srv.url(), RpcMethodsBase(), auto_reconnect=True, retry_config=FAST_RETRY, **FAST_RECONNECT
     )
@@ -61,7 +61,7 @@ async def test_server_killed_mid_call_then_back() -> None:
 
 
 @pytest.fixture
-async def proxy(server: ServerThread) -> Any:
+async def proxy(server: Any) -> Any:
     p = await TcpProxy(server.port).start()
     yield p
     await p.close()
@@ -75,7 +75,7 @@ async def test_cut_link_fails_pending_calls_and_leaves_nothing(proxy: TcpProxy) 
         proxy.cut()
         results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
         assert all(isinstance(r, RpcChannelClosedError) for r in results)
-        assert client.pending_count == 0 and client.channel.running_count == 0
+        assert client.pending_count == 0 and client.channel is not None and client.channel.running_count == 0
     assert leftover_tasks() == []
 
 
@@ -104,8 +104,8 @@ async def test_stalled_link_without_keepalive_is_bounded_by_the_call_timeout(pro
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's RSS from /proc")
-async def test_flood_then_memory_returns_and_server_still_answers() -> None:
-    with ServerProcess() as srv:
+async def test_flood_then_memory_returns_and_server_still_answers(server_kind: str) -> None:
+    with ServerProcess(kind=server_kind) as srv:
         async with WebSocketRpcClient(srv.url(), RpcMethodsBase()) as client:
             for _ in range(3):  # warm up allocator pools and method tables
                 await asyncio.gather(*(client.other.add(a=i, b=i) for i in range(1000)))

@@ -6,7 +6,7 @@ import asyncio
 import datetime
 import json
 import ssl
-from typing import Any
+from typing import Any, Dict
 
 import pytest
 from websockets.asyncio.client import connect
@@ -22,15 +22,14 @@ from fastwsrpc import (
     WebSocketRpcClientConfig,
 )
 
-from .app import make_app
-from .support import ServerThread, TcpProxy, eventually
+from .support import TcpProxy, eventually, start_server
 
 FAST_RETRY = RpcRetryConfig(max_attempts=50, min_wait=0.02, max_wait=0.1)
 #: Reconnect at once, and keep trying while a killed server restarts.
-FAST_RECONNECT: dict = {"reconnect_delay": 0.01, "max_reconnect_attempts": 200}
+FAST_RECONNECT: Dict[str, Any] = {"reconnect_delay": 0.01, "max_reconnect_attempts": 200}
 
 
-async def test_client_message_size_limit_closes_with_1009(server: ServerThread) -> None:
+async def test_client_message_size_limit_closes_with_1009(server: Any) -> None:
     async with WebSocketRpcClient(server.url(), RpcMethodsBase(), max_message_size=4096) as client:
         slow = asyncio.ensure_future(client.other.sleep(seconds=30))
         with pytest.raises(RpcChannelClosedError, match="1009"):
@@ -40,7 +39,7 @@ async def test_client_message_size_limit_closes_with_1009(server: ServerThread) 
             await slow
 
 
-async def test_sender_of_an_oversized_frame_gets_a_clear_error(server: ServerThread) -> None:
+async def test_sender_of_an_oversized_frame_gets_a_clear_error(server: Any) -> None:
     async with WebSocketRpcClient(server.url("/small"), RpcMethodsBase()) as client:
         pending = asyncio.ensure_future(client.other.sleep(seconds=30))
         await eventually(lambda: client.pending_count == 1)
@@ -52,7 +51,7 @@ async def test_sender_of_an_oversized_frame_gets_a_clear_error(server: ServerThr
         assert (await client.other.echo(text="still serving")).result == "still serving"
 
 
-async def test_outgoing_backpressure_raises_at_once(server: ServerThread) -> None:
+async def test_outgoing_backpressure_raises_at_once(server: Any) -> None:
     async with WebSocketRpcClient(server.url(), RpcMethodsBase(), max_pending_requests=3) as client:
         slow = [asyncio.ensure_future(client.other.sleep(seconds=0.5)) for _ in range(3)]
         await eventually(lambda: client.pending_count == 3)
@@ -62,7 +61,7 @@ async def test_outgoing_backpressure_raises_at_once(server: ServerThread) -> Non
         assert (await client.other.add(a=1, b=1)).result == 2
 
 
-async def test_calls_past_the_limit_wait_their_turn_instead_of_being_refused(server: ServerThread) -> None:
+async def test_calls_past_the_limit_wait_their_turn_instead_of_being_refused(server: Any) -> None:
     # /limited allows 2 calls in flight: the third is not read until one ends
     # (TCP pushes back), then answered; a pipelining client sees no refusal.
     async with connect(server.url("/limited")) as ws:
@@ -76,20 +75,21 @@ async def test_calls_past_the_limit_wait_their_turn_instead_of_being_refused(ser
         assert not any(isinstance(c, BaseException) for c in calls)
 
 
-async def test_connection_duration_limit_and_reconnect(server: ServerThread) -> None:
+async def test_connection_duration_limit_and_reconnect(server: Any) -> None:
     client = WebSocketRpcClient(
         server.url("/short"), RpcMethodsBase(), auto_reconnect=True, retry_config=FAST_RETRY, **FAST_RECONNECT
     )
     async with client:
         first = client.channel
+        assert first is not None
         await eventually(lambda: client.reconnects >= 1 and client.is_connected, timeout=10)
         assert first.is_closed() and "max connection duration" in first.close_reason
         assert client.channel is not first
         assert (await client.other.add(a=1, b=2)).result == 3
 
 
-async def test_keepalive_failure_closes_and_reconnects() -> None:
-    with ServerThread(make_app()) as srv:
+async def test_keepalive_failure_closes_and_reconnects(server_kind: str) -> None:
+    with start_server(server_kind) as srv:
         proxy = await TcpProxy(srv.port).start()
         config = WebSocketRpcClientConfig(
             keepalive=RpcKeepaliveConfig(interval=0.1, max_failures=2, use_protocol_ping=False)
@@ -111,8 +111,8 @@ async def test_keepalive_failure_closes_and_reconnects() -> None:
             await proxy.close()
 
 
-async def test_protocol_ping_keepalive_detects_a_partition() -> None:
-    with ServerThread(make_app()) as srv:
+async def test_protocol_ping_keepalive_detects_a_partition(server_kind: str) -> None:
+    with start_server(server_kind) as srv:
         proxy = await TcpProxy(srv.port).start()
         config = WebSocketRpcClientConfig(keepalive=RpcKeepaliveConfig(interval=0.1, max_failures=2))
         try:
@@ -127,7 +127,7 @@ async def test_protocol_ping_keepalive_detects_a_partition() -> None:
             await proxy.close()
 
 
-async def test_calls_while_disconnected_fail_fast(server: ServerThread) -> None:
+async def test_calls_while_disconnected_fail_fast(server: Any) -> None:
     proxy = await TcpProxy(server.port).start()
     client = WebSocketRpcClient(
         proxy.url(), RpcMethodsBase(), auto_reconnect=True, reconnect_delay=0.01, max_reconnect_attempts=1
@@ -157,16 +157,16 @@ def _certs(tmp_path: Any, expired: bool) -> Any:
     return str(certfile), str(keyfile), client_ctx
 
 
-async def test_wss_with_a_valid_certificate(tmp_path: Any) -> None:
+async def test_wss_with_a_valid_certificate(tmp_path: Any, server_kind: str) -> None:
     certfile, keyfile, ctx = _certs(tmp_path, expired=False)
-    with ServerThread(make_app(), ssl_certfile=certfile, ssl_keyfile=keyfile) as srv:
+    with start_server(server_kind, ssl_certfile=certfile, ssl_keyfile=keyfile) as srv:
         async with WebSocketRpcClient(srv.url(scheme="wss"), RpcMethodsBase(), ssl=ctx) as client:
             assert (await client.other.add(a=1, b=2)).result == 3
 
 
-async def test_expired_server_certificate_is_refused_without_retrying(tmp_path: Any) -> None:
+async def test_expired_server_certificate_is_refused_without_retrying(tmp_path: Any, server_kind: str) -> None:
     certfile, keyfile, ctx = _certs(tmp_path, expired=True)
-    with ServerThread(make_app(), ssl_certfile=certfile, ssl_keyfile=keyfile) as srv:
+    with start_server(server_kind, ssl_certfile=certfile, ssl_keyfile=keyfile) as srv:
         with pytest.raises(RpcConnectionError, match="expired") as refused:
             async with WebSocketRpcClient(srv.url(scheme="wss"), RpcMethodsBase(), ssl=ctx, retry_config=FAST_RETRY):
                 pass

@@ -1,0 +1,608 @@
+"""The native WebSocket path: an ``asyncio.Protocol`` over the frame codec of ``_speedups``.
+
+Both the native server (:mod:`fastwsrpc.server`) and the client's default
+transport use :class:`NativeWebSocket`: it *is* the channel's
+:class:`~fastwsrpc.transport.Transport`, so a frame goes from ``data_received``
+through ``FrameParser.feed`` to the channel with no ASGI message, no Starlette
+object and no ``websockets`` connection in between. The opening handshake is
+not the hot path: it is parsed and answered by ``websockets``' own HTTP parser
+and sans-I/O ``ServerProtocol`` / ``ClientProtocol`` (their header checks,
+accept key and subprotocol rules), then the codec takes over the byte stream,
+including any frame the peer sent right behind its handshake.
+
+Flow control is TCP's, as the transport contract asks: at most ``_HIGH``
+messages wait for the channel, then the socket stops being read
+(``pause_reading``) until the channel has taken them down to ``_LOW``; a send
+waits while the socket's write buffer is above its high-water mark
+(``pause_writing`` / ``resume_writing``). Outgoing frames are coalesced into one
+``write`` per event-loop turn (many calls in flight: one syscall, not one per
+frame). Keepalive uses real protocol pings: every ``ping_interval`` seconds a
+ping, and no pong within ``ping_timeout`` drops the connection (close 1011).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl as _ssl
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union, cast
+
+from websockets.client import ClientProtocol
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHandshake, InvalidMessage
+from websockets.http11 import Request, Response
+from websockets.streams import StreamReader
+from websockets.typing import Origin, Subprotocol
+from websockets.uri import parse_uri
+
+from . import _accel
+from .errors import RpcMessageTooLargeError
+from .frames import FrameError
+from .logger import get_logger
+from .transport import CLOSE_NORMAL, TransportClosed
+
+__all__ = ["NativeWebSocket", "connect_native"]
+
+logger = get_logger("native")
+
+CONNECTING, OPEN, CLOSING, CLOSED = range(4)
+
+#: Messages waiting for the channel before the socket stops being read, and when it resumes.
+_HIGH = 64
+_LOW = 16
+#: Frames coalesced into one write at most; past it, they are written at once.
+_MAX_QUEUED = 256
+#: A frame this large is written at once: the coalescing buffer stays small.
+_BIG = 64 * 1024
+#: Write buffer above which senders wait (the peer is not reading).
+WRITE_HIGH_WATER = 1024 * 1024
+#: Bytes of an HTTP handshake request or response we keep before giving up on it.
+_MAX_HANDSHAKE = 64 * 1024
+
+_OP_TEXT = 1
+_OP_BINARY = 2
+_OP_CLOSE = 8
+_OP_PING = 9
+_OP_PONG = 10
+
+
+class NativeWebSocket(asyncio.Protocol):
+    """One WebSocket connection on an asyncio transport; also the channel's Transport.
+
+    Subclasses do the opening handshake (:class:`_ClientWebSocket` here,
+    the server's in :mod:`fastwsrpc.server`) and call :meth:`_open` with what
+    followed it on the wire.
+    """
+
+    is_client = False
+
+    def __init__(
+        self,
+        max_size: int,
+        *,
+        ping_interval: Optional[float] = None,
+        ping_timeout: Optional[float] = None,
+        close_timeout: float = 10.0,
+        binary: bool = False,
+        speedups: Any = None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        impl: Any = speedups if speedups is not None else _accel.impl
+        self._impl = impl
+        self._build = impl.build_frame
+        self.max_size = max_size
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self._opcode = _OP_BINARY if binary else _OP_TEXT
+        self.state = CONNECTING
+        self.transport: Optional[asyncio.Transport] = None
+        self.subprotocol: Optional[str] = None
+        self._parser: Any = None
+        self._feed: Callable[[bytes], List[Tuple[int, bytes]]] = _no_feed
+        self._messages: Deque[bytes] = deque()
+        self._waiter: Optional[asyncio.Future[None]] = None
+        self._end: Optional[BaseException] = None  # what receive raises once the stream is over
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiters: List[asyncio.Future[None]] = []
+        self._queue: List[bytes] = []
+        self._scheduled = False
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._pings: Dict[bytes, asyncio.Future[float]] = {}
+        self._ping_handle: Optional[asyncio.TimerHandle] = None
+        self._ping_deadline: Optional[asyncio.TimerHandle] = None
+        self._close_handle: Optional[asyncio.TimerHandle] = None
+        self._close_rcvd: Optional[Tuple[int, str]] = None
+        self._close_sent: Optional[Tuple[int, str]] = None
+        #: Whether the peer started the closing handshake (it sent its close frame first).
+        self.close_rcvd_then_sent = False
+
+    # ------------------------------------------------------------ asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports have the interface without the base class: no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is CONNECTING:
+            self._handshake_data(data)
+            return
+        self._on_events(self._feed(data))
+
+    def eof_received(self) -> Optional[bool]:
+        return None  # close the transport: a half-closed WebSocket has nothing more to say
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.state = CLOSED
+        for handle in (self._ping_handle, self._ping_deadline, self._close_handle):
+            if handle is not None:
+                handle.cancel()
+        if self._end is None:
+            self._end = TransportClosed(1006, f"connection lost{': ' + str(exc) if exc else ''}")
+        self._wake()
+        closed = self._closed_error()
+        for fut in self._drain_waiters:
+            if not fut.done():
+                fut.set_exception(closed)
+                fut.exception()  # retrieved: a sender that gave up must not log it
+        self._drain_waiters.clear()
+        for ping in self._pings.values():
+            if not ping.done():
+                ping.set_exception(closed)
+                ping.exception()
+        self._pings.clear()
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        for fut in self._drain_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._drain_waiters.clear()
+
+    # ------------------------------------------------------------ opening
+    def _handshake_data(self, data: bytes) -> None:  # pragma: no cover - subclasses handle it
+        raise NotImplementedError
+
+    def _open(self, rest: bytes) -> None:
+        """The handshake is over: frames from here on, starting with ``rest``."""
+        self.state = OPEN
+        self._parser = self._impl.FrameParser(self.max_size, not self.is_client)
+        self._feed = self._parser.feed
+        if self.ping_interval:
+            self._ping_handle = self._loop.call_later(self.ping_interval, self._keepalive)
+        if rest:
+            self._on_events(self._feed(rest))
+
+    # ------------------------------------------------------------ incoming frames
+    def _on_events(self, events: List[Tuple[int, bytes]]) -> None:
+        messages = self._messages
+        for opcode, payload in events:
+            if opcode <= _OP_BINARY:
+                if self.state is OPEN:  # once closing, nobody will read them: never queue without bound
+                    messages.append(payload)
+            elif opcode == _OP_PING:
+                if self.state is OPEN:
+                    self._write_now(self._build(_OP_PONG, payload, self.is_client))
+            elif opcode == _OP_PONG:
+                self._on_pong(payload)
+            else:
+                self._on_close_frame(payload)
+        if messages:
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+            if len(messages) >= _HIGH and not self._reading_paused and self.transport is not None:
+                self._reading_paused = True
+                self.transport.pause_reading()
+        error = self._parser.error if self._parser is not None else None
+        if error is not None and self._end is None:
+            self._on_frame_error(error)
+
+    def _on_close_frame(self, payload: bytes) -> None:
+        code, reason = self._impl.parse_close(payload)
+        self._close_rcvd = (code, reason)
+        if self.state is OPEN:
+            # The peer closes first: echo its frame (RFC 6455 5.5.1), as websockets does.
+            self.close_rcvd_then_sent = True
+            self._close_sent = (code, reason)
+            self._flush()
+            self._write_now(self._build(_OP_CLOSE, payload, self.is_client))
+            self.state = CLOSING
+        if self._end is None:
+            self._end = TransportClosed(code, reason)
+        self._wake()
+        self._finish_closing()
+
+    def _on_frame_error(self, error: FrameError) -> None:
+        """The peer broke the protocol: say why with the close code, stop reading."""
+        if error.code == 1009:
+            # As on the FastAPI path, the channel closes with 1009 and logs the oversize.
+            self._end = RpcMessageTooLargeError(f"{error}")
+            self._wake()
+            return
+        self._end = TransportClosed(error.code, error.reason)
+        logger.warning("closing the connection with %s (peer %s): %s", error.code, self.peer or "?", error.reason)
+        if self.state is OPEN:
+            self._send_close(error.code, error.reason)
+        self._wake()
+        self._finish_closing()
+
+    def _finish_closing(self) -> None:
+        """Both close frames are out (or the stream is dead): the server drops TCP now, a client waits for it."""
+        if self.transport is None or self.state is CLOSED:
+            return
+        if not self.is_client:
+            self.transport.close()
+        elif self._close_handle is None:
+            self._close_handle = self._loop.call_later(self.close_timeout, self._abort_transport)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ------------------------------------------------------------ the Transport protocol
+    async def receive(self) -> Union[str, bytes]:
+        """The next whole message (text as UTF-8 bytes, already checked); raises when the stream is over."""
+        messages = self._messages
+        if not messages:
+            if self._end is not None:
+                raise self._end
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+            if not messages:
+                assert self._end is not None
+                raise self._end
+        message = messages.popleft()
+        if self._reading_paused and len(messages) <= _LOW and self.transport is not None:
+            self._reading_paused = False
+            if self._end is None:
+                self.transport.resume_reading()
+        return message
+
+    async def send(self, data: bytes) -> None:
+        """Frame ``data`` for the next coalesced write; wait while the peer does not read."""
+        if self.state is not OPEN:
+            raise self._closed_error()
+        frame = self._build(self._opcode, data, self.is_client)
+        queue = self._queue
+        queue.append(frame)
+        if len(queue) >= _MAX_QUEUED or len(frame) >= _BIG:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+        if self._writing_paused:
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        queue = self._queue
+        if not queue:
+            return
+        self._queue = []
+        if self.transport is not None and self.state is not CLOSED:
+            self.transport.write(queue[0] if len(queue) == 1 else b"".join(queue))
+
+    def _write_now(self, frame: bytes) -> None:
+        """Write a control frame, after the data frames already queued (their order is the peer's order)."""
+        if self._queue:
+            self._flush()
+        if self.transport is not None and self.state is not CLOSED:
+            self.transport.write(frame)
+
+    def _send_close(self, code: int, reason: str) -> None:
+        payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:123]
+        self._close_sent = (code, reason)
+        self._write_now(self._build(_OP_CLOSE, payload, self.is_client))
+        self.state = CLOSING
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Closing handshake: send our close frame, wait (bounded) for the peer's and for TCP to end."""
+        if self.state is OPEN:
+            self._send_close(code, reason)
+            if self._reading_paused and self.transport is not None:
+                self._reading_paused = False
+                self.transport.resume_reading()  # the peer's close frame (or EOF) must be seen
+            if self._end is None:
+                self._end = TransportClosed(code, reason)
+            self._wake()
+            if self._parser is not None and self._parser.error is not None and self.transport is not None:
+                self.transport.close()  # the stream is broken (oversize): the peer's answer could not be read
+        elif self.state is CONNECTING:
+            self._abort_transport()
+        if self.state is CLOSED:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lost), self.close_timeout)
+        except asyncio.TimeoutError:
+            self._abort_transport()
+
+    def abort(self) -> None:
+        """Drop the TCP connection now: a stalled peer would never finish a closing handshake."""
+        if self._end is None:
+            self._end = TransportClosed(1006, "connection aborted")
+        self._abort_transport()
+
+    def _abort_transport(self) -> None:
+        if self.transport is not None and self.state is not CLOSED:
+            self.transport.abort()
+
+    @property
+    def peer(self) -> str:
+        """``host:port`` of the other side, for log lines."""
+        address = self.transport.get_extra_info("peername") if self.transport is not None else None
+        if isinstance(address, tuple) and len(address) >= 2:
+            return f"{address[0]}:{address[1]}"
+        return ""
+
+    def receiving(self) -> bool:
+        """Whether part of a frame or of a fragmented message waits for the rest (slowloris watch)."""
+        return self._parser is not None and bool(self._parser.receiving())
+
+    def _closed_error(self) -> TransportClosed:
+        end = self._end
+        if isinstance(end, TransportClosed):
+            return end
+        code, reason = self._close_rcvd or self._close_sent or (1006, "")
+        return TransportClosed(code, reason)
+
+    # ------------------------------------------------------------ websockets-like views (the client uses them)
+    @property
+    def close_code(self) -> Optional[int]:
+        """The peer's close code once it sent one; 1006 once closed without one; ``None`` while open."""
+        if self._close_rcvd is not None:
+            return self._close_rcvd[0]
+        return None if self.state is not CLOSED else 1006
+
+    @property
+    def close_reason(self) -> Optional[str]:
+        """The peer's close reason once it sent one (see :attr:`close_code`)."""
+        if self._close_rcvd is not None:
+            return self._close_rcvd[1]
+        return None if self.state is not CLOSED else ""
+
+    async def wait_closed(self) -> None:
+        """Until the TCP connection is gone."""
+        await asyncio.shield(self._lost)
+
+    # ------------------------------------------------------------ pings
+    async def ping(self, data: Optional[bytes] = None) -> asyncio.Future[float]:
+        """Send a protocol ping; the future it returns resolves (latency in seconds) when its pong arrives."""
+        if self.state is not OPEN:
+            raise self._closed_error()
+        payload = data if data is not None else os.urandom(4)
+        waiter: asyncio.Future[float] = self._loop.create_future()
+        self._pings[payload] = waiter
+        self._sent_at = self._loop.time()
+        self._write_now(self._build(_OP_PING, payload, self.is_client))
+        return waiter
+
+    def _on_pong(self, payload: bytes) -> None:
+        """A pong answers its ping and every earlier one (RFC 6455 allows skipping pongs)."""
+        if payload not in self._pings:
+            return
+        latency = self._loop.time() - getattr(self, "_sent_at", self._loop.time())
+        for key in list(self._pings):
+            waiter = self._pings.pop(key)
+            if not waiter.done():
+                waiter.set_result(latency)
+            if key == payload:
+                break
+        if self._ping_deadline is not None and not self._pings:
+            self._ping_deadline.cancel()
+            self._ping_deadline = None
+
+    def _keepalive(self) -> None:
+        """Every ``ping_interval``: a ping; no pong within ``ping_timeout`` drops the connection."""
+        if self.state is not OPEN:
+            return
+        assert self.ping_interval is not None
+        self._ping_handle = self._loop.call_later(self.ping_interval, self._keepalive)
+        if self._ping_deadline is not None:
+            return  # the last ping is still within its timeout
+        payload = os.urandom(4)
+        self._pings[payload] = self._loop.create_future()
+        self._sent_at = self._loop.time()
+        self._write_now(self._build(_OP_PING, payload, self.is_client))
+        if self.ping_timeout:
+            self._ping_deadline = self._loop.call_later(self.ping_timeout, self._ping_expired)
+
+    def _ping_expired(self) -> None:
+        self._ping_deadline = None
+        logger.warning("no pong from %s within %s s: closing (1011)", self.peer or "?", self.ping_timeout)
+        if self._end is None:
+            self._end = TransportClosed(1011, "keepalive ping timeout")
+        if self.state is OPEN:
+            self._send_close(1011, "keepalive ping timeout")
+        self._wake()
+        self._abort_transport()
+
+
+def _no_feed(data: bytes) -> List[Tuple[int, bytes]]:  # pragma: no cover - replaced at _open
+    return []
+
+
+# ---------------------------------------------------------------- the client side
+
+
+class _ClientWebSocket(NativeWebSocket):
+    """The client's connection: sends the upgrade request, checks the answer with ``ClientProtocol``."""
+
+    is_client = True
+
+    def __init__(self, handshake: ClientProtocol, request: Request, max_size: int, **options: Any) -> None:
+        super().__init__(max_size, **options)
+        self._handshake = handshake
+        self._request = request
+        self._reader = StreamReader()
+        self._response_parser = Response.parse(
+            self._reader.read_line, self._reader.read_exact, self._reader.read_to_eof
+        )
+        self.opened: asyncio.Future[None] = self._loop.create_future()
+        self.response: Optional[Response] = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._handshake.send_request(self._request)
+        assert self.transport is not None
+        self.transport.write(b"".join(self._handshake.data_to_send()))
+
+    def _handshake_data(self, data: bytes) -> None:
+        self._reader.feed_data(data)
+        self._advance()
+
+    def _advance(self) -> None:
+        try:
+            next(self._response_parser)
+        except StopIteration as done:
+            response: Response = done.value
+            self.response = response
+            try:
+                self._handshake.process_response(response)
+            except InvalidHandshake as exc:
+                self._fail_opening(exc)
+                return
+            self.subprotocol = self._handshake.subprotocol
+            rest = bytes(self._reader.buffer)
+            self._reader.buffer.clear()
+            if not self.opened.done():
+                self.opened.set_result(None)
+            self._open(rest)
+            return
+        except Exception as exc:
+            failure = InvalidMessage("did not receive a valid HTTP response")
+            failure.__cause__ = exc
+            self._fail_opening(failure)
+            return
+        if len(self._reader.buffer) > _MAX_HANDSHAKE:
+            self._fail_opening(InvalidMessage("the HTTP response is too large"))
+
+    def _fail_opening(self, exc: BaseException) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(exc)
+        self._abort_transport()
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        if self.state is CONNECTING and not self.opened.done():
+            self._reader.feed_eof()
+            self._advance()  # a refusal without Content-Length ends at EOF
+            if not self.opened.done():
+                self.opened.set_exception(EOFError("connection closed during the opening handshake"))
+        super().connection_lost(exc)
+
+
+#: ``websockets.connect`` keywords the native client implements; any other one needs websockets' own transport.
+NATIVE_CONNECT_KWARGS = frozenset(
+    {
+        "additional_headers",
+        "user_agent_header",
+        "origin",
+        "subprotocols",
+        "open_timeout",
+        "ping_interval",
+        "ping_timeout",
+        "close_timeout",
+        "max_size",
+        "compression",
+        # asyncio's create_connection
+        "ssl",
+        "sock",
+        "server_hostname",
+        "local_addr",
+        "family",
+        "proto",
+        "flags",
+        "happy_eyeballs_delay",
+        "interleave",
+        "ssl_handshake_timeout",
+        "ssl_shutdown_timeout",
+        "all_errors",
+        "host",
+        "port",
+    }
+)
+
+
+async def connect_native(
+    uri: str,
+    *,
+    additional_headers: Any = None,
+    user_agent_header: Optional[str] = None,
+    origin: Optional[str] = None,
+    subprotocols: Optional[Sequence[str]] = None,
+    open_timeout: Optional[float] = 10.0,
+    ping_interval: Optional[float] = 20.0,
+    ping_timeout: Optional[float] = 20.0,
+    close_timeout: Optional[float] = 10.0,
+    max_size: Optional[int] = 2**20,
+    compression: Optional[str] = None,
+    ssl: Any = None,
+    binary: bool = False,
+    speedups: Any = None,
+    **create_connection: Any,
+) -> NativeWebSocket:
+    """Open a client connection (TCP, TLS, upgrade) the way ``websockets.connect`` does, on the native codec.
+
+    Failures are ``websockets``' own exceptions (``InvalidStatus`` for an HTTP
+    refusal, ``InvalidHandshake``, ``OSError``, ``TimeoutError``) so the client
+    maps them to ours exactly as it does for the ``websockets`` transport.
+    """
+    if compression is not None:
+        raise ValueError("the native client does not negotiate compression: use transport='websockets'")
+    wsuri = parse_uri(uri)
+    if wsuri.secure:
+        if ssl is None:
+            ssl = _ssl.create_default_context()
+    elif ssl is not None:
+        raise ValueError("ssl= is for wss:// URIs only")
+    handshake = ClientProtocol(
+        wsuri,
+        origin=Origin(origin) if origin is not None else None,
+        subprotocols=[Subprotocol(s) for s in subprotocols] if subprotocols else None,
+    )
+    request = handshake.connect()
+    if additional_headers is not None:
+        items = additional_headers.items() if isinstance(additional_headers, Mapping) else additional_headers
+        if isinstance(additional_headers, Headers):
+            items = additional_headers.raw_items()
+        request.headers.update(items)
+    if user_agent_header is not None:
+        request.headers.setdefault("User-Agent", user_agent_header)
+    loop = asyncio.get_running_loop()
+    connection = _ClientWebSocket(
+        handshake,
+        request,
+        max_size if max_size is not None else 2**62,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout if close_timeout is not None else 10.0,
+        binary=binary,
+        speedups=speedups,
+    )
+    host = create_connection.pop("host", wsuri.host)
+    port = create_connection.pop("port", wsuri.port)
+    if create_connection.get("sock") is not None:
+        host = port = None
+
+    async def opening() -> None:
+        await loop.create_connection(lambda: connection, host, port, ssl=ssl, **create_connection)
+        await connection.opened
+
+    try:
+        await asyncio.wait_for(opening(), open_timeout)
+    except BaseException:
+        connection._abort_transport()
+        raise
+    return connection

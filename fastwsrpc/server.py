@@ -1,0 +1,487 @@
+"""WebSocketRpcServer: the native server, an ``asyncio.Protocol`` speaking to the channel directly.
+
+No ASGI and no Starlette between the socket and the channel: bytes go from
+``data_received`` through the frame codec of ``_speedups`` (compiled or pure)
+into :class:`~fastwsrpc.channel.RpcChannel`. Everything else is the FastAPI
+endpoint's: the server *is* a :class:`~fastwsrpc.endpoint.WebSocketRpcEndpoint`
+(same keyword arguments, settings, limits, callbacks, subprotocol rule,
+discovery, interceptors, topics and ``cluster``), only its socket differs.
+
+What the native server adds, because it owns the socket:
+
+* ``authenticate=``: an async callable given the :class:`HandshakeRequest`
+  (path, path parameters such as ``{client_id}``, headers, query) before the
+  upgrade; it returns the client's id (or ``None``) or raises to refuse with
+  HTTP 403 (or the ``status`` the exception carries, e.g. 401).
+* Real WebSocket pings from the server (``ping_interval`` / ``ping_timeout``),
+  which Starlette cannot send.
+* Several endpoints on one port: ``routes={"/admin": other_server}``; a path
+  may be a template (``"/ws/{client_id}"``).
+
+``await server.serve(host, port)`` runs until cancelled or ``server.close()``;
+``async with server.listen(host, port):`` serves for the block;
+:func:`run` is the blocking one-liner (uvloop when installed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import re
+import ssl as _ssl
+from contextlib import asynccontextmanager
+from typing import (
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Dict,
+    Generator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+)
+from urllib.parse import parse_qsl
+
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
+from websockets.typing import Subprotocol
+
+from .channel import RpcChannel
+from .errors import RpcDuplicateClientError
+from .interceptors import FEATURES_HEADER, format_features, parse_features
+from .logger import get_logger
+from .methods import RpcMethodsBase
+from .native import _MAX_HANDSHAKE, CONNECTING, NativeWebSocket
+from .transport import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION
+
+__all__ = ["HandshakeRequest", "WebSocketRpcServer", "run"]
+
+logger = get_logger("server")
+
+Authenticate = Callable[["HandshakeRequest"], Awaitable[Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class HandshakeRequest:
+    """The opening handshake as ``authenticate=`` and ``identify=`` see it (nothing is upgraded yet)."""
+
+    #: The request path without the query string (``/ws/alice``).
+    path: str
+    #: Values of the route's ``{name}`` placeholders (``{"client_id": "alice"}``).
+    path_params: Dict[str, str]
+    #: Request headers, case-insensitive (``headers["authorization"]``).
+    headers: Headers
+    #: Query parameters, the last value of each name (``?token=...``); ``query_string`` has them all.
+    query: Dict[str, str]
+    query_string: str
+    #: ``host:port`` of the client.
+    peer: str
+
+
+class _Route:
+    """A path, possibly with ``{name}`` placeholders (one path segment each), and its server."""
+
+    def __init__(self, template: str, server: WebSocketRpcServer) -> None:
+        self.template = template
+        self.server = server
+        pattern = re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(template))
+        self.regex = re.compile(f"^{pattern}$")
+
+    def match(self, path: str) -> Optional[Dict[str, str]]:
+        found = self.regex.match(path)
+        return found.groupdict() if found is not None else None
+
+
+class _ServerWebSocket(NativeWebSocket):
+    """One accepted TCP connection: reads the upgrade request, then hands over to the server."""
+
+    def __init__(self, server: WebSocketRpcServer) -> None:
+        super().__init__(
+            server.settings.max_message_size,
+            ping_interval=server.ping_interval,
+            ping_timeout=server.ping_timeout,
+            close_timeout=server.close_timeout,
+            binary=server._binary,
+            speedups=server.speedups,
+        )
+        self._server = server
+        self._reader = StreamReader()
+        self._request_parser: Optional[Generator[None, None, Request]] = Request.parse(self._reader.read_line)
+        self._open_handle: Optional[asyncio.TimerHandle] = None
+        self.request: Optional[HandshakeRequest] = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._open_handle = self._loop.call_later(self._server.open_timeout, self._opening_expired)
+
+    def _opening_expired(self) -> None:
+        if self.state is CONNECTING:
+            self._abort_transport()
+
+    def _handshake_data(self, data: bytes) -> None:
+        if self._request_parser is None:
+            self._reader.feed_data(data)  # behind the request, while authentication runs
+            return
+        self._reader.feed_data(data)
+        try:
+            next(self._request_parser)
+        except StopIteration as done:
+            self._request_parser = None
+            assert self.transport is not None
+            self.transport.pause_reading()  # nothing more until the upgrade is decided
+            self._server._start_connection(self, done.value)
+            return
+        except Exception as exc:
+            self._request_parser = None
+            self._refuse_raw(400, f"malformed HTTP request: {exc}")
+            return
+        if len(self._reader.buffer) > _MAX_HANDSHAKE:
+            self._refuse_raw(400, "request headers too large")
+
+    def _refuse_raw(self, status: int, text: str) -> None:
+        if self.transport is not None:
+            response = ServerProtocol().reject(status, text + "\n")
+            self.transport.write(response.serialize())
+            self.transport.close()
+
+    def take_rest(self) -> bytes:
+        """What arrived behind the request (frames a client sent without waiting)."""
+        rest = bytes(self._reader.buffer)
+        self._reader.buffer.clear()
+        return rest
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        if self._open_handle is not None:
+            self._open_handle.cancel()
+        super().connection_lost(exc)
+
+    def accepted(self, response: Response, handshake: ServerProtocol) -> None:
+        """Write the 101 and switch to frames."""
+        if self._open_handle is not None:
+            self._open_handle.cancel()
+        handshake.send_response(response)
+        assert self.transport is not None
+        self.transport.write(b"".join(handshake.data_to_send()))
+        self.subprotocol = response.headers.get("Sec-WebSocket-Protocol")
+        self._open(self.take_rest())
+        if self._end is None:
+            self.transport.resume_reading()
+
+    def refused(self, response: Response, handshake: ServerProtocol) -> None:
+        handshake.send_response(response)
+        if self.transport is not None:
+            self.transport.write(b"".join(handshake.data_to_send()))
+            self.transport.close()
+
+
+class WebSocketRpcServer:
+    """Serves an ``RpcMethodsBase`` over WebSocket on its own socket (see the module docstring).
+
+    Takes every keyword argument of :class:`~fastwsrpc.endpoint.WebSocketRpcEndpoint`
+    plus ``authenticate``, ``ping_interval`` / ``ping_timeout`` (seconds; ``None``
+    turns server pings off), ``open_timeout`` (the opening handshake, authentication
+    included), ``close_timeout``, ``routes`` and ``speedups`` (a twin, for tests).
+    """
+
+    def __init__(
+        self,
+        methods: Optional[RpcMethodsBase] = None,
+        *,
+        authenticate: Optional[Authenticate] = None,
+        ping_interval: Optional[float] = 20.0,
+        ping_timeout: Optional[float] = 20.0,
+        open_timeout: float = 10.0,
+        close_timeout: float = 10.0,
+        routes: Optional[Mapping[str, WebSocketRpcServer]] = None,
+        speedups: Any = None,
+        **endpoint_kwargs: Any,
+    ) -> None:
+        from .endpoint import WebSocketRpcEndpoint  # settings and cluster wiring: one definition for both servers
+
+        #: The endpoint this server shares everything but the socket with.
+        self.endpoint = WebSocketRpcEndpoint(methods, **endpoint_kwargs)
+        self.authenticate = authenticate
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.open_timeout = open_timeout
+        self.close_timeout = close_timeout
+        self.speedups = speedups
+        self._routes: List[_Route] = [_Route(path, srv) for path, srv in (routes or {}).items()]
+        self._server: Any = None  # asyncio's Server (its type is not public before Python 3.12)
+        self._tasks: Set[asyncio.Task[None]] = set()
+        self._channels: Set[RpcChannel] = set()
+        self._stop: Optional[asyncio.Event] = None
+
+    # The endpoint's public face, under the same names.
+    @property
+    def methods(self) -> RpcMethodsBase:
+        """The methods object each connection gets a copy of."""
+        return self.endpoint.methods
+
+    @property
+    def settings(self) -> Any:
+        """The :class:`~fastwsrpc.config.RpcSettings` every connection obeys."""
+        return self.endpoint.settings
+
+    @property
+    def cluster(self) -> Any:
+        """Calls, notifications and broadcasts to clients on any node (see :mod:`fastwsrpc.cluster`)."""
+        return self.endpoint.cluster
+
+    @property
+    def topics(self) -> Any:
+        """The topic hub clients subscribe to (``publish`` feeds it)."""
+        return self.endpoint.topics
+
+    @property
+    def subprotocols(self) -> Tuple[str, ...]:
+        """Subprotocols accepted when a client offers them (never forced)."""
+        return self.endpoint.subprotocols
+
+    @property
+    def _binary(self) -> bool:
+        return bool(self.endpoint._binary)
+
+    @property
+    def channels(self) -> Set[RpcChannel]:
+        """The open connections' channels."""
+        return set(self._channels)
+
+    async def publish(self, topic: str, data: Any = None) -> None:
+        """Send ``data`` to every subscriber of ``topic`` (see :meth:`WebSocketRpcEndpoint.publish`)."""
+        await self.endpoint.publish(topic, data)
+
+    def route(self, path: str, server: WebSocketRpcServer) -> None:
+        """Serve ``server``'s methods at ``path`` (a template such as ``"/rooms/{room}"``) on this listener."""
+        self._routes.append(_Route(path, server))
+
+    # ------------------------------------------------------------------ listening
+    @property
+    def sockets(self) -> Tuple[Any, ...]:
+        """The listening sockets (``server.sockets[0].getsockname()[1]``: the port picked for ``port=0``)."""
+        return tuple(self._server.sockets) if self._server is not None else ()
+
+    @asynccontextmanager
+    async def listen(
+        self,
+        host: Optional[str] = "127.0.0.1",
+        port: Optional[int] = 9000,
+        path: str = "/ws",
+        ssl: Optional[_ssl.SSLContext] = None,
+        **create_server: Any,
+    ) -> AsyncIterator[WebSocketRpcServer]:
+        """Serve for the duration of the block; on exit, every connection closes (1001) and the port is freed."""
+        if not any(r.template == path and r.server is self for r in self._routes):
+            self._routes.insert(0, _Route(path, self))
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        if create_server.get("sock") is not None:
+            host = port = None
+        self._server = await loop.create_server(lambda: _ServerWebSocket(self), host, port, ssl=ssl, **create_server)
+        for sock in self._server.sockets:
+            address = sock.getsockname()
+            logger.info("listening on ws%s://%s:%s%s", "s" if ssl else "", address[0], address[1], path)
+        try:
+            yield self
+        finally:
+            await self._shutdown()
+
+    async def serve(
+        self,
+        host: Optional[str] = "127.0.0.1",
+        port: Optional[int] = 9000,
+        path: str = "/ws",
+        ssl: Optional[_ssl.SSLContext] = None,
+        **create_server: Any,
+    ) -> None:
+        """Serve until cancelled or :meth:`close`."""
+        async with self.listen(host, port, path, ssl, **create_server):
+            assert self._stop is not None
+            await self._stop.wait()
+
+    def close(self) -> None:
+        """Stop serving: ``serve`` returns once every connection is closed."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def _shutdown(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        channels = list(self._channels)
+        if channels:
+            await asyncio.gather(
+                *(_quiet(ch.close(CLOSE_GOING_AWAY, "server shutting down")) for ch in channels), return_exceptions=True
+            )
+        tasks = list(self._tasks)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.close_timeout)
+            for task in late:
+                task.cancel()
+        if server is not None:
+            try:
+                await asyncio.wait_for(server.wait_closed(), self.close_timeout)
+            except asyncio.TimeoutError:  # pragma: no cover - only with a connection stuck in the kernel
+                pass
+
+    # ------------------------------------------------------------------ one connection
+    def _start_connection(self, conn: _ServerWebSocket, request: Request) -> None:
+        task = asyncio.get_running_loop().create_task(self._connection(conn, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _match(self, path: str) -> Optional[Tuple[WebSocketRpcServer, Dict[str, str]]]:
+        for candidate in self._routes:
+            params = candidate.match(path)
+            if params is not None:
+                return candidate.server, params
+        return None
+
+    async def _connection(self, conn: _ServerWebSocket, request: Request) -> None:
+        try:
+            await self._upgrade_and_serve(conn, request)
+        except Exception:  # a bug of ours or a callback's: this connection ends, the server goes on
+            logger.exception("connection from %s failed", conn.peer or "?")
+            conn.abort()
+
+    async def _upgrade_and_serve(self, conn: _ServerWebSocket, request: Request) -> None:
+        path, _, query_string = request.path.partition("?")
+        found = self._match(path)
+        target = found[0] if found is not None else self
+
+        def choose(_: ServerProtocol, offered: Sequence[Subprotocol]) -> Optional[Subprotocol]:
+            # Accepted when offered, never forced (RFC 6455: no answer to a client that offered none).
+            for name in target.subprotocols:
+                if name in offered:
+                    return Subprotocol(name)
+            return None
+
+        handshake = ServerProtocol(select_subprotocol=choose, max_size=None)
+        if found is None:
+            conn.refused(handshake.reject(404, f"no WebSocket endpoint at {path}\n"), handshake)
+            return
+        response = handshake.accept(request)
+        if response.status_code != 101:
+            conn.refused(response, handshake)
+            return
+        params = found[1]
+        info = HandshakeRequest(
+            path=path,
+            path_params=params,
+            headers=request.headers,
+            query=dict(parse_qsl(query_string, keep_blank_values=True)),
+            query_string=query_string,
+            peer=conn.peer,
+        )
+        conn.request = info
+        name: Any = params.get("client_id")
+        if target.authenticate is not None:
+            try:
+                who = await target.authenticate(info)
+            except Exception as exc:
+                status = getattr(exc, "status", None)
+                status = status if isinstance(status, int) and 400 <= status < 500 else 403
+                logger.info("refused %s at %s with HTTP %s: %s", conn.peer or "?", path, status, exc)
+                conn.refused(handshake.reject(status, "authentication failed\n"), handshake)
+                return
+            if who is not None:
+                name = who
+        endpoint = target.endpoint
+        agreed = endpoint._features & parse_features(request.headers.get(FEATURES_HEADER))
+        if agreed:
+            response.headers[FEATURES_HEADER] = format_features(agreed)
+        if conn.transport is None or conn.transport.is_closing():
+            return  # the client left while we decided
+        conn.accepted(response, handshake)
+        await target._serve_channel(conn, info, name, agreed, self)
+
+    async def _serve_channel(
+        self,
+        conn: _ServerWebSocket,
+        info: HandshakeRequest,
+        name: Any,
+        agreed: Any,
+        listener: WebSocketRpcServer,
+    ) -> None:
+        """What ``WebSocketRpcEndpoint.main_loop`` does after ``accept``, on the native transport."""
+        endpoint = self.endpoint
+        context: Dict[str, Any] = {**info.path_params, "websocket": conn, "request": info}
+        if name is not None:
+            context["client_id"] = name
+        channel = RpcChannel(
+            endpoint.methods,
+            conn,
+            settings=endpoint.settings,
+            context=context,
+            subprotocol=conn.subprotocol,
+            connect_callbacks=endpoint._on_connect,
+            disconnect_callbacks=endpoint._on_disconnect,
+            error_callbacks=endpoint._on_error,
+            topics=endpoint.topics,
+            interceptors=endpoint.interceptors,
+            peer_features=agreed,
+            speedups=self.speedups,
+        )
+        identify: Any = endpoint.identify  # given the HandshakeRequest here (a WebSocket on FastAPI)
+        if name is None and identify is not None:
+            name = identify(info)
+            if inspect.isawaitable(name):
+                name = await name
+        name = str(name) if name is not None else channel.id
+        try:
+            await endpoint.cluster.attach(name, channel)
+        except RpcDuplicateClientError:
+            logger.warning("client id %r is already connected; refusing %s", name, conn.peer or "?")
+            await channel.close(CLOSE_POLICY_VIOLATION, "client id already connected")
+            return
+        listener._channels.add(channel)
+        try:
+            await channel.on_connect()
+            await channel.run()
+        finally:
+            listener._channels.discard(channel)
+            await endpoint.cluster.detach(name, channel)
+
+
+async def _quiet(awaitable: Awaitable[Any]) -> None:
+    try:
+        await awaitable
+    except Exception:  # the connection is already gone
+        pass
+
+
+def run(
+    methods: Optional[RpcMethodsBase] = None,
+    host: str = "127.0.0.1",
+    port: int = 9000,
+    *,
+    path: str = "/ws",
+    ssl: Optional[_ssl.SSLContext] = None,
+    **server_kwargs: Any,
+) -> None:
+    """Serve ``methods`` until interrupted (Ctrl-C), on uvloop when it is installed.
+
+    ``server_kwargs`` are :class:`WebSocketRpcServer`'s (hence the endpoint's).
+    """
+
+    async def main() -> None:
+        server = WebSocketRpcServer(methods, **server_kwargs)
+        await server.serve(host, port, path, ssl)
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on CPython/POSIX
+        runner: Callable[[Any], Any] = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        runner(main())
+    except KeyboardInterrupt:
+        pass
