@@ -25,11 +25,12 @@ import random
 import socket as _socket
 import ssl as _ssl
 from dataclasses import replace
-from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Union
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Union
 
 import tenacity
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.protocol import State
 
@@ -50,6 +51,7 @@ from .config import (
     WebSocketRpcClientConfig,
 )
 from .errors import RpcConnectionError, RpcHandshakeRejectedError, RpcInvalidStateError, RpcUsageError
+from .interceptors import FEATURES_HEADER, RpcInterceptor, features_of, format_features, parse_features
 from .logger import get_logger
 from .methods import RpcMethodsBase
 from .native import NATIVE_CONNECT_KWARGS, NativeWebSocket, connect_native
@@ -314,6 +316,7 @@ class WebSocketRpcClient:
         max_reconnect_attempts: Optional[int] = None,
         raise_on_error: bool = True,
         await_connect_callbacks: bool = False,
+        interceptors: Sequence[RpcInterceptor] = (),
         transport: Optional[str] = None,
         **kwargs: Any,
     ) -> None:
@@ -403,6 +406,9 @@ class WebSocketRpcClient:
         #: How the client waits between reconnect attempts (a test can make it instant).
         self._sleep: Any = asyncio.sleep
         self._reconnecting = False
+        #: Wrap every call both ways, the first outermost (see :mod:`fastwsrpc.interceptors`).
+        self.interceptors = tuple(interceptors)
+        self._features = features_of(self.interceptors)
 
     # ------------------------------------------------------------ connect
     def _websockets_kwargs(self) -> Dict[str, Any]:
@@ -416,6 +422,11 @@ class WebSocketRpcClient:
         if ws_cfg.ping_timeout is not None:
             options["ping_timeout"] = ws_cfg.ping_timeout
         options.update(self.connect_kwargs)
+        if self._features:
+            # Offer what our interceptors need (say "meta" for trace context); the server echoes what it shares.
+            headers = Headers(options.get("additional_headers") or {})
+            headers[FEATURES_HEADER] = format_features(self._features)
+            options["additional_headers"] = headers
         return options
 
     async def _open(self, retrying: Optional[tenacity.AsyncRetrying] = None) -> RpcChannel:
@@ -438,6 +449,10 @@ class WebSocketRpcClient:
             raise mapped from exc
         assert ws is not None
         self.ws = ws
+        agreed: FrozenSet[str] = frozenset()
+        response = getattr(ws, "response", None)  # the server's handshake answer, on either transport
+        if self._features and response is not None:
+            agreed = self._features & parse_features(response.headers.get(FEATURES_HEADER))
         channel = RpcChannel(
             self.methods,
             ws if isinstance(ws, NativeWebSocket) else WebsocketsTransport(ws),
@@ -446,6 +461,8 @@ class WebSocketRpcClient:
             connect_callbacks=self._on_connect,
             disconnect_callbacks=self._on_disconnect,
             error_callbacks=self._on_error,
+            interceptors=self.interceptors,
+            peer_features=agreed,
         )
         self.channel = channel
         if self._connected is not None:
