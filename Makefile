@@ -34,6 +34,9 @@ demo: install
 # FASTWSRPC_REQUIRE_EXTENSIONS is set (CI sets it), which makes it an error.
 test: install
 	@$(BIN)/python -c "import fastwsrpc; print('fastwsrpc implementation for end-to-end tests:', fastwsrpc.IMPLEMENTATION)"
+	@echo "== the client on its websockets transport (the native one is the default) =="
+	$(PYTEST) -q --client-transport=websockets tests/test_e2e_calls.py tests/test_e2e_lifecycle.py tests/test_client_resilience.py tests/test_hardening.py
+	@echo "== the whole suite =="
 	$(PYTEST)
 
 DOCS_STAMP := $(VENV)/.fastwsrpc-docs-installed
