@@ -82,7 +82,7 @@ class ServerThread:
                 loop.run_until_complete(server.serve(sockets=[sock]))
             finally:
                 ready.set()
-                loop.close()
+                _finish_loop(loop)
                 sock.close()
 
         self.thread = threading.Thread(target=run, name=f"uvicorn-{self.port}", daemon=True)
@@ -154,7 +154,7 @@ class NativeServerThread:
             try:
                 loop.run_until_complete(serve())
             finally:
-                loop.close()
+                _finish_loop(loop)
                 sock.close()
 
         self.thread = threading.Thread(target=run, name=f"native-{self.port}", daemon=True)
@@ -377,3 +377,13 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+def _finish_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what still runs (an endpoint's cluster heartbeat, say), then close, as ``asyncio.run`` does."""
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.close()
