@@ -228,7 +228,9 @@ cdef enum:
     _OPEN = 3
     _CLOSE = 4
 cdef uint8_t _UNIT_CLASS[256]
-_UNIT_CLASS[:] = [_PLAIN] * 256
+cdef int _unit
+for _unit in range(256):  # a loop, not [_PLAIN] * 256: Cython's constant folding of that fails on Python 3.9
+    _UNIT_CLASS[_unit] = _PLAIN
 _UNIT_CLASS[0x22] = _QUOTE  # "
 _UNIT_CLASS[0x5C] = _ESCAPE  # backslash
 _UNIT_CLASS[0x5B] = _OPEN  # [

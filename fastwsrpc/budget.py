@@ -254,17 +254,22 @@ class IncomingWork:
 
     def _spawn(self: RpcChannel, coro: Coroutine[Any, Any, Any], units: int = 1) -> Optional[asyncio.Task[Any]]:
         """Start incoming work as a task that holds ``units`` of the budget until done."""
+        # Counted before it starts, so that a handler running eagerly sees itself
+        # in running_count, as it does when it runs as a scheduled task.
+        self._active += units
         if _EAGER:
             # Python 3.12+: run the handler's first step now; one that never
             # suspends (most do not) finishes here, never scheduled, never tracked.
             task = asyncio.Task(coro, loop=self._loop, eager_start=True)  # type: ignore[call-arg]
             if task.done():
+                self._active -= units
+                if units and self._deferred:
+                    self._start_deferred()
                 return None
         else:
             task = self._loop.create_task(coro)
         self._tasks.add(task)
         if units:
-            self._active += units
             if units == 1:
                 task.add_done_callback(self._done_one)
             else:

@@ -11,7 +11,8 @@ JSON-RPC client can consume one:
 * the end comes as ``$/stream.end`` ``{"stream": id}``, or with ``"error": {code,
   message, data}`` when the generator raised;
 * the consumer grants credits with ``$/stream.credit`` ``{"stream": id, "credits": n}``
-  (``"window": n`` sets them outright; our caller sends it right after the request);
+  (``"window": n`` sets the total since the stream's start; our caller sends it right
+  after the request);
   a producer holding no credit does not advance its generator, so a consumer that
   stops reading stops the producer and nothing queues on either side;
 * the consumer stops a stream with ``$/stream.cancel`` ``{"stream": id}``: the
@@ -59,15 +60,18 @@ _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 class _Producer:
     """Our side of a stream the peer consumes: its credits and its task."""
 
-    __slots__ = ("credits", "task", "waiter")
+    __slots__ = ("credits", "sent", "task", "waiter")
 
     def __init__(self, credits: int) -> None:
         self.credits = credits
+        self.sent = 0
         self.task: Optional[asyncio.Task[Any]] = None
         self.waiter: Optional[asyncio.Future[None]] = None
 
     def grant(self, credits: int, window: bool) -> None:
-        self.credits = credits if window else self.credits + credits
+        # A window counts from the stream's start: items already sent (on the
+        # initial credits, before the window arrived) are taken off it.
+        self.credits = credits - self.sent if window else self.credits + credits
         waiter = self.waiter
         if waiter is not None and not waiter.done() and self.credits > 0:
             waiter.set_result(None)
@@ -222,8 +226,12 @@ class RpcStream:
             waiter.set_result(None)
 
     def _push(self, item: Any) -> bool:
-        """An item arrived; False if the producer sent more than its credits (a broken peer)."""
-        if len(self._items) >= self.buffer:
+        """An item arrived; False if the producer sent more than its credits (a broken peer).
+
+        Before our window reaches it, a producer may send its ``INITIAL_CREDITS``,
+        so that many may wait here even when ``buffer`` is smaller.
+        """
+        if len(self._items) >= max(self.buffer, INITIAL_CREDITS):
             return False
         self._items.append(item)
         self._wake()
@@ -395,6 +403,7 @@ class StreamSide:
                     await self._send_answer(encode_notification(STREAM_END, {"stream": sid, "error": error}))
                     return
                 producer.credits -= 1
+                producer.sent += 1
                 try:
                     data = encode_notification(STREAM_ITEM, {"stream": sid, "item": item})
                 except _ENCODE_ERRORS:

@@ -93,11 +93,16 @@ async def test_a_stalled_consumer_stops_the_producer(speedups: Any) -> None:
     async with channel_pair(feed, RpcMethodsBase(), speedups=speedups) as (server, client):
         async with client.stream("forever", buffer=8) as items:
             assert await items.next() == 0
-            # We read no further: the producer stops after the window, however long we wait.
-            await until(lambda: len(feed.made) == 8)
+            # We read no further: the producer stops after the window (or the 16
+            # initial credits, when it ran before our window arrived: eager tasks).
+            await until(lambda: len(feed.made) >= 8)
             for _ in range(1000):
                 await asyncio.sleep(0)
-            assert len(feed.made) == 8 and len(items._items) <= 8
+            made = len(feed.made)
+            assert made in (8, 16) and len(items._items) <= 16
+            for _ in range(1000):
+                await asyncio.sleep(0)
+            assert len(feed.made) == made
             # Reading resumes the producer.
             assert [await items.next() for _ in range(20)] == list(range(1, 21))
         await until(lambda: server.stream_count == 0 and client.stream_count == 0)

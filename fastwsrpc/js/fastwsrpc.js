@@ -37,6 +37,8 @@ export const STREAM_CREDIT = "$/stream.credit";
 export const STREAM_CANCEL = "$/stream.cancel";
 /** Items a stream consumer buffers by default (its window of credits), as in Python. */
 export const DEFAULT_STREAM_BUFFER = 64;
+/** Items a producer may send before our window reaches it (so that many may wait here whatever the buffer). */
+const INITIAL_CREDITS = 16;
 
 /**
  * Close codes after which reconnecting cannot help: they say this client is
@@ -756,7 +758,7 @@ export class RpcClient extends EventTarget {
           // Items of a stream nobody here consumes (a stream method called as a
           // plain call): tell the producer to stop, as the Python client does.
           this._sendQuietly(JSON.stringify(notification(STREAM_CANCEL, { stream: params.stream })));
-        } else if (state.items.length >= state.buffer) {
+        } else if (state.items.length >= Math.max(state.buffer, INITIAL_CREDITS)) {
           state.ended = true; // more items than credits: a broken producer
           state.error = new RpcError(ErrorCodes.INTERNAL_ERROR, "the producer sent more items than credits");
           this._sendQuietly(JSON.stringify(notification(STREAM_CANCEL, { stream: params.stream })));
