@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
+from typing import Any, List, Set
 
 import pytest
 from fastapi import FastAPI
@@ -44,7 +44,7 @@ class PeerServerMethods(peer.RpcMethodsBase):  # type: ignore[misc]
 
 
 #: What the peer server got back when it called our client (see below).
-CALLED_BACK: list = []
+CALLED_BACK: List[Any] = []
 
 
 async def peer_on_connect(channel: Any) -> None:
@@ -58,7 +58,7 @@ async def peer_on_connect(channel: Any) -> None:
     _tasks.add(asyncio.ensure_future(call_back()))
 
 
-_tasks: set = set()
+_tasks: Set[Any] = set()
 
 
 def peer_config() -> Any:
@@ -82,7 +82,7 @@ async def test_our_client_calls_peer_server_and_is_called_back() -> None:
     peer.WebSocketRpcEndpoint(PeerServerMethods(), on_connect=[peer_on_connect]).register_route(app, "/ws")
     with ServerThread(app) as srv:
         async with fastwsrpc.WebSocketRpcClient(srv.url(), OurClientMethods()) as client:
-            assert client.ws.subprotocol == "jsonrpc2.0"
+            assert client.ws.subprotocol == "jsonrpc2.0"  # type: ignore[union-attr]
             assert (await client.other.add(a=2, b=3)).result == 5
             await eventually(lambda: CALLED_BACK == [12])
             with pytest.raises(fastwsrpc.UnknownMethodError):

@@ -66,7 +66,7 @@ async def test_server_on_connect_calls_the_client_and_on_disconnect_fires(server
             srv.url(), Greeter(), on_connect=[client_connected], on_disconnect=[client_disconnected]
         ) as client:
             await eventually(lambda: seen == ["hello from-server"])
-            assert client.channel.methods.greetings == ["from-server"]
+            assert client.channel.methods.greetings == ["from-server"]  # type: ignore[union-attr]
         await asyncio.wait_for(gone.wait(), 10)
     assert client_events == ["connect", "disconnect"]
 
@@ -76,11 +76,11 @@ async def test_pending_calls_fail_when_the_server_goes_away(server_kind: str) ->
         client = WebSocketRpcClient(srv.url(), RpcMethodsBase())
         await client.__aenter__()
         calls = [asyncio.ensure_future(client.other.sleep(seconds=60)) for _ in range(5)]
-        await eventually(lambda: client.channel.pending_count == 5)
+        await eventually(lambda: client.channel.pending_count == 5)  # type: ignore[union-attr]
     # server stopped: every pending call fails at once, none hangs
     results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
     assert all(isinstance(r, RpcChannelClosedError) for r in results), results
-    assert client.channel.pending_count == 0 and not client.is_connected
+    assert client.channel.pending_count == 0 and not client.is_connected  # type: ignore[union-attr]
     with pytest.raises(RpcChannelClosedError):
         await client.other.add(a=1, b=2)
     await client.close()
@@ -156,7 +156,7 @@ async def test_project_page_keywords_and_config_objects_are_both_accepted(url: s
     assert RpcRetryConfig().max_attempts == 10 and RpcRetryConfig().max_wait == 60.0
     async with WebSocketRpcClient(url, RpcMethodsBase(), config=WebSocketRpcClientConfig.production_defaults()) as c:
         assert (await c.other.add(a=1, b=2)).result == 3
-        assert c.channel.default_response_timeout == 30.0
+        assert c.channel.default_response_timeout == 30.0  # type: ignore[union-attr]
 
 
 async def test_rpc_level_keepalive_keeps_a_healthy_connection(url: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any, AsyncIterator
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +31,7 @@ async def test_no_subprotocol_forced_on_a_client_that_offered_none(ws: ClientCon
 
 
 async def test_jsonrpc_subprotocol_accepted_when_offered(url: str) -> None:
-    async with connect(url, subprotocols=["jsonrpc2.0"]) as conn:
+    async with connect(url, subprotocols=[Subprotocol("jsonrpc2.0")]) as conn:
         assert conn.subprotocol == "jsonrpc2.0"
         assert await rpc(conn, {"jsonrpc": "2.0", "method": "ping", "id": 1}) == {
             "jsonrpc": "2.0",

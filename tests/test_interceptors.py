@@ -60,7 +60,7 @@ class Refuse(RpcInterceptor):
 
 async def pair(
     speedups: Any, server_interceptors: Any = (), client_interceptors: Any = (), features: Any = frozenset()
-):
+) -> Any:
     a, b = memory_pair()
     server = RpcChannel(
         Methods(),

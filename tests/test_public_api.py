@@ -46,7 +46,7 @@ def test_every_public_name_says_what_it_is_for() -> None:
 
 
 def test_help_shows_readable_defaults() -> None:
-    text = pydoc.render_doc(fastwsrpc.WebSocketRpcClient, renderer=pydoc.plaintext)
+    text = pydoc.render_doc(fastwsrpc.WebSocketRpcClient, renderer=pydoc.plaintext)  # type: ignore[attr-defined]
     assert "<object object at" not in text and "= <default>" in text
 
 
