@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Awaitable, Coroutine, List, Optional, Union
+import types
+from contextvars import Context, ContextVar, copy_context
+from typing import TYPE_CHECKING, Any, Awaitable, Coroutine, Generator, List, Optional, Union
 
 import msgspec
 
@@ -43,6 +44,15 @@ class IncomingWork:
     def _start(self: RpcChannel, msg: Any) -> None:
         """Start a call, a notification or a batch: it holds its share of the budget until done."""
         kind = type(msg)
+        if kind is Notification:
+            self._active += 1
+            run = self._open_run
+            if run is not None:
+                run.append(msg)
+            else:
+                self._start_run([msg])
+            return
+        self._open_run = None  # what comes after this starts after it (arrival order)
         if kind is Request:
             if msg.method in self._stream_names:
                 self._start_stream(msg)
@@ -50,11 +60,6 @@ class IncomingWork:
             task = self._spawn(self._handle_request(msg))
             if task is not None:
                 self._by_id[msg.id] = task
-        elif kind is Notification:
-            task = self._spawn(self._handle_notification(msg))
-            if task is not None:  # runs to its end even if the connection closes: nobody awaits an answer
-                self._notes.add(task)
-                task.add_done_callback(self._notes.discard)
         else:
             self._start_batch(msg)
 
@@ -116,10 +121,81 @@ class IncomingWork:
             )
         self.dropped_notifications += 1
 
-    async def _handle_notification(self: RpcChannel, msg: Notification) -> None:
-        HANDLING.set(self)
-        await self._invoke(msg.method, msg.params, None, True)
+    # ------------------------------------------------------ notifications
+    # A task per notification cost about three times the rest of its handling
+    # (50k notifications: 90k/s with a task each, 300k/s without). So the
+    # notifications read in a row share one task, a *run*: it takes each
+    # handler's first step in its own copy of the context; most handlers never
+    # suspend and are done there. A handler that does suspend keeps the run's
+    # task for the rest of its life (so asyncio.current_task(), timeouts and
+    # task groups see one task throughout, as with a task of its own), and the
+    # notifications after it move to a new run. Each holds one unit of the
+    # budget until its handler ends, as a task of its own would.
 
+    def _start_run(self: RpcChannel, run: List[Notification]) -> None:
+        self._open_run = run
+        task = self._loop.create_task(self._run_notifications(run))
+        # Runs to its end even if the connection closes: nobody awaits an answer.
+        self._tasks.add(task)
+        self._notes.add(task)
+        task.add_done_callback(self._run_done)
+
+    def _run_done(self: RpcChannel, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._notes.discard(task)
+
+    def _note_done(self: RpcChannel) -> None:
+        self._active -= 1
+        if self._deferred:
+            self._start_deferred()
+        if self._room is not None:
+            self._wake()
+
+    async def _run_notifications(self: RpcChannel, run: List[Notification]) -> None:
+        HANDLING.set(self)
+        invoke = self._invoke
+        i = 0
+        while i < len(run):  # the reader may append to the open run meanwhile
+            msg = run[i]
+            i += 1
+            coro = invoke(msg.method, msg.params, None, True)
+            ctx = copy_context()
+            try:
+                waiting = ctx.run(coro.send, None)
+            except StopIteration:
+                self._note_done()
+                continue
+            except (Exception, asyncio.CancelledError):
+                self._note_done()  # invoke answers every failure itself; a handler cancelling itself is done
+                continue
+            except BaseException:
+                self._note_done()
+                self._hand_off(run, i)
+                raise
+            # This handler suspended: it keeps this task; the rest go on in a new run.
+            self._hand_off(run, i)
+            try:
+                await _resume(coro, ctx, waiting)
+            finally:
+                self._note_done()
+            return
+        if self._open_run is run:
+            self._open_run = None
+
+    def _hand_off(self: RpcChannel, run: List[Notification], i: int) -> None:
+        """The notifications after ``run[i - 1]`` go on in a run of their own."""
+        rest = run[i:]
+        del run[i:]
+        was_open = self._open_run is run
+        if rest:
+            previous = self._open_run
+            self._start_run(rest)
+            if not was_open:  # a call came after them: later notifications start after it
+                self._open_run = previous
+        elif was_open:
+            self._open_run = None
+
+    # ------------------------------------------------------ incoming calls, batches
     async def _handle_request(self: RpcChannel, req: Request) -> None:
         HANDLING.set(self)
         try:
@@ -293,6 +369,29 @@ class IncomingWork:
             self._start_deferred()
         if self._room is not None:
             self._wake()
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], ctx: Context, waiting: Any) -> Generator[Any, None, None]:
+    """Go on with a coroutine whose first step already ran, each step in ``ctx``.
+
+    The task running this yields on the coroutine's behalf what it waits for,
+    and passes back what the task sends or throws (cancellation), as the task
+    would if it ran the coroutine itself.
+    """
+    while True:
+        try:
+            yield waiting
+        except BaseException as exc:
+            try:
+                waiting = ctx.run(coro.throw, exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            waiting = ctx.run(coro.send, None)
+        except StopIteration:
+            return
 
 
 def _hashable(value: Any) -> bool:

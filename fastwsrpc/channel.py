@@ -159,6 +159,7 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         self._raise_on_error = settings.raise_on_error
         self._room: Optional[asyncio.Future[None]] = None  # the paused reader waits on it
         self._notes: Set[asyncio.Task[Any]] = set()  # notification handlers: not cancelled at close
+        self._open_run: Optional[List[Any]] = None  # notifications the reader adds to a run of handlers (budget.py)
         self._producers: Dict[Any, _Producer] = {}  # streams we produce, by id
         self._consumers: Dict[Any, RpcStream] = {}  # streams we consume, by id
         self._early_credits: Dict[Any, int] = {}

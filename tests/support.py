@@ -13,6 +13,7 @@ import threading
 from typing import Any, List, Optional, cast
 
 import uvicorn
+from websockets.exceptions import InvalidState
 
 from fastwsrpc import RpcChannel
 from fastwsrpc.testing import MemoryTransport, until
@@ -80,6 +81,11 @@ class ServerThread:
             self.loop = loop
             try:
                 loop.run_until_complete(server.serve(sockets=[sock]))
+            except InvalidState:
+                # uvicorn's websockets-sansio shutdown sends a close frame on every
+                # connection, and raises on one already closing (its client closed
+                # first): the server is stopping either way.
+                pass
             finally:
                 ready.set()
                 _finish_loop(loop)

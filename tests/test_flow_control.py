@@ -9,8 +9,10 @@ and that nothing is lost or refused when the peer stays within the limits.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
-from typing import Any, List
+import sys
+from typing import Any, Dict, List, Tuple
 
 from fastwsrpc import RpcMethodsBase, RpcServerOverloadedError, RpcSettings
 from fastwsrpc.channel import RpcChannel
@@ -236,4 +238,91 @@ async def test_a_huge_batch_is_refused_before_its_items_are_built(speedups: Any)
     assert decoded == []  # counted as raw items, never decoded into 100,000 objects
     await peer.send("[" + ",".join(request(i, "add", a=i, b=1) for i in range(3)) + "]")
     assert [a["result"] for a in json.loads(await peer.receive())] == [1, 2, 3]
+    await stop(channel, reader)
+
+
+# ------------------------------------------------ notifications read in a row
+# They share one task until a handler suspends (see budget.py); each must still
+# behave as if it had a task of its own.
+_SEEN: contextvars.ContextVar[Any] = contextvars.ContextVar("seen", default=None)
+
+
+class Runs(RpcMethodsBase):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.log: List[Any] = []
+        self.tasks: Dict[int, Tuple[Any, Any]] = {}
+
+    async def quick(self, i: int) -> None:
+        self.log.append(("quick", i, _SEEN.get()))
+        _SEEN.set(i)  # must not leak into the next handler
+
+    async def slow(self, i: int) -> None:
+        before = asyncio.current_task()
+        self.log.append(("slow", i))
+        await self.gate.wait()
+        self.tasks[i] = (before, asyncio.current_task())
+        self.log.append(("slow done", i))
+
+    async def add(self, a: int, b: int) -> int:
+        self.log.append(("add", a))
+        return a + b
+
+    async def timed(self, i: int) -> None:
+        """asyncio.timeout (3.11+) cancels the task current when it was entered: it must be this handler's."""
+        try:
+            if sys.version_info >= (3, 11):
+                async with asyncio.timeout(0.01):
+                    await asyncio.Event().wait()
+            else:
+                await asyncio.wait_for(asyncio.Event().wait(), 0.01)
+        except asyncio.TimeoutError:
+            self.log.append(("timed out", i))
+
+
+async def test_a_suspended_notification_does_not_hold_up_the_ones_after_it(speedups: Any) -> None:
+    methods = Runs()
+    channel, reader, peer = await serve(methods, speedups)
+    await feed_all(peer, [notification(1, "slow")] + [notification(i, "quick") for i in range(2, 6)])
+    await until(lambda: len(methods.log) == 5)
+    assert methods.log == [("slow", 1)] + [("quick", i, None) for i in range(2, 6)]
+    assert channel.running_count == 1  # the suspended handler still holds its unit
+    methods.gate.set()
+    await until(lambda: channel.running_count == 0)
+    assert methods.log[-1] == ("slow done", 1)
+    await stop(channel, reader)
+
+
+async def test_each_suspended_notification_keeps_one_task_of_its_own(speedups: Any) -> None:
+    methods = Runs()
+    channel, reader, peer = await serve(methods, speedups)
+    await feed_all(peer, [notification(i, "slow") for i in range(3)] + [notification(9, "timed")])
+    await until(lambda: ("timed out", 9) in methods.log and len(methods.log) == 4)
+    methods.gate.set()
+    await until(lambda: len(methods.tasks) == 3)
+    for before, after in methods.tasks.values():
+        assert before is after and before is not None
+    assert len({before for before, _ in methods.tasks.values()}) == 3
+    await until(lambda: channel.running_count == 0)
+    await stop(channel, reader)
+
+
+async def test_handlers_start_in_arrival_order_around_calls(speedups: Any) -> None:
+    methods = Runs()
+    methods.gate.set()
+    channel, reader, peer = await serve(methods, speedups)
+    frames = [
+        notification(1, "quick"),
+        request(10, "add", a=10, b=1),
+        notification(2, "quick"),
+        notification(3, "slow"),
+    ]
+    frames += [request(11, "add", a=11, b=1), notification(4, "quick")]
+    await feed_all(peer, frames)
+    answers = sorted([json.loads(await peer.receive())["id"] for _ in range(2)])
+    assert answers == [10, 11]
+    await until(lambda: channel.running_count == 0)
+    order = [entry[:2] for entry in methods.log if entry[0] != "slow done"]
+    assert order == [("quick", 1), ("add", 10), ("quick", 2), ("slow", 3), ("add", 11), ("quick", 4)]
     await stop(channel, reader)

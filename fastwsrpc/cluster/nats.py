@@ -246,8 +246,10 @@ class NatsBroker:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
         self._pending.fail_all(RpcNodeGoneError("this node left the cluster"))
-        for task in list(self._tasks):
+        tasks = [task for task in self._tasks if task is not asyncio.current_task()]
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # unwound before the connection closes
         if self._nc is not None:
             await _quiet_close(self._nc)
             self._nc = None

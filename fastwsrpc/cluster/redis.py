@@ -340,8 +340,13 @@ class RedisBroker:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
         self._pending.fail_all(RpcNodeGoneError("this node left the cluster"))
-        for task in list(self._tasks):
+        tasks = [task for task in self._tasks if task is not asyncio.current_task()]
+        for task in tasks:
             task.cancel()
+        # Let them unwind before the pool closes: a task cancelled while its
+        # connection was being made hands it back to the pool, and aclose() must
+        # see it there (run after, the socket was left open).
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._pubsub is not None:
             await _quiet_close(self._pubsub)
         if self._redis is not None:
