@@ -149,7 +149,7 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         self._sweep_handle: Optional[asyncio.TimerHandle] = None
         # The budget (see the module docstring).
         self._tasks: Set[asyncio.Task[Any]] = set()
-        self._by_id: Dict[Any, asyncio.Task[Any]] = {}  # incoming calls in flight, for $/cancelRequest
+        self._by_id: Dict[Any, Optional[asyncio.Task[Any]]] = {}  # calls in flight (None: queued), for $/cancelRequest
         self._active = 0  # incoming work units in flight
         self._sending = 0  # answers handed to the socket, not yet taken (in the budget)
         self._outgoing = 0  # our own frames handed to the socket, not yet taken
@@ -159,7 +159,8 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         self._raise_on_error = settings.raise_on_error
         self._room: Optional[asyncio.Future[None]] = None  # the paused reader waits on it
         self._notes: Set[asyncio.Task[Any]] = set()  # notification handlers: not cancelled at close
-        self._open_run: Optional[List[Any]] = None  # notifications the reader adds to a run of handlers (budget.py)
+        self._cancelled: Dict[Any, int] = {}  # calls cancelled while queued in a run, by id (budget.py)
+        self._open_run: Optional[List[Any]] = None  # calls and notifications the reader adds to a run (budget.py)
         self._producers: Dict[Any, _Producer] = {}  # streams we produce, by id
         self._consumers: Dict[Any, RpcStream] = {}  # streams we consume, by id
         self._early_credits: Dict[Any, int] = {}
@@ -335,6 +336,7 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         self._pending.fail_all(lambda: RpcChannelClosedError(message))
         self._saved.clear()
         self._by_id.clear()
+        self._cancelled.clear()
         self._deferred.clear()
         self._parked_meta.clear()
         self._close_streams()

@@ -326,3 +326,31 @@ async def test_handlers_start_in_arrival_order_around_calls(speedups: Any) -> No
     order = [entry[:2] for entry in methods.log if entry[0] != "slow done"]
     assert order == [("quick", 1), ("add", 10), ("quick", 2), ("slow", 3), ("add", 11), ("quick", 4)]
     await stop(channel, reader)
+
+
+async def test_a_call_cancelled_before_it_starts_never_runs(speedups: Any) -> None:
+    methods = Runs()
+    channel, reader, peer = await serve(methods, speedups)
+    # Fed by hand in one go: the call is still queued in its run when the cancel comes.
+    channel.feed(request(1, "add", a=1, b=2))
+    channel.feed(json.dumps({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 1}}))
+    channel.feed(request(2, "add", a=2, b=2))
+    assert json.loads(await peer.receive()) == {"jsonrpc": "2.0", "id": 2, "result": 4}
+    await until(lambda: channel.running_count == 0)
+    assert methods.log == [("add", 2)]
+    await stop(channel, reader)
+
+
+async def test_a_suspended_call_is_cancelled_alone(speedups: Any) -> None:
+    methods = Runs()
+    channel, reader, peer = await serve(methods, speedups)
+    channel.feed(request(1, "slow"))
+    channel.feed(request(2, "slow"))
+    await until(lambda: methods.log == [("slow", 1), ("slow", 2)])
+    channel.feed(json.dumps({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 1}}))
+    await until(lambda: channel.running_count == 1)
+    methods.gate.set()
+    assert json.loads(await peer.receive()) == {"jsonrpc": "2.0", "id": 2, "result": None}
+    await until(lambda: channel.running_count == 0)
+    assert list(methods.tasks) == [2]
+    await stop(channel, reader)
