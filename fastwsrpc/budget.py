@@ -216,7 +216,17 @@ class IncomingWork:
             if self._by_id:
                 self._by_id.pop(req.id, None)
         if data is not None:
-            await self._send_answer(data)
+            # _send_answer, inlined: this is every call's path.
+            self._sending += 1
+            try:
+                await self._send(data)
+            except TransportClosed:
+                pass  # the connection is gone: the answer has nobody to go to
+            finally:
+                self._sending -= 1
+                self._sent += 1
+                if self._room is not None:
+                    self._wake()
 
     def _cancel_incoming(self: RpcChannel, params: Any) -> None:
         """The caller gave up on a call: cancel its handler; it will not be answered."""
