@@ -274,13 +274,19 @@ class NativeWebSocket(asyncio.Protocol):
         if self.state is not OPEN:
             raise self._closed_error()
         frame = self._build(self._opcode, data, self.is_client)
-        queue = self._queue
-        queue.append(frame)
-        if len(queue) >= _MAX_QUEUED or len(frame) >= _BIG:
-            self._flush()
-        elif not self._scheduled:
+        if not self._scheduled:
+            # The first frame of this loop iteration goes out now (the peer can
+            # start on it while we produce the rest); the rest are coalesced into
+            # one write at the end of the iteration.
             self._scheduled = True
             self._loop.call_soon(self._flush)
+            if self.transport is not None:
+                self.transport.write(frame)
+        else:
+            queue = self._queue
+            queue.append(frame)
+            if len(queue) >= _MAX_QUEUED or len(frame) >= _BIG:
+                self._flush_now()
         if self._writing_paused:
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._drain_waiters.append(waiter)
@@ -288,6 +294,9 @@ class NativeWebSocket(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._scheduled = False
+        self._flush_now()
+
+    def _flush_now(self) -> None:
         queue = self._queue
         if not queue:
             return
