@@ -35,6 +35,7 @@ import logging
 import sys
 import uuid
 from collections import deque
+from contextvars import Context, copy_context
 from types import ModuleType
 from typing import Any, Awaitable, Deque, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Union
 
@@ -160,6 +161,7 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         self._room: Optional[asyncio.Future[None]] = None  # the paused reader waits on it
         self._notes: Set[asyncio.Task[Any]] = set()  # notification handlers: not cancelled at close
         self._cancelled: Dict[Any, int] = {}  # calls cancelled while queued in a run, by id (budget.py)
+        self._reader_context: Context = copy_context()
         self._open_run: Optional[List[Any]] = None  # calls and notifications the reader adds to a run (budget.py)
         self._producers: Dict[Any, _Producer] = {}  # streams we produce, by id
         self._consumers: Dict[Any, RpcStream] = {}  # streams we consume, by id
@@ -247,8 +249,16 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         failure ends the connection cleanly: the socket is closed, pending
         calls fail, the disconnect callbacks run; nothing escapes.
         """
-        receive = self.socket.receive
+        socket = self.socket
+        receive = socket.receive
         feed = self.feed
+        # A transport that can hand us messages straight from the socket (the
+        # native one) does so while the budget has room: no wake-up of this
+        # task per read. Work it starts runs in this task's context, as the
+        # work of messages read here does.
+        pushed = hasattr(socket, "push")
+        if pushed:
+            self._reader_context = copy_context()
         reason = "connection closed"
         try:
             while not self._closed:
@@ -257,6 +267,8 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
                 ):
                     await self._wait_for_room()
                     continue
+                if pushed:
+                    socket.push = self._push  # type: ignore[attr-defined]
                 feed(await receive())
         except TransportClosed as exc:
             reason = str(exc)
@@ -273,8 +285,22 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
             self._mark_closed(reason)
             await _quiet(self.socket.close(CLOSE_INTERNAL_ERROR, "internal error"))
         finally:
+            if pushed:
+                socket.push = None  # type: ignore[attr-defined]
             self._mark_closed(reason)
             await self._fire_disconnect()
+
+    def _push(self, frame: bytes) -> None:
+        """A message straight from the transport (see ``run``); stops the pushing when the budget is full."""
+        if self._closed:  # the reader reads no more either
+            self.socket.push = None  # type: ignore[attr-defined]
+            return
+        self._reader_context.run(self.feed, frame)
+        if self._closed or (
+            (self._active >= self._max_active or self._sending >= self._max_sending)
+            and not (self._sending < self._max_sending and self._nested)
+        ):
+            self.socket.push = None  # type: ignore[attr-defined]  # queue from here; the reader decides
 
     async def _wait_for_room(self) -> None:
         """Stop reading until work completes, the send side drains, or a call of ours needs its answer."""

@@ -108,6 +108,11 @@ class NativeWebSocket(asyncio.Protocol):
         self._writing_paused = False
         self._drain_waiters: List[asyncio.Future[None]] = []
         self._queue: List[bytes] = []
+        #: Set by a reader that can take a message at once (see RpcChannel.run):
+        #: messages go to it straight from data_received, with no wake-up of the
+        #: reader's task, whenever none are queued (order is kept).
+        self.push: Optional[Callable[[bytes], None]] = None
+        self._push_error: Optional[Exception] = None
         self._scheduled = False
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._pings: Dict[bytes, asyncio.Future[float]] = {}
@@ -186,7 +191,16 @@ class NativeWebSocket(asyncio.Protocol):
         for opcode, payload in events:
             if opcode <= _OP_BINARY:
                 if self.state is OPEN:  # once closing, nobody will read them: never queue without bound
-                    messages.append(payload)
+                    push = self.push
+                    if push is not None and not messages:
+                        try:
+                            push(payload)
+                        except Exception as exc:  # the reader's own failure: receive() raises it there
+                            self.push = None
+                            self._push_error = exc
+                            self._wake()
+                    else:
+                        messages.append(payload)
             elif opcode == _OP_PING:
                 if self.state is OPEN:
                     self._write_now(self._build(_OP_PONG, payload, self.is_client))
@@ -254,11 +268,15 @@ class NativeWebSocket(asyncio.Protocol):
         if not messages:
             if self._end is not None:
                 raise self._end
-            waiter = self._waiter = self._loop.create_future()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
+            if self._push_error is None:
+                waiter = self._waiter = self._loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+            if self._push_error is not None:
+                error, self._push_error = self._push_error, None
+                raise error
             if not messages:
                 assert self._end is not None
                 raise self._end
