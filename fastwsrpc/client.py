@@ -95,14 +95,18 @@ class WebsocketsTransport:
             raise TransportClosed(self.ws.close_code or 1006, self.ws.close_reason or "")
         queue = self._queue
         queue.append(data)
-        if len(queue) >= _MAX_QUEUED:
+        if not self._scheduled:
+            # The first frame of a loop iteration goes out now (the server can
+            # start on it while we produce the rest); the rest are coalesced into
+            # one write at the end of the iteration.
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+            self._write(queue)
+        elif len(queue) >= _MAX_QUEUED:
             # A sender that never yields (a tight notify loop) must not grow the
             # queue without bound: hand it to the socket now, whose buffer the
             # drain below bounds.
-            self._flush()
-        elif not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
+            self._write(queue)
         if self._transport.get_write_buffer_size() > _HIGH_WATER:
             try:
                 await self.ws.drain()
@@ -111,9 +115,11 @@ class WebsocketsTransport:
 
     def _flush(self) -> None:
         self._scheduled = False
-        queue, self._queue = self._queue, []
-        if not queue:
-            return
+        if self._queue:
+            self._write(self._queue)
+
+    def _write(self, queue: List[bytes]) -> None:
+        self._queue = []
         protocol = self._protocol
         if protocol.state is not State.OPEN:
             return  # closing: the reader reports the close; senders see it next time
@@ -139,7 +145,7 @@ class WebsocketsTransport:
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Flush what is queued, then close with a closing handshake."""
         if self._queue:
-            self._flush()
+            self._write(self._queue)
         await self.ws.close(code, reason)
 
     def abort(self) -> None:
