@@ -71,11 +71,14 @@ def _closed(exc: ConnectionClosed) -> TransportClosed:
 class WebsocketsTransport:
     """A ``websockets`` client connection as a :class:`~fastwsrpc.transport.Transport`.
 
-    Outgoing frames are coalesced: ``send`` queues the frame and, once per
-    event-loop iteration, every queued frame goes through websockets' sans-I/O
-    protocol (framing, masking) and out in a single ``transport.write``. With
-    many calls in flight that is one syscall per batch instead of one per frame,
-    and no async context manager per message. Flow control is kept: a sender
+    Outgoing frames are coalesced: the first frame of an event-loop iteration
+    is written at once (the server can start on it while we produce the rest);
+    the rest go through websockets' sans-I/O protocol (framing, masking) and out
+    in a single ``transport.write`` at the end of the iteration. With many calls
+    in flight that is two syscalls per batch instead of one per frame, and no
+    async context manager per message. (One write per iteration, the first frame
+    included, made the two processes take turns: 64 calls in flight ran 2.6x
+    slower.) Flow control is kept: a sender
     waits while the socket's write buffer is over its high-water mark.
     """
 

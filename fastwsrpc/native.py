@@ -14,9 +14,13 @@ Flow control is TCP's, as the transport contract asks: at most ``_HIGH``
 messages wait for the channel, then the socket stops being read
 (``pause_reading``) until the channel has taken them down to ``_LOW``; a send
 waits while the socket's write buffer is above its high-water mark
-(``pause_writing`` / ``resume_writing``). Outgoing frames are coalesced into one
-``write`` per event-loop turn (many calls in flight: one syscall, not one per
-frame). Keepalive uses real protocol pings: every ``ping_interval`` seconds a
+(``pause_writing`` / ``resume_writing``). The first outgoing frame of an event-loop
+turn is written at once, so the peer starts on it while we produce the rest;
+the rest are coalesced into one ``write`` at the end of the turn (many calls in
+flight: two syscalls, not one per frame). Holding the first frame back too made
+the two processes take turns instead of working at once (64 calls in flight:
+2.6x slower). While the channel's budget has room, incoming messages are pushed
+to its reader straight from ``data_received`` (see ``RpcChannel.run``). Keepalive uses real protocol pings: every ``ping_interval`` seconds a
 ping, and no pong within ``ping_timeout`` drops the connection (close 1011).
 """
 
