@@ -235,6 +235,8 @@ class RedisBroker:
         self._connected = False
         self._closed = False
         self._pending = PendingReplies()
+        #: The newest request whose ``PUBLISH`` was answered (they are answered in order).
+        self._published_upto = 0
         self._tasks: Set[asyncio.Task[Any]] = set()
         self._on_request: Optional[RequestHandler] = None
         self._on_message: Optional[MessageHandler] = None
@@ -428,6 +430,7 @@ class RedisBroker:
 
     def _published(self, sent: asyncio.Future[int], rid: int, node_id: str) -> None:
         """The ``PUBLISH`` of request ``rid`` was answered: fail it if it reached nobody."""
+        self._published_upto = max(self._published_upto, rid)
         if sent.cancelled():
             return
         exc = sent.exception()
@@ -446,13 +449,26 @@ class RedisBroker:
         await self._publish(f"{self.namespace}:all", data)
 
     async def check_peers(self) -> None:
+        """Probe each node that calls wait on (``PUBSUB NUMSUB``); fail those calls where nobody listens.
+
+        Only the calls whose own ``PUBLISH`` was answered before the probe went out:
+        those reached the node (a 0 has failed them already), so the node left since,
+        and they fail as maybe delivered. A call whose ``PUBLISH`` answer is still to
+        come (the probe travels on another connection, so either answer may come
+        first) is left to that answer, which tells whether it reached anyone: failed
+        first as "maybe delivered", it would keep the cluster from trying the
+        client's new node. A later probe, or its timeout, covers it otherwise.
+        """
         nodes = sorted(self._pending.nodes())
         if not nodes:
             return
+        upto = self._published_upto
         counts = await self._run(self._redis.pubsub_numsub(*(self._node_channel(n) for n in nodes)))
         for (_, count), node in zip(counts, nodes):
             if not count:
-                self._pending.fail_node(node, RpcNodeGoneError(f"node {node} is gone (left its Redis channel)"))
+                self._pending.fail_node(
+                    node, RpcNodeGoneError(f"node {node} is gone (left its Redis channel)"), upto=upto
+                )
 
     # ------------------------------------------------------------ presence
     async def register(self, client_id: str, node_id: str, ttl: float) -> Optional[str]:
