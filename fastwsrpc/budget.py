@@ -374,9 +374,12 @@ class IncomingWork:
             # suspends (most do not) finishes here, never scheduled, never tracked.
             task = asyncio.Task(coro, loop=self._loop, eager_start=True)  # type: ignore[call-arg]
             if task.done():
+                # Its units came back before anyone saw them: the budget is as the
+                # caller found it. Queued work is started by _start_deferred's own
+                # loop (the only caller while work is queued); starting it from here
+                # would recurse once per queued item that finishes at once, and a
+                # full queue (max_pending_requests) overflows the interpreter stack.
                 self._active -= units
-                if units and self._deferred:
-                    self._start_deferred()
                 return None
         else:
             task = self._loop.create_task(coro)

@@ -201,6 +201,33 @@ async def test_callbacks_at_a_full_budget_do_not_deadlock(speedups: Any) -> None
         assert server.running_count == 0 and not server._deferred
 
 
+async def test_a_full_queue_of_calls_that_finish_at_once_all_start(speedups: Any) -> None:
+    # Python 3.12+ runs a handler's first step as it starts: a queue of calls that
+    # finish at once (their answers fit in the pipe) once started each other from
+    # inside the previous start, one stack frame deeper each: a full queue of the
+    # default size overflowed the stack and left the queue stuck.
+    methods = Gate()
+    channel, reader, peer = await serve(methods, speedups, maxsize=5_000)
+    limit = channel.settings.max_pending_requests
+    # A handler waits for an answer of ours, so the reader goes on at a full budget
+    # and queues what comes next (up to the limit again).
+    await peer.send(request(0, "ask_back"))
+    asked = json.loads(await peer.receive())
+    assert asked["method"] == "double"
+    await feed_all(peer, [request(i) for i in range(1, limit)])
+    await feed_all(peer, [request(i, "add", a=i, b=1) for i in range(limit, 2 * limit)])
+    await until(lambda: len(channel._deferred) == limit)
+    assert channel.running_count == limit and channel.refused_calls == 0
+    methods.gate.set()
+    await until(lambda: not channel._deferred)
+    await peer.send(json.dumps({"jsonrpc": "2.0", "id": asked["id"], "result": 0}))
+    answers = [json.loads(await peer.receive()) for _ in range(2 * limit)]
+    assert sorted(a["id"] for a in answers) == list(range(2 * limit))
+    assert all("result" in a for a in answers)
+    await until(lambda: channel.running_count == 0)
+    await stop(channel, reader)
+
+
 async def test_a_client_flooded_by_its_server_is_bounded_too(speedups: Any) -> None:
     client_methods = Gate()
     async with channel_pair(RpcMethodsBase(), client_methods, speedups=speedups, max_pending_requests=16) as (
