@@ -28,7 +28,10 @@ class FloodMethods(RpcMethodsBase):
         return a + b
 
     async def pad(self, i: int, size: int = 512) -> str:
-        """An answer bigger than the call, so a client that never reads fills the pipe quickly."""
+        """An answer bigger than the call, so a client that never reads fills the pipe quickly.
+
+        (Without compression: it deflates to a few bytes.)
+        """
         return "x" * size
 
     async def held(self, i: int = 0) -> int:
