@@ -136,6 +136,8 @@ class Cluster:
         #: This node's id in the cluster (fresh per process: a restarted node is a new node).
         self.node_id: str = uuid.uuid4().hex
         self._channels: Dict[str, RpcChannel] = {}
+        #: Ids attached here whose claim on the broker is not settled yet (see attach).
+        self._claiming: Set[str] = set()
         self._groups: Dict[str, Set[str]] = {}
         self._located: Dict[str, Tuple[str, float]] = {}
         self._locating: Dict[str, asyncio.Task[Optional[str]]] = {}
@@ -193,7 +195,9 @@ class Cluster:
             if not self.broker.available:
                 continue
             try:
-                snapshot = {cid: tuple(self._groups.get(cid, ())) for cid in self._channels}
+                snapshot = {
+                    cid: tuple(self._groups.get(cid, ())) for cid in self._channels if cid not in self._claiming
+                }
                 await self.broker.heartbeat(self.node_id, snapshot, self.presence_ttl)
                 await self.broker.check_peers()
             except RpcBrokerUnavailableError as exc:
@@ -258,6 +262,11 @@ class Cluster:
         self._located.pop(client_id, None)
         if not self.broker.available:
             return
+        # Held here already (a second local connection is refused or replaced at
+        # once), but announced by attach alone: a heartbeat meanwhile would claim
+        # the id before the check below refuses it (taking the presence of the
+        # client that holds it) or before register names the node to kick.
+        self._claiming.add(client_id)
         try:
             if self.on_duplicate == "reject":
                 holder = await self.broker.locate(client_id)
@@ -271,6 +280,8 @@ class Cluster:
                 await self.broker.register(client_id, self.node_id, self.presence_ttl)
         except RpcBrokerUnavailableError as exc:
             logger.debug("cluster: %r attached locally only (broker down: %s)", client_id, exc)
+        finally:
+            self._claiming.discard(client_id)
 
     async def detach(self, client_id: str, channel: RpcChannel) -> None:
         """Forget ``channel`` (the endpoint calls it when the connection ends).
