@@ -16,6 +16,7 @@ may also call the RPC ``ping`` method.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from enum import Enum
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
@@ -103,10 +104,15 @@ class StarletteTransport:
 
     def receiving(self) -> bool:
         """Whether uvicorn holds part of a frame or message not yet complete (slowloris watch)."""
-        conn = getattr(self._server, "conn", None)  # uvicorn's websockets sans-I/O protocol
-        reader = getattr(conn, "reader", None)
-        buffer = getattr(reader, "buffer", None)
-        return bool(buffer) or bool(getattr(self._server, "frames", None))
+        server = self._server
+        conn = getattr(server, "conn", None)  # uvicorn's websockets sans-I/O protocol
+        if conn is not None:
+            buffer = getattr(getattr(conn, "reader", None), "buffer", None)
+            return bool(buffer) or bool(getattr(server, "frames", None))
+        # uvicorn's legacy websockets protocol (the default of the uvicorn releases
+        # that run on Python 3.9): a frame not yet whole waits in its StreamReader.
+        reader = getattr(server, "reader", None)
+        return isinstance(reader, asyncio.StreamReader) and bool(getattr(reader, "_buffer", None))
 
 
 class ConnectionManager:
