@@ -149,6 +149,11 @@ class NativeWebSocket(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.state = CLOSED
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            # The peer ended it. Python < 3.11's SSL transport does not count
+            # itself closed then, and warns (ResourceWarning) when collected.
+            transport.close()
         for handle in (self._ping_handle, self._ping_deadline, self._close_handle):
             if handle is not None:
                 handle.cancel()
