@@ -143,13 +143,21 @@ class WebsocketsTransport:
             # decode=False: text frames stay UTF-8 bytes; msgspec parses them as they are.
             return await self.ws.recv(decode=False)
         except ConnectionClosed as exc:
+            self._release()  # recv raises it once the connection is lost
             raise _closed(exc) from exc
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Flush what is queued, then close with a closing handshake."""
         if self._queue:
             self._write(self._queue)
-        await self.ws.close(code, reason)
+        await self.ws.close(code, reason)  # returns once the connection is lost (or aborted)
+        self._release()
+
+    def _release(self) -> None:
+        """The connection is over. Python < 3.11's SSL transport does not count itself
+        closed when the peer ended it, and warns (ResourceWarning) when collected."""
+        if not self._transport.is_closing():
+            self._transport.close()
 
     def abort(self) -> None:
         """Drop the TCP connection at once: a stalled peer would never finish a handshake."""
