@@ -236,6 +236,23 @@ async def test_a_request_nobody_receives_fails_at_once_as_not_delivered(make_nod
     assert all(isinstance(o, RpcNodeGoneError) and not o.delivered for o in outcomes)
 
 
+async def test_a_peer_probe_does_not_outrun_the_proof_that_nobody_received(make_node: MakeNode) -> None:
+    # The probe that runs with each heartbeat (woken at once by a connect) may see the
+    # node gone before the request's own send is answered; that answer still decides.
+    a = await make_node(heartbeat_interval=5.0, presence_ttl=15.0)
+    await a.connect("alice")
+    broker = a.cluster.broker
+    outcomes = await bounded(
+        asyncio.gather(
+            *(broker.request("no-such-node", b'{"op":"ping"}\n', None) for _ in range(5)),
+            broker.check_peers(),
+            return_exceptions=True,
+        ),
+        5,
+    )
+    assert all(isinstance(o, RpcNodeGoneError) and o.delivered is False for o in outcomes[:5]), outcomes
+
+
 # ------------------------------------------------------------------ notifications, broadcast, groups
 async def test_notify_across_nodes(make_node: MakeNode) -> None:
     a, b = await make_node(), await make_node()
