@@ -226,3 +226,25 @@ async def test_close_ends_serve_and_every_connection(speedups: Any) -> None:
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+
+
+async def test_a_failure_in_a_pushed_read_closes_that_connection_only(speedups: Any) -> None:
+    """Messages go to the channel straight from data_received: a bug there still closes 1011, cleanly."""
+    server = WebSocketRpcServer(ServerMethods(), speedups=speedups)
+    async for base in serving(server):
+        async with connect(base + "/ws") as ws:
+            await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "add", "params": [1, 2]}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["result"] == 3
+            channel: RpcChannel = next(iter(server.channels))
+
+            def broken(frame: Any, *args: Any) -> Any:
+                raise RuntimeError("a bug in the read path")
+
+            channel._decode = broken  # type: ignore[method-assign]
+            await ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "add", "params": [1, 2]}))
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+        async with connect(base + "/ws") as other:  # the server and its other connections go on
+            await other.send(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "add", "params": [2, 2]}))
+            assert json.loads(await asyncio.wait_for(other.recv(), 10))["result"] == 4
