@@ -134,13 +134,10 @@ class IncomingWork:
         self._open_run = run
         task = self._loop.create_task(self._run_handlers(run))
         # Runs to its end even if the connection closes: nobody awaits an answer.
+        # It takes itself out of both sets as it ends (no done callback to schedule;
+        # nothing of ours cancels a run before it starts).
         self._tasks.add(task)
         self._notes.add(task)
-        task.add_done_callback(self._run_done)
-
-    def _run_done(self: RpcChannel, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        self._notes.discard(task)
 
     def _note_done(self: RpcChannel) -> None:
         self._active -= 1
@@ -150,50 +147,55 @@ class IncomingWork:
             self._wake()
 
     async def _run_handlers(self: RpcChannel, run: List[Union[Request, Notification]]) -> None:
-        HANDLING.set(self)
-        invoke = self._invoke
-        by_id = self._by_id
-        i = 0
-        while i < len(run):  # the reader may append to the open run meanwhile
-            msg = run[i]
-            i += 1
-            call_id = None
-            coro: Coroutine[Any, Any, Any]
-            if type(msg) is Request:
-                call_id = msg.id
-                if self._closed or (self._cancelled and _hashable(call_id) and self._was_cancelled(call_id)):
-                    self._note_done()  # cancelled before it started, or nobody left to answer
+        try:
+            HANDLING.set(self)
+            invoke = self._invoke
+            by_id = self._by_id
+            i = 0
+            while i < len(run):  # the reader may append to the open run meanwhile
+                msg = run[i]
+                i += 1
+                call_id = None
+                coro: Coroutine[Any, Any, Any]
+                if type(msg) is Request:
+                    call_id = msg.id
+                    if self._closed or (self._cancelled and _hashable(call_id) and self._was_cancelled(call_id)):
+                        self._note_done()  # cancelled before it started, or nobody left to answer
+                        continue
+                    coro = self._handle_request(msg)
+                else:
+                    coro = invoke(msg.method, msg.params, None, True)
+                ctx = copy_context()
+                try:
+                    waiting = ctx.run(coro.send, None)
+                except StopIteration:
+                    self._note_done()
                     continue
-                coro = self._handle_request(msg)
-            else:
-                coro = invoke(msg.method, msg.params, None, True)
-            ctx = copy_context()
-            try:
-                waiting = ctx.run(coro.send, None)
-            except StopIteration:
-                self._note_done()
-                continue
-            except (Exception, asyncio.CancelledError):
-                self._note_done()  # invoke answers every failure itself; a handler cancelling itself is done
-                continue
-            except BaseException:
-                self._note_done()
+                except (Exception, asyncio.CancelledError):
+                    self._note_done()  # invoke answers every failure itself; a handler cancelling itself is done
+                    continue
+                except BaseException:
+                    self._note_done()
+                    self._hand_off(run, i)
+                    raise
+                # This handler suspended: it keeps this task; the rest go on in a new run.
                 self._hand_off(run, i)
-                raise
-            # This handler suspended: it keeps this task; the rest go on in a new run.
-            self._hand_off(run, i)
-            if type(msg) is Request:
-                task = asyncio.current_task()
-                self._notes.discard(task)  # a call is cancelled at close; a notification runs to its end
-                if _hashable(call_id) and call_id in by_id:
-                    by_id[call_id] = task
-            try:
-                await _resume(coro, ctx, waiting)
-            finally:
-                self._note_done()
-            return
-        if self._open_run is run:
-            self._open_run = None
+                if type(msg) is Request:
+                    task = asyncio.current_task()
+                    self._notes.discard(task)  # a call is cancelled at close; a notification runs to its end
+                    if _hashable(call_id) and call_id in by_id:
+                        by_id[call_id] = task
+                try:
+                    await _resume(coro, ctx, waiting)
+                finally:
+                    self._note_done()
+                return
+            if self._open_run is run:
+                self._open_run = None
+        finally:
+            task = asyncio.current_task()
+            self._tasks.discard(task)
+            self._notes.discard(task)
 
     def _hand_off(self: RpcChannel, run: List[Union[Request, Notification]], i: int) -> None:
         """The notifications after ``run[i - 1]`` go on in a run of their own."""
