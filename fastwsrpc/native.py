@@ -16,12 +16,13 @@ messages wait for the channel, then the socket stops being read
 waits while the socket's write buffer is above its high-water mark
 (``pause_writing`` / ``resume_writing``). The first outgoing frame of an event-loop
 turn is written at once, so the peer starts on it while we produce the rest;
-the rest are coalesced into one ``write`` at the end of the turn (many calls in
-flight: two syscalls, not one per frame). Holding the first frame back too made
-the two processes take turns instead of working at once (64 calls in flight:
-2.6x slower). While the channel's budget has room, incoming messages are pushed
-to its reader straight from ``data_received`` (see ``RpcChannel.run``). Keepalive uses real protocol pings: every ``ping_interval`` seconds a
-ping, and no pong within ``ping_timeout`` drops the connection (close 1011).
+the rest are coalesced into writes of at most ``_MAX_QUEUED`` frames. Holding
+the first frame back too made the two processes take turns instead of working
+at once (64 calls in flight: 2.6x slower). While the channel's budget has room,
+incoming messages are pushed to its reader straight from ``data_received`` (see
+``RpcChannel.run``). Keepalive uses real protocol pings: every ``ping_interval``
+seconds a ping, and no pong within ``ping_timeout`` drops the connection (close
+1011).
 """
 
 from __future__ import annotations
