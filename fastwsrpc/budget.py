@@ -132,6 +132,13 @@ class IncomingWork:
 
     def _start_run(self: RpcChannel, run: List[Union[Request, Notification]]) -> None:
         self._open_run = run
+        idle = self._idle_runner
+        if idle is not None:
+            # A run's task that finished its work without suspending waits for
+            # the next run: waking it costs less than a new task (0.9 vs 2.3 us).
+            self._idle_runner = None
+            idle.set_result(run)
+            return
         task = self._loop.create_task(self._run_handlers(run))
         # Runs to its end even if the connection closes: nobody awaits an answer.
         # It takes itself out of both sets as it ends (no done callback to schedule;
@@ -146,52 +153,60 @@ class IncomingWork:
         if self._room is not None:
             self._wake()
 
-    async def _run_handlers(self: RpcChannel, run: List[Union[Request, Notification]]) -> None:
+    async def _run_handlers(self: RpcChannel, first: List[Union[Request, Notification]]) -> None:
         try:
             HANDLING.set(self)
             invoke = self._invoke
             by_id = self._by_id
-            i = 0
-            while i < len(run):  # the reader may append to the open run meanwhile
-                msg = run[i]
-                i += 1
-                call_id = None
-                coro: Coroutine[Any, Any, Any]
-                if type(msg) is Request:
-                    call_id = msg.id
-                    if self._closed or (self._cancelled and _hashable(call_id) and self._was_cancelled(call_id)):
-                        self._note_done()  # cancelled before it started, or nobody left to answer
+            run: Optional[List[Union[Request, Notification]]] = first
+            while run is not None:
+                i = 0
+                while i < len(run):  # the reader may append to the open run meanwhile
+                    msg = run[i]
+                    i += 1
+                    call_id = None
+                    coro: Coroutine[Any, Any, Any]
+                    if type(msg) is Request:
+                        call_id = msg.id
+                        if self._closed or (self._cancelled and _hashable(call_id) and self._was_cancelled(call_id)):
+                            self._note_done()  # cancelled before it started, or nobody left to answer
+                            continue
+                        coro = self._handle_request(msg)
+                    else:
+                        coro = invoke(msg.method, msg.params, None, True)
+                    ctx = copy_context()
+                    try:
+                        waiting = ctx.run(coro.send, None)
+                    except StopIteration:
+                        self._note_done()
                         continue
-                    coro = self._handle_request(msg)
-                else:
-                    coro = invoke(msg.method, msg.params, None, True)
-                ctx = copy_context()
-                try:
-                    waiting = ctx.run(coro.send, None)
-                except StopIteration:
-                    self._note_done()
-                    continue
-                except (Exception, asyncio.CancelledError):
-                    self._note_done()  # invoke answers every failure itself; a handler cancelling itself is done
-                    continue
-                except BaseException:
-                    self._note_done()
+                    except (Exception, asyncio.CancelledError):
+                        self._note_done()  # invoke answers every failure itself; a handler cancelling itself is done
+                        continue
+                    except BaseException:
+                        self._note_done()
+                        self._hand_off(run, i)
+                        raise
+                    # This handler suspended: it keeps this task; the rest go on in a new run.
                     self._hand_off(run, i)
-                    raise
-                # This handler suspended: it keeps this task; the rest go on in a new run.
-                self._hand_off(run, i)
-                if type(msg) is Request:
-                    task = asyncio.current_task()
-                    self._notes.discard(task)  # a call is cancelled at close; a notification runs to its end
-                    if _hashable(call_id) and call_id in by_id:
-                        by_id[call_id] = task
-                try:
-                    await _resume(coro, ctx, waiting)
-                finally:
-                    self._note_done()
-                return
-            if self._open_run is run:
-                self._open_run = None
+                    if type(msg) is Request:
+                        task = asyncio.current_task()
+                        self._notes.discard(task)  # a call is cancelled at close; a notification runs to its end
+                        if _hashable(call_id) and call_id in by_id:
+                            by_id[call_id] = task
+                    try:
+                        await _resume(coro, ctx, waiting)
+                    finally:
+                        self._note_done()
+                    return
+                if self._open_run is run:
+                    self._open_run = None
+                if self._idle_runner is not None or self._closed:
+                    return  # one waiting task is enough
+                # Wait for the next run: waking this task costs less than a new one.
+                idle: asyncio.Future[Optional[List[Union[Request, Notification]]]] = self._loop.create_future()
+                self._idle_runner = idle
+                run = await idle  # the next run, or None at close
         finally:
             task = asyncio.current_task()
             self._tasks.discard(task)

@@ -162,6 +162,7 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         self._notes: Set[asyncio.Task[Any]] = set()  # notification handlers: not cancelled at close
         self._cancelled: Dict[Any, int] = {}  # calls cancelled while queued in a run, by id (budget.py)
         self._reader_context: Context = copy_context()
+        self._idle_runner: Optional[asyncio.Future[Any]] = None  # a run's task waiting for the next run
         self._open_run: Optional[List[Any]] = None  # calls and notifications the reader adds to a run (budget.py)
         self._producers: Dict[Any, _Producer] = {}  # streams we produce, by id
         self._consumers: Dict[Any, RpcStream] = {}  # streams we consume, by id
@@ -366,6 +367,9 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         self._deferred.clear()
         self._parked_meta.clear()
         self._close_streams()
+        idle, self._idle_runner = self._idle_runner, None
+        if idle is not None and not idle.done():
+            idle.set_result(None)
         current = asyncio.current_task()
         notes = self._notes
         for task in list(self._tasks):

@@ -381,3 +381,16 @@ async def test_a_suspended_call_is_cancelled_alone(speedups: Any) -> None:
     await until(lambda: channel.running_count == 0)
     assert list(methods.tasks) == [2]
     await stop(channel, reader)
+
+
+async def test_a_run_waits_for_the_next_one_and_leaves_at_close(speedups: Any) -> None:
+    methods = Runs()
+    channel, reader, peer = await serve(methods, speedups)
+    for i in range(3):  # one task serves run after run
+        await peer.send(request(i, "add", a=i, b=1))
+        assert json.loads(await peer.receive())["result"] == i + 1
+    await until(lambda: channel._idle_runner is not None)
+    assert len(channel._tasks) == 1
+    await stop(channel, reader)
+    await until(lambda: not channel._tasks)  # the waiting task ended with the connection
+    assert channel._idle_runner is None
