@@ -213,7 +213,7 @@ class IncomingWork:
             self._notes.discard(task)
 
     def _hand_off(self: RpcChannel, run: List[Union[Request, Notification]], i: int) -> None:
-        """The notifications after ``run[i - 1]`` go on in a run of their own."""
+        """What comes after ``run[i - 1]`` goes on in a run (and a task) of its own."""
         rest = run[i:]
         del run[i:]
         was_open = self._open_run is run
@@ -233,17 +233,8 @@ class IncomingWork:
             if self._by_id:
                 self._by_id.pop(req.id, None)
         if data is not None:
-            # _send_answer, inlined: this is every call's path.
-            self._sending += 1
-            try:
-                await self._send(data)
-            except TransportClosed:
-                pass  # the connection is gone: the answer has nobody to go to
-            finally:
-                self._sending -= 1
-                self._sent += 1
-                if self._room is not None:
-                    self._wake()
+            self._sending += 1  # _send_answer without its own coroutine: every call's path
+            await self._send_spawned(data)
 
     def _cancel_incoming(self: RpcChannel, params: Any) -> None:
         """The caller gave up on a call: cancel its handler; it will not be answered."""

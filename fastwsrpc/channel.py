@@ -263,9 +263,7 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         reason = "connection closed"
         try:
             while not self._closed:
-                if (self._active >= self._max_active or self._sending >= self._max_sending) and not (
-                    self._sending < self._max_sending and self._nested
-                ):
+                if self._budget_full():
                     await self._wait_for_room()
                     continue
                 if pushed:
@@ -297,11 +295,15 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
             self.socket.push = None  # type: ignore[attr-defined]
             return
         self._reader_context.run(self.feed, frame)
-        if self._closed or (
-            (self._active >= self._max_active or self._sending >= self._max_sending)
-            and not (self._sending < self._max_sending and self._nested)
-        ):
+        if self._closed or self._budget_full():
             self.socket.push = None  # type: ignore[attr-defined]  # queue from here; the reader decides
+
+    def _budget_full(self) -> bool:
+        """Whether the reader must stop: work or answers at their limits, unless our own
+        handlers wait for answers from this peer (they are read on; see the module docstring)."""
+        if self._active < self._max_active and self._sending < self._max_sending:
+            return False
+        return not (self._sending < self._max_sending and self._nested)
 
     async def _wait_for_room(self) -> None:
         """Stop reading until work completes, the send side drains, or a call of ours needs its answer."""

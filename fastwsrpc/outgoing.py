@@ -194,13 +194,7 @@ class OutgoingCalls:
                 _icall.id = call_id
                 if _icall.meta and "meta" in self.peer_features:
                     await self._send_counted(encode_notification(META, meta_params(call_id, _icall.meta)))
-            # _send_counted, inlined: this is every call's path.
-            self._outgoing += 1
-            try:
-                await self._send(encode_request(call_id, name, args))
-            finally:
-                self._outgoing -= 1
-                self._sent += 1
+            await self._send_counted(encode_request(call_id, name, args))
         except BaseException as exc:
             pending.discard(call_id)
             if isinstance(exc, TransportClosed):
