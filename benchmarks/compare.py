@@ -18,9 +18,15 @@ across nodes against the same call on one node, on Redis and on NATS (p50 latenc
 and calls/s with 64 in flight); a broadcast to 1,000 connections over two nodes
 (time until the last one has it).
 
-Calls/s in flight and notifications/s are each the median of three rounds:
-on two cores the two processes either overlap or fall into taking turns, and
-one round can land either way.
+Within one contender's run, calls/s in flight and notifications/s are each the
+median of three tries: on two cores the two processes either overlap or fall
+into taking turns, and one try can land either way. The whole field then runs
+``--rounds`` times (3 by default, every other round in reverse order), each
+contender next to the floor it is measured against. The table gives each
+figure's median over the rounds; a ratio is the median of the ratios of the
+pair *within* each round, with the lowest and highest beside it. On a shared
+machine whose speed drifts by 2x over minutes, a pair run seconds apart says
+more than two medians taken from different minutes.
 
 Every loop is bounded in count and time; servers are stopped by pid at the end.
 Absolute numbers drift on shared machines: read the ratios, measured in one run.
@@ -46,15 +52,25 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+#: In running order: each contender runs next to the floor it is measured against.
 CONTENDERS = [
     "floor-picows",
-    "floor-websockets",
-    "raw",
     "native[cython]",
     "native[python]",
+    "floor-websockets",
+    "raw",
     "fastwsrpc[cython]",
     "fastwsrpc[python]",
     "fastapi-ws-rpc",
+]
+#: The ratios printed, each mine against other.
+PAIRS = [
+    ("native[cython]", "floor-picows"),
+    ("native[cython]", "floor-websockets"),
+    ("native[cython]", "native[python]"),
+    ("fastwsrpc[cython]", "raw"),
+    ("fastwsrpc[cython]", "fastapi-ws-rpc"),
+    ("fastwsrpc[cython]", "fastwsrpc[python]"),
 ]
 #: Contenders whose client is the raw pipelining driver (no RPC library on the client side).
 RAW_DRIVEN = ("raw", "floor-websockets", "floor-picows")
@@ -798,33 +814,50 @@ FIGURES = [
 ]
 
 
-def print_table(results: Dict[str, Dict[str, Any]]) -> None:
+def _median_figures(rounds: List[Dict[str, Dict[str, Any]]]) -> Dict[str, Dict[str, Any]]:
+    """Each contender's figure: the median over the rounds it finished."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for name in CONTENDERS:
+        runs = [r[name] for r in rounds if name in r]
+        if runs:
+            keys = {k for run in runs for k in run}
+            out[name] = {k: statistics.median(run[k] for run in runs if k in run) for k in keys}
+    return out
+
+
+def _paired_ratios(rounds: List[Dict[str, Dict[str, Any]]], mine: str, other: str) -> Dict[str, List[float]]:
+    """Per figure, mine / other from each round where both ran: a pair measured minutes apart, not hours."""
+    out: Dict[str, List[float]] = {}
+    for r in rounds:
+        if mine in r and other in r:
+            for key, _label, _ in FIGURES:
+                a, b = r[mine].get(key), r[other].get(key)
+                if a and b:
+                    out.setdefault(key, []).append(a / b)
+    return out
+
+
+def print_table(rounds: List[Dict[str, Dict[str, Any]]]) -> None:
+    results = _median_figures(rounds)
     names = [n for n in CONTENDERS if n in results]
     width = 42
-    print("\n" + "figure".ljust(width) + "".join(n.rjust(20) for n in names))
+    print(f"\nmedian of {len(rounds)} round(s)")
+    print("figure".ljust(width) + "".join(n.rjust(20) for n in names))
     for key, label, _ in FIGURES:
         row = label.ljust(width)
         for n in names:
             v = results[n].get(key)
             row += (f"{v:,.0f}" if v is not None and v >= 100 else f"{v:,.1f}" if v is not None else "n/a").rjust(20)
         print(row)
-    pairs = [
-        ("native[cython]", "floor-picows"),
-        ("native[cython]", "floor-websockets"),
-        ("native[cython]", "native[python]"),
-        ("fastwsrpc[cython]", "raw"),
-        ("fastwsrpc[cython]", "fastapi-ws-rpc"),
-        ("fastwsrpc[cython]", "fastwsrpc[python]"),
-    ]
-    print("\nratios (higher is better, except latency and RSS)")
-    for mine, other in pairs:
-        if mine not in results or other not in results:
+    print("\nratios (higher is better, except latency and RSS): the median of each round's ratio, [lowest-highest]")
+    for mine, other in PAIRS:
+        ratios = _paired_ratios(rounds, mine, other)
+        if not ratios:
             continue
         parts = []
-        for key, _label, _ in FIGURES:
-            a, b = results[mine].get(key), results[other].get(key)
-            if a and b:
-                parts.append(f"{key}={a / b:.2f}x")
+        for key, values in ratios.items():
+            spread = f" [{min(values):.2f}-{max(values):.2f}]" if len(values) > 1 else ""
+            parts.append(f"{key}={statistics.median(values):.2f}x{spread}")
         print(f"  {mine} vs {other}: " + ", ".join(parts))
 
 
@@ -836,6 +869,9 @@ def main() -> None:
     parser.add_argument("--server-pid", type=int)
     parser.add_argument("--quick", action="store_true", help="a quarter of the work, for a smoke run")
     parser.add_argument("--only", nargs="*", choices=CONTENDERS)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of every contender (alternating order); figures are medians"
+    )
     parser.add_argument("--uvicorn-ws", default="websockets-sansio", help="uvicorn's ws implementation")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--cluster", action="store_true", help="the scale-out figures (Redis and NATS) instead")
@@ -877,16 +913,22 @@ def main() -> None:
         figures = asyncio.run(drive(args.drive, f"ws://127.0.0.1:{args.port}/ws", args.quick, args.server_pid))
         print(json.dumps(figures))
         return
-    results: Dict[str, Dict[str, Any]] = {}
-    for kind in args.only or CONTENDERS:
-        print(f"running {kind} ...", flush=True)
-        figures = run_contender(kind, args.quick, args.uvicorn_ws)
-        if figures is not None:
-            results[kind] = figures
-    print_table(results)
+    order = [n for n in CONTENDERS if n in (args.only or CONTENDERS)]
+    rounds: List[Dict[str, Dict[str, Any]]] = []
+    for i in range(max(1, args.rounds)):
+        results: Dict[str, Dict[str, Any]] = {}
+        # Every other round runs backwards: a slow drift of the machine then
+        # weighs on both sides of each pair alike.
+        for kind in order if i % 2 == 0 else order[::-1]:
+            print(f"round {i + 1}: running {kind} ...", flush=True)
+            figures = run_contender(kind, args.quick, args.uvicorn_ws)
+            if figures is not None:
+                results[kind] = figures
+        rounds.append(results)
+    print_table(rounds)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+            json.dump({"median": _median_figures(rounds), "rounds": rounds}, f, indent=2)
 
 
 if __name__ == "__main__":
