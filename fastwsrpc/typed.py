@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import re
 import typing
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import msgspec
 
@@ -25,6 +25,10 @@ from .errors import RpcInvalidParamsError
 
 _PATH = re.compile(r"^(?P<message>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
 _INDEX = re.compile(r"^\$\[(\d+)\]")
+#: Param types whose values msgspec passes through unchanged when they have exactly
+#: that type (a bool is not an int to msgspec, nor an int a float: those take the full path).
+_EXACT = (int, str, float, bool, Any)
+_UNKNOWN: Any = object()  # a key the method does not take: never a type
 
 
 def _is_pydantic(tp: Any) -> bool:
@@ -55,6 +59,11 @@ class MethodSpec:
         self.pydantic = {n: t for n, t, _ in self.params if _is_pydantic(t)}
         annotated = any(t is not Any for _, t, _ in self.params)
         self.validates = annotated and not self.variadic
+        #: Each param's one accepted type (None: anything) when all are plain scalars:
+        #: params of exactly those types need no conversion, and skip msgspec.
+        self.exact: Optional[Dict[str, Optional[type]]] = None
+        if self.validates and all(t in _EXACT for _, t, _ in self.params):
+            self.exact = {n: (None if t is Any else t) for n, t, _ in self.params}
         if self.validates:
             fields = [
                 (n, Any if n in self.pydantic else t)
@@ -82,6 +91,20 @@ class MethodSpec:
 
     def convert(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
         """Validate and convert one call's params, or raise RpcInvalidParamsError (-32602)."""
+        exact = self.exact
+        if exact is not None:
+            # The common case (``add(a: int, b: int)`` called with two ints) costs
+            # a type check per param instead of building a Struct and a dict.
+            if args:
+                if len(args) == len(exact) and all(t is None or type(v) is t for v, t in zip(args, exact.values())):
+                    return (), dict(zip(exact, args))
+            elif len(kwargs) == len(exact):
+                for key, value in kwargs.items():
+                    expected = exact.get(key, _UNKNOWN)
+                    if expected is not None and type(value) is not expected:
+                        break
+                else:
+                    return (), kwargs
         try:
             if args:
                 if len(args) > len(self.names):

@@ -29,6 +29,7 @@ from fastwsrpc import (
     RpcInvalidParamsError,
     RpcInvalidRequestError,
     RpcInvalidStateError,
+    RpcMethodsBase,
     RpcNotConnectedError,
     RpcParseError,
     RpcPromise,
@@ -319,6 +320,33 @@ async def test_a_type_mismatch_names_the_parameter_and_the_path(speedups: Any) -
         with pytest.raises(RpcInvalidParamsError) as model:
             await client.other.greet_user(user={"name": "ada", "tags": "not-a-list"})
         assert model.value.data["param"] == "user" and model.value.data["path"].startswith("$.user.tags")
+
+
+class Scalars(RpcMethodsBase):
+    async def kinds(self, x: float, n: int, flag: bool, name: str, anything: Any = None) -> Any:
+        return [type(v).__name__ for v in (x, n, flag, name, anything)]
+
+
+async def test_plain_scalar_params_keep_msgspec_s_rules(speedups: Any) -> None:
+    """Scalars of exactly the hinted type skip the conversion; anything else gets the same answer as before."""
+    async with channel_pair(Scalars(), ObservedClient(), speedups=speedups) as (_server, client):
+        expected = ["float", "int", "bool", "str", "NoneType"]
+        assert (await client.other.kinds(x=1.5, n=2, flag=True, name="a", anything=None)).result == expected
+        assert (await client.other.kinds(1.5, 2, True, "a", None)).result == expected
+        # An int for a float is converted; the default is filled in.
+        assert (await client.other.kinds(x=1, n=2, flag=False, name="a")).result == expected
+        assert (await client.other.kinds(1, 2, False, "a")).result == expected
+        assert (await client.other.kinds(x=1.5, n=2, flag=True, name="a", anything=[1])).result[4] == "list"
+        for bad in ({"n": True}, {"flag": 1}, {"name": 1}, {"x": "1"}):
+            params: Dict[str, Any] = {"x": 1.5, "n": 2, "flag": True, "name": "a", **bad}
+            with pytest.raises(RpcInvalidParamsError) as wrong:
+                await client.other.kinds(**params)
+            assert wrong.value.data["param"] == next(iter(bad))
+        with pytest.raises(RpcInvalidParamsError) as positional:
+            await client.other.kinds(1.5, True, True, "a", None)
+        assert positional.value.data["param"] == "n"
+        with pytest.raises(RpcInvalidParamsError, match="unknown field `z`"):
+            await client.other.kinds(x=1.5, n=2, flag=True, name="a", z=3)
 
 
 async def test_result_type_converts_on_the_calling_side(speedups: Any) -> None:
