@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, List
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -140,3 +140,30 @@ async def test_oversized_frame_closes_with_1009_and_server_keeps_serving(server:
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
     async with connect(server.url("/small")) as conn:
         assert (await rpc(conn, {"jsonrpc": "2.0", "method": "echo", "params": ["ok"], "id": 2}))["result"] == "ok"
+
+
+@pytest.mark.parametrize("frame_type", ["text", "binary"])
+async def test_uvicorn_answers_the_same_with_and_without_compression(frame_type: str) -> None:
+    """Uncompressed answers skip uvicorn's send (our frames, its transport); deflated ones go through it."""
+    from fastwsrpc import RpcChannel, RpcMethodsBase, WebSocketFrameType
+
+    from .support import serve_methods
+
+    class Methods(RpcMethodsBase):
+        async def double(self, text: str) -> str:
+            return text * 2
+
+    sockets: List[Any] = []
+
+    async def record(channel: RpcChannel) -> None:
+        sockets.append(channel.socket)
+
+    with serve_methods("fastapi", Methods(), on_connect=[record], frame_type=WebSocketFrameType(frame_type)) as server:
+        for compression in (None, "deflate"):
+            async with connect(server.url(), compression=compression, max_size=None) as conn:
+                for size in (1, 200, 70_000):  # the three lengths of a frame header
+                    await conn.send(json.dumps({"jsonrpc": "2.0", "method": "double", "params": ["é" * size], "id": 1}))
+                    frame = await asyncio.wait_for(conn.recv(), 10)
+                    assert isinstance(frame, str if frame_type == "text" else bytes)
+                    assert json.loads(frame) == {"jsonrpc": "2.0", "id": 1, "result": "é" * size * 2}
+    assert [s._direct is not None for s in sockets] == [True, False]
