@@ -168,4 +168,6 @@ async def test_answers_are_the_same_with_and_without_compression(server_kind: st
                     assert isinstance(frame, str if frame_type == "text" else bytes)
                     assert json.loads(frame) == {"jsonrpc": "2.0", "id": 1, "result": "é" * size * 2}
     if server_kind == "fastapi":
-        assert [s._direct is not None for s in sockets] == [True, False]
+        # uvicorn's sans-I/O protocol is its default from 0.35 (the releases for Python 3.9 default to another).
+        sansio = type(sockets[0]._server).__name__ == "WebSocketsSansIOProtocol"
+        assert [s._direct is not None for s in sockets] == [sansio, False]
