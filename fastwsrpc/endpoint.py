@@ -22,7 +22,6 @@ from enum import Enum
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from websockets.protocol import State
 
 from . import _accel
 from .channel import OnConnectCallback, OnDisconnectCallback, OnErrorCallback, RpcChannel
@@ -33,6 +32,7 @@ from .logger import get_logger
 from .methods import RpcMethodsBase
 from .topics import DEFAULT_TOPIC_QUEUE, TopicHub
 from .transport import CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, TransportClosed
+from .uvicorn_direct import FastReader, real_conn, take_over, write_direct
 
 logger = get_logger("endpoint")
 
@@ -49,7 +49,7 @@ class WebSocketFrameType(str, Enum):
 class StarletteTransport:
     """A Starlette ``WebSocket`` as a :class:`~fastwsrpc.transport.Transport`."""
 
-    __slots__ = ("_binary", "_build", "_direct", "_opcode", "_server", "_ws_receive", "_ws_send", "websocket")
+    __slots__ = ("_binary", "_build", "_conn", "_direct", "_opcode", "_server", "_ws_receive", "_ws_send", "websocket")
 
     def __init__(self, websocket: WebSocket, binary: bool = False) -> None:
         self.websocket = websocket
@@ -65,37 +65,17 @@ class StarletteTransport:
         # callable) can do both. Best effort: other servers fall back to close
         # (abort) and to their own keepalive (slow senders).
         self._server: Any = getattr(getattr(websocket, "_receive", None), "__self__", None)
-        # uvicorn's sans-I/O websockets protocol (its default from uvicorn 0.35):
-        # while it is open, writable and uncompressed, our frames go straight to
-        # its transport. Through ASGI, each answer was a message dict, a str
-        # decoded only to be encoded again, and websockets' Frame object: a
-        # fifth of the server's CPU per call with 64 calls in flight.
-        self._direct: Any = None
-        server = self._server
-        conn = getattr(server, "conn", None)
-        if (
-            type(server).__name__ == "WebSocketsSansIOProtocol"
-            and conn is not None
-            and not getattr(conn, "extensions", True)  # permessage-deflate frames are not ours to build
-            and all(hasattr(server, name) for name in ("close_sent", "writable", "transport"))
-        ):
-            self._direct = server
+        # Under uvicorn's sans-I/O protocol, our codec reads and writes the frames
+        # of an open, uncompressed connection (see uvicorn_direct.py).
+        self._direct: Any = self._server if take_over(self._server) else None
+        self._conn: Any = real_conn(self._server) if self._direct is not None else None
         self._build = _accel.impl.build_frame
         self._opcode = 2 if binary else 1
 
     async def send(self, data: bytes) -> None:
         """Send one frame; waits while uvicorn's write buffer is full (the peer is not reading)."""
         server = self._direct
-        if (
-            server is not None
-            and server.conn.state is State.OPEN
-            and not server.close_sent
-            and server.writable.is_set()
-            and not server.transport.is_closing()
-        ):
-            # What uvicorn's send does then, minus its layers (see __init__);
-            # in every other state its own path decides (wait, refuse, raise).
-            server.transport.write(self._build(self._opcode, data, False))
+        if server is not None and write_direct(server, self._conn, self._opcode, data, self._build):
             return
         message = (
             {"type": "websocket.send", "bytes": data}
@@ -141,6 +121,8 @@ class StarletteTransport:
         """Whether uvicorn holds part of a frame or message not yet complete (slowloris watch)."""
         server = self._server
         conn = getattr(server, "conn", None)  # uvicorn's websockets sans-I/O protocol
+        if isinstance(conn, FastReader):
+            return conn.receiving()
         if conn is not None:
             buffer = getattr(getattr(conn, "reader", None), "buffer", None)
             return bool(buffer) or bool(getattr(server, "frames", None))

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from typing import Any, List, Optional, cast
+from typing import Any, List, Optional, Tuple, cast
 
 import uvicorn
+from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidState
+from websockets.uri import parse_uri
 
 from fastwsrpc import RpcChannel
 from fastwsrpc.testing import MemoryTransport, until
@@ -393,3 +395,29 @@ def _finish_loop(loop: asyncio.AbstractEventLoop) -> None:
     if pending:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     loop.close()
+
+
+# ---------------------------------------------------------------- raw WebSocket peers
+async def raw_connection(url: str) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """A TCP connection that did the opening handshake by hand and will do nothing else unless told."""
+    wsuri = parse_uri(url)
+    handshake = ClientProtocol(wsuri)
+    reader, writer = await asyncio.open_connection(wsuri.host, wsuri.port)
+    handshake.send_request(handshake.connect())
+    writer.write(b"".join(handshake.data_to_send()))
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    return reader, writer, head
+
+
+async def read_until_eof(reader: asyncio.StreamReader) -> bytes:
+    data = b""
+    for _ in range(10_000):  # bounded: the server closes long before
+        chunk = await asyncio.wait_for(reader.read(65536), 10)
+        if not chunk:
+            return data
+        data += chunk
+    raise AssertionError("the server never closed")
+
+
+def masked(speedups: Any, opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    return bytes(speedups.build_frame(opcode, payload, True, fin))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator, List, Optional, Tuple
+from typing import Any, AsyncIterator, List, Optional
 
 import pytest
 from websockets.asyncio.client import connect
@@ -22,6 +22,7 @@ from fastwsrpc import RpcChannel, RpcHandshakeRejectedError, RpcMethodsBase, Rpc
 from fastwsrpc.server import HandshakeRequest, WebSocketRpcServer
 
 from .app import ServerMethods
+from .support import masked, raw_connection, read_until_eof
 
 pytestmark = pytest.mark.e2e
 
@@ -31,31 +32,6 @@ NO_RETRY = RpcRetryConfig(max_attempts=1)
 async def serving(server: WebSocketRpcServer, path: str = "/ws") -> AsyncIterator[str]:
     async with server.listen("127.0.0.1", 0, path=path):
         yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-
-
-async def raw_connection(url: str) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
-    """A TCP connection that did the opening handshake by hand and will do nothing else unless told."""
-    wsuri = parse_uri(url)
-    handshake = ClientProtocol(wsuri)
-    reader, writer = await asyncio.open_connection(wsuri.host, wsuri.port)
-    handshake.send_request(handshake.connect())
-    writer.write(b"".join(handshake.data_to_send()))
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    return reader, writer, head
-
-
-async def read_until_eof(reader: asyncio.StreamReader) -> bytes:
-    data = b""
-    for _ in range(10_000):  # bounded: the server closes long before
-        chunk = await asyncio.wait_for(reader.read(65536), 10)
-        if not chunk:
-            return data
-        data += chunk
-    raise AssertionError("the server never closed")
-
-
-def masked(speedups: Any, opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    return bytes(speedups.build_frame(opcode, payload, True, fin))
 
 
 async def test_authenticate_sees_the_request_and_names_the_client(speedups: Any) -> None:

@@ -1,0 +1,161 @@
+"""Our frame codec under uvicorn's sans-I/O websockets protocol (uvicorn's default from 0.35).
+
+Through ASGI, uvicorn runs every frame through ``websockets``' pure-Python
+parser (a generator per frame: about half of the server's CPU per call with
+64 calls in flight) and every answer through an ASGI message dict, a ``str``
+decoded only to be encoded again and a ``websockets`` Frame. On a connection
+that is open and uncompressed, :func:`take_over` puts our codec in both
+places and leaves the rest to uvicorn:
+
+* Reading: :class:`FastReader` stands in for uvicorn's ``ServerProtocol``
+  (its ``conn``) on the read side. Data frames are parsed by our
+  ``FrameParser`` (size limit from the header, masking, UTF-8 of text,
+  fragments) and handed to uvicorn as the ``Frame`` events it expects, so its
+  own ASGI queue, flow control and close rules still apply. Control frames
+  (ping, pong, close) are passed to the real ``ServerProtocol`` (rebuilt,
+  masked, as the client sent them), so pongs, the keepalive and the closing
+  handshake stay uvicorn's. A fault closes the connection through
+  ``ServerProtocol.fail`` with our close code, as a fault of its own would.
+* Writing: :func:`write_direct` frames an answer with ``build_frame`` and
+  writes it to uvicorn's transport while the connection is open and writable;
+  otherwise the caller goes through ASGI ``send``, which waits, refuses or
+  raises as uvicorn decides.
+
+It is best effort, and conservative: any other uvicorn protocol, a
+permessage-deflate connection, a parser caught mid-frame, or an ASGI
+middleware that wraps the connection's ``receive`` (as OpenTelemetry's does)
+keeps the whole connection on ASGI.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+from . import _accel
+
+__all__ = ["FastReader", "take_over", "write_direct"]
+
+_OP_TEXT = 1
+_OP_BINARY = 2
+#: Our parser's size limit when uvicorn has none (``ws_max_size=None``).
+_UNLIMITED = 2**62
+
+
+def take_over(server: Any) -> bool:
+    """Put our codec in uvicorn's ``server`` (its protocol object); whether it was possible.
+
+    Called once the connection is accepted. The read side is taken over only
+    while ``websockets``' parser waits at a frame boundary with nothing
+    buffered: a client does not send frames before the handshake's answer, so
+    that is the usual case, and anything else stays with uvicorn.
+    """
+    conn = getattr(server, "conn", None)
+    if (
+        type(server).__name__ != "WebSocketsSansIOProtocol"
+        or conn is None
+        or isinstance(conn, FastReader)
+        or getattr(conn, "extensions", True)  # permessage-deflate frames are not ours to build
+        or getattr(conn, "state", None) is not State.OPEN
+        or not all(hasattr(server, name) for name in ("close_sent", "writable", "transport", "handle_events"))
+    ):
+        return False
+    if _at_frame_boundary(conn):
+        max_size = getattr(conn, "max_message_size", None)
+        server.conn = FastReader(conn, _accel.impl.FrameParser(max_size or _UNLIMITED, True))
+    return True
+
+
+def _at_frame_boundary(conn: Any) -> bool:
+    """Whether ``websockets``' parser holds nothing: no bytes, no events, no message under way."""
+    reader = getattr(conn, "reader", None)
+    parser = getattr(conn, "parser", None)
+    buffered: Any = getattr(reader, "buffer", None)
+    if (
+        buffered is None
+        or len(buffered)
+        or parser is None
+        or getattr(conn, "events", None)
+        or getattr(conn, "current_size", None) is not None
+        or getattr(conn, "expect_continuation_frame", True)
+    ):
+        return False
+    # The parser is a generator; at a boundary, the innermost one it waits in is StreamReader.at_eof.
+    inner = parser
+    while getattr(inner, "gi_yieldfrom", None) is not None:
+        inner = inner.gi_yieldfrom
+    return getattr(getattr(inner, "gi_code", None), "co_name", "") == "at_eof"
+
+
+def real_conn(server: Any) -> Any:
+    """uvicorn's own ``ServerProtocol``, under our reader or not."""
+    conn = server.conn
+    return conn._conn if isinstance(conn, FastReader) else conn
+
+
+def write_direct(server: Any, conn: Any, frame_opcode: int, data: bytes, build: Any) -> bool:
+    """Write one frame to uvicorn's transport if the connection is open and writable; whether it did."""
+    if (
+        conn.state is State.OPEN
+        and not server.close_sent
+        and server.writable.is_set()
+        and not server.transport.is_closing()
+    ):
+        server.transport.write(build(frame_opcode, data, False))
+        return True
+    return False
+
+
+class FastReader:
+    """uvicorn's ``conn`` on the read side: our parser for data, the real ``ServerProtocol`` for the rest."""
+
+    __slots__ = ("_conn", "_error", "_events", "_parser")
+
+    def __init__(self, conn: Any, parser: Any) -> None:
+        self._conn = conn
+        self._parser = parser
+        self._events: List[Frame] = []
+        self._error: Optional[BaseException] = None
+
+    def receive_data(self, data: bytes) -> None:
+        events = self._events
+        for opcode, payload in self._parser.feed(data):
+            if opcode == _OP_TEXT:
+                events.append(Frame(Opcode.TEXT, payload))
+            elif opcode == _OP_BINARY:
+                events.append(Frame(Opcode.BINARY, payload))
+            else:
+                # Ping, pong, close: the real protocol answers them and tracks the closing handshake.
+                conn = self._conn
+                conn.receive_data(self._parser_frame(opcode, payload))
+                events.extend(conn.events_received())
+        error = self._parser.error
+        if error is not None and self._error is None:
+            self._error = error
+            self._conn.fail(error.code, error.reason)
+
+    @staticmethod
+    def _parser_frame(opcode: int, payload: bytes) -> bytes:
+        """The frame as a client sends it (masked), for the real protocol's parser."""
+        return _accel.impl.build_frame(opcode, payload, True)
+
+    def events_received(self) -> List[Frame]:
+        events = self._events
+        if not events:
+            return []
+        self._events = []
+        return events
+
+    @property
+    def parser_exc(self) -> Optional[BaseException]:
+        return self._error or self._conn.parser_exc
+
+    def receiving(self) -> bool:
+        """Part of a frame or of a fragmented message waits for the rest (the slowloris watch)."""
+        return bool(self._parser.receiving())
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (handshake, sending, close state) is the real protocol's.
+        return getattr(self._conn, name)
