@@ -64,7 +64,9 @@ def take_over(server: Any) -> bool:
         return False
     if _at_frame_boundary(conn):
         max_size = getattr(conn, "max_message_size", None)
-        server.conn = FastReader(conn, _accel.impl.FrameParser(max_size or _UNLIMITED, True))
+        # 0 is a limit (every non-empty frame is too big), as websockets has it; None is none.
+        limit = _UNLIMITED if max_size is None else max_size
+        server.conn = FastReader(conn, _accel.impl.FrameParser(limit, True))
     return True
 
 

@@ -109,6 +109,16 @@ async def test_oversize_is_1009_from_the_header_alone(twin: Any) -> None:
         writer.close()
 
 
+async def test_a_ws_max_size_of_zero_refuses_every_non_empty_frame(twin: Any) -> None:
+    """As websockets has it: 0 is a limit, not "none" (None is none)."""
+    with serve(ws_max_size=0) as server:
+        reader, writer, _ = await raw_connection(server.url())
+        writer.write(masked(twin, 1, CALL))
+        data = await read_until_eof(reader)
+        assert data[:1] == b"\x88" and int.from_bytes(data[2:4], "big") == 1009
+        writer.close()
+
+
 async def test_fragments_with_a_ping_between_them(twin: Any) -> None:
     """The ping is answered first (uvicorn's pong), then the message its fragments make."""
     with serve() as server:
