@@ -29,6 +29,7 @@ keeps the whole connection on ASGI.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, List, Optional
 
 from websockets.frames import Frame, Opcode
@@ -60,6 +61,10 @@ def take_over(server: Any) -> bool:
         or getattr(conn, "extensions", True)  # permessage-deflate frames are not ours to build
         or getattr(conn, "state", None) is not State.OPEN
         or not all(hasattr(server, name) for name in ("close_sent", "writable", "transport", "handle_events"))
+        # Our writes stop at its `writable` flag: uvicorn releases whose protocol
+        # never clears it (no pause_writing of its own, as in 0.39) would let a
+        # peer that does not read grow the write buffer without bound.
+        or getattr(type(server), "pause_writing", None) is asyncio.BaseProtocol.pause_writing
     ):
         return False
     if _at_frame_boundary(conn):
