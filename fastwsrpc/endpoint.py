@@ -32,7 +32,7 @@ from .logger import get_logger
 from .methods import RpcMethodsBase
 from .topics import DEFAULT_TOPIC_QUEUE, TopicHub
 from .transport import CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, TransportClosed
-from .uvicorn_direct import FastReader, real_conn, take_over, write_direct
+from .uvicorn_direct import FastReader, take_over, write_direct
 
 logger = get_logger("endpoint")
 
@@ -67,8 +67,8 @@ class StarletteTransport:
         self._server: Any = getattr(getattr(websocket, "_receive", None), "__self__", None)
         # Under uvicorn's sans-I/O protocol, our codec reads and writes the frames
         # of an open, uncompressed connection (see uvicorn_direct.py).
-        self._direct: Any = self._server if take_over(self._server) else None
-        self._conn: Any = real_conn(self._server) if self._direct is not None else None
+        self._conn: Any = take_over(self._server)
+        self._direct: Any = self._server if self._conn is not None else None
         self._build = _accel.impl.build_frame
         self._opcode = 2 if binary else 1
 

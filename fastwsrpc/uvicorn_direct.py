@@ -45,8 +45,11 @@ _OP_BINARY = 2
 _UNLIMITED = 2**62
 
 
-def take_over(server: Any) -> bool:
-    """Put our codec in uvicorn's ``server`` (its protocol object); whether it was possible.
+def take_over(server: Any) -> Any:
+    """Put our codec in uvicorn's ``server`` (its protocol object).
+
+    Returns uvicorn's own ``ServerProtocol`` (what :func:`write_direct` checks
+    the connection's state on) when our writes may go to its transport, else None.
 
     Called once the connection is accepted. The read side is taken over only
     while ``websockets``' parser waits at a frame boundary with nothing
@@ -66,13 +69,12 @@ def take_over(server: Any) -> bool:
         # peer that does not read grow the write buffer without bound.
         or getattr(type(server), "pause_writing", None) is asyncio.BaseProtocol.pause_writing
     ):
-        return False
+        return None
     if _at_frame_boundary(conn):
         max_size = getattr(conn, "max_message_size", None)
         # 0 is a limit (every non-empty frame is too big), as websockets has it; None is none.
-        limit = _UNLIMITED if max_size is None else max_size
-        server.conn = FastReader(conn, _accel.impl.FrameParser(limit, True))
-    return True
+        server.conn = FastReader(conn, _accel.impl, _UNLIMITED if max_size is None else max_size)
+    return conn
 
 
 def _at_frame_boundary(conn: Any) -> bool:
@@ -96,12 +98,6 @@ def _at_frame_boundary(conn: Any) -> bool:
     return getattr(getattr(inner, "gi_code", None), "co_name", "") == "at_eof"
 
 
-def real_conn(server: Any) -> Any:
-    """uvicorn's own ``ServerProtocol``, under our reader or not."""
-    conn = server.conn
-    return conn._conn if isinstance(conn, FastReader) else conn
-
-
 def write_direct(server: Any, conn: Any, frame_opcode: int, data: bytes, build: Any) -> bool:
     """Write one frame to uvicorn's transport if the connection is open and writable; whether it did."""
     if (
@@ -118,11 +114,13 @@ def write_direct(server: Any, conn: Any, frame_opcode: int, data: bytes, build: 
 class FastReader:
     """uvicorn's ``conn`` on the read side: our parser for data, the real ``ServerProtocol`` for the rest."""
 
-    __slots__ = ("_conn", "_error", "_events", "_parser")
+    __slots__ = ("_build", "_conn", "_error", "_events", "_parser")
 
-    def __init__(self, conn: Any, parser: Any) -> None:
+    def __init__(self, conn: Any, impl: Any, max_size: int) -> None:
         self._conn = conn
-        self._parser = parser
+        # One twin for both: the frames we parse and the ones we rebuild for the real protocol.
+        self._parser = impl.FrameParser(max_size, True)
+        self._build = impl.build_frame
         self._events: List[Frame] = []
         self._error: Optional[BaseException] = None
 
@@ -134,19 +132,15 @@ class FastReader:
             elif opcode == _OP_BINARY:
                 events.append(Frame(Opcode.BINARY, payload))
             else:
-                # Ping, pong, close: the real protocol answers them and tracks the closing handshake.
+                # Ping, pong, close: the real protocol answers them and tracks the
+                # closing handshake. It gets them as a client sends them (masked).
                 conn = self._conn
-                conn.receive_data(self._parser_frame(opcode, payload))
+                conn.receive_data(self._build(opcode, payload, True))
                 events.extend(conn.events_received())
         error = self._parser.error
         if error is not None and self._error is None:
             self._error = error
             self._conn.fail(error.code, error.reason)
-
-    @staticmethod
-    def _parser_frame(opcode: int, payload: bytes) -> bytes:
-        """The frame as a client sends it (masked), for the real protocol's parser."""
-        return _accel.impl.build_frame(opcode, payload, True)
 
     def events_received(self) -> List[Frame]:
         events = self._events
