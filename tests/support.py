@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from typing import Any, List, Optional, Tuple, cast
+from typing import Any, Callable, List, Optional, Tuple, cast
 
 import uvicorn
 from websockets.client import ClientProtocol
@@ -417,6 +417,17 @@ async def read_until_eof(reader: asyncio.StreamReader) -> bytes:
             return data
         data += chunk
     raise AssertionError("the server never closed")
+
+
+#: What a broken client sends (built with a codec twin) and the close code it must get, on either server.
+PROTOCOL_FAULTS: List[Tuple[Callable[[Any], bytes], int]] = [
+    (lambda s: masked(s, 1, b"\xff\xfe"), 1007),  # invalid UTF-8 text
+    (lambda s: bytes(s.build_frame(1, b"{}", False)), 1002),  # an unmasked client frame
+    (lambda s: masked(s, 0, b"x"), 1002),  # a continuation of nothing
+    (lambda s: b"\x89\xfe" + (126).to_bytes(2, "big") + b"mask" + b"p" * 126, 1002),  # control frame too long
+    (lambda s: b"\x83\x80mask", 1002),  # a reserved opcode
+]
+PROTOCOL_FAULT_IDS = ["utf8", "unmasked", "continuation", "long-control", "reserved-opcode"]
 
 
 def masked(speedups: Any, opcode: int, payload: bytes, fin: bool = True) -> bytes:

@@ -22,7 +22,7 @@ from fastwsrpc import RpcChannel, RpcHandshakeRejectedError, RpcMethodsBase, Rpc
 from fastwsrpc.server import HandshakeRequest, WebSocketRpcServer
 
 from .app import ServerMethods
-from .support import masked, raw_connection, read_until_eof
+from .support import PROTOCOL_FAULT_IDS, PROTOCOL_FAULTS, masked, raw_connection, read_until_eof
 
 pytestmark = pytest.mark.e2e
 
@@ -117,16 +117,7 @@ async def test_a_frame_half_sent_is_cut_by_message_receive_timeout(speedups: Any
         writer.close()
 
 
-@pytest.mark.parametrize(
-    ("frames", "code"),
-    [
-        (lambda s: masked(s, 1, b"\xff\xfe"), 1007),  # invalid UTF-8 text
-        (lambda s: bytes(s.build_frame(1, b"{}", False)), 1002),  # an unmasked client frame
-        (lambda s: masked(s, 0, b"x"), 1002),  # a continuation of nothing
-        (lambda s: b"\x89\xfe" + (126).to_bytes(2, "big") + b"mask" + b"p" * 126, 1002),  # control frame too long
-    ],
-    ids=["utf8", "unmasked", "continuation", "long-control"],
-)
+@pytest.mark.parametrize(("frames", "code"), PROTOCOL_FAULTS, ids=PROTOCOL_FAULT_IDS)
 async def test_protocol_faults_close_with_their_code(speedups: Any, frames: Any, code: int) -> None:
     server = WebSocketRpcServer(ServerMethods(), speedups=speedups)
     async for base in serving(server):

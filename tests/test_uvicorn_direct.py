@@ -25,7 +25,7 @@ from fastwsrpc import RpcChannel, WebSocketRpcEndpoint, _accel
 from fastwsrpc.uvicorn_direct import FastReader
 
 from .app import ServerMethods
-from .support import ServerThread, masked, raw_connection, read_until_eof
+from .support import PROTOCOL_FAULT_IDS, PROTOCOL_FAULTS, ServerThread, masked, raw_connection, read_until_eof
 
 pytestmark = pytest.mark.e2e
 
@@ -73,17 +73,7 @@ async def test_the_codec_takes_over_an_uncompressed_connection(twin: Any) -> Non
         assert isinstance(protocols[0].conn, FastReader)
 
 
-@pytest.mark.parametrize(
-    ("frames", "code"),
-    [
-        (lambda s: masked(s, 1, b"\xff\xfe"), 1007),  # invalid UTF-8 text
-        (lambda s: bytes(s.build_frame(1, b"{}", False)), 1002),  # an unmasked client frame
-        (lambda s: masked(s, 0, b"x"), 1002),  # a continuation of nothing
-        (lambda s: b"\x89\xfe" + (126).to_bytes(2, "big") + b"mask" + b"p" * 126, 1002),  # control frame too long
-        (lambda s: b"\x83\x80mask", 1002),  # a reserved opcode
-    ],
-    ids=["utf8", "unmasked", "continuation", "long-control", "reserved-opcode"],
-)
+@pytest.mark.parametrize(("frames", "code"), PROTOCOL_FAULTS, ids=PROTOCOL_FAULT_IDS)
 async def test_protocol_faults_close_with_their_code(twin: Any, frames: Any, code: int) -> None:
     with serve() as server:
         reader, writer, _ = await raw_connection(server.url())
