@@ -6,22 +6,27 @@ Incoming calls are run by :mod:`~fastwsrpc.dispatch`; outgoing calls live in
 :mod:`~fastwsrpc.compat`. The channel knows nothing of FastAPI or
 ``websockets``: it reads and writes through a :class:`~fastwsrpc.transport.Transport`.
 
-The budget of one connection (see ``docs/architecture.md``):
+The budget of one connection (see ``docs/architecture.md`` and the README's
+budget table). The rule is HTTP/2's: bound the work, never stop hearing the peer.
 
-* incoming work in flight (calls, notifications, batch items, each until its
-  answer is handed to the socket) is at most ``max_pending_requests`` (a batch
-  is admitted whole, so at most ``max_pending_requests + max_batch_size - 1``);
-* answers (and error replies) handed to the socket and not yet taken are at
-  most ``max_send_queue_size``; our own calls are not in this budget (their
-  senders wait, and the reader must go on reading their answers);
-* when either is full the reader stops reading, and TCP pushes back on the
-  peer. One exception: while our own running handlers wait for answers to
-  calls they made to this peer, the reader goes on (stopping would deadlock:
-  those answers come on this socket). Incoming work read meanwhile waits in a queue of at most
-  ``max_pending_requests`` messages and starts as room frees; past that, calls
-  are refused with -32001 (``refused_calls``) and notifications dropped
-  (``dropped_notifications``, with a warning): the peer is exceeding a declared
-  limit while we cannot stop reading.
+* Incoming work running (calls, notifications, batch items, each until its
+  answer is handed to the socket) is at most ``max_pending_requests``.
+* Past it, work waits in a queue of at most ``max_queued_requests`` messages;
+  past that, or past the byte budget, a call is refused at once with -32001
+  (``data``: the limit and ``retry_after``).
+* ``max_connection_bytes`` bounds the bytes one connection holds: frames of
+  work running or queued, answers handed to the socket and not yet taken,
+  parked call metadata. A single message up to ``max_message_size`` is always
+  admitted to an empty budget.
+* Pings, ``$/cancelRequest`` (a queued call is dropped, a running one
+  cancelled), answers to our own calls, stream credits and the close are read
+  and acted on whatever the budget says.
+* Reading stops for two reasons only: the peer does not read what we send
+  (``max_send_queue_size`` answers, or the byte budget, waiting for the
+  socket), or a notification past the full queue (it has no answer to refuse
+  with; the keepalive still drops a dead peer). While our own handlers wait for
+  answers from this peer, such a notification is dropped instead
+  (``dropped_notifications``).
 
 Per message: one decode, one dict lookup (method or pending call), one task
 per incoming call that does not finish at once, one encode; no log string is
@@ -32,12 +37,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import uuid
 from collections import deque
 from contextvars import Context, copy_context
 from types import ModuleType
-from typing import Any, Awaitable, Deque, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Union
+from typing import Any, Awaitable, Deque, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from . import _accel
 from .budget import IncomingWork
@@ -50,7 +54,7 @@ from .interceptors import RpcInterceptor
 from .logger import get_logger
 from .methods import RpcMethodsBase
 from .outgoing import BatchCall, OutgoingCalls, Params, RpcCaller
-from .protocol import Invalid, Notification, Request, Response, encode_error
+from .protocol import Invalid, Notification, Response, encode_error
 from .streams import RpcStream, StreamSide, _Producer
 from .topics import SUBSCRIBE, TopicHub
 from .transport import CLOSE_INTERNAL_ERROR, CLOSE_MESSAGE_TOO_BIG, CLOSE_NORMAL, Transport, TransportClosed
@@ -62,7 +66,6 @@ __all__ += ["RpcCaller", "RpcPromise"]
 logger = get_logger("channel")
 
 
-_EAGER = sys.version_info >= (3, 12)
 #: Frames longer than this are checked for an oversized batch before they are decoded.
 _BIG_FRAME = 64 * 1024
 
@@ -96,6 +99,7 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         topics: Optional[TopicHub] = None,
         interceptors: Sequence[RpcInterceptor] = (),
         peer_features: FrozenSet[str] = frozenset(),
+        peer_max_pending: Optional[int] = None,
         **limits: Any,
     ) -> None:
         settings = RpcSettings.resolve(
@@ -123,7 +127,8 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         self._interceptors = tuple(interceptors)
         #: Features both sides declared in the handshake (``"meta"``: calls carry ``meta``).
         self.peer_features = peer_features
-        self._parked_meta: Dict[Any, Dict[str, Any]] = {}  # meta of calls read but not started yet
+        #: Meta of calls read but not started yet, with the bytes of its frame (in the budget).
+        self._parked_meta: Dict[Any, Tuple[Dict[str, Any], int]] = {}
         self._dispatcher = Dispatcher(
             self.methods,
             settings.discovery,
@@ -146,6 +151,15 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         self.subprotocol = subprotocol
         self.sync_channel_id = sync_channel_id
         self._pending = impl.PendingTable(settings.max_pending_requests)
+        # Our calls in flight stay under the peer's advertised limit (and our own
+        # table's); past it they wait locally, in order (outgoing.py).
+        window = settings.max_pending_requests
+        if peer_max_pending is not None and 0 < peer_max_pending < window:
+            window = peer_max_pending
+        self._window = window
+        self._reserved = 0  # slots given to woken waiters, not yet registered
+        self._slot_waiters: Deque[asyncio.Future[None]] = deque()
+        self._max_queued_calls = settings.max_queued_calls
         self._saved: Dict[str, RpcPromise] = {}
         self._sweep_handle: Optional[asyncio.TimerHandle] = None
         # The budget (see the module docstring).
@@ -156,6 +170,9 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         self._outgoing = 0  # our own frames handed to the socket, not yet taken
         self._nested = 0  # our calls that our own running handlers wait for
         self._max_active = settings.max_pending_requests
+        self._max_queued = settings.max_queued_requests
+        self._max_bytes = settings.max_connection_bytes
+        self._bytes = 0  # bytes held for the peer: work running or queued, answers unsent, parked meta
         self._max_sending = settings.max_send_queue_size
         self._raise_on_error = settings.raise_on_error
         self._room: Optional[asyncio.Future[None]] = None  # the paused reader waits on it
@@ -167,12 +184,15 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         self._producers: Dict[Any, _Producer] = {}  # streams we produce, by id
         self._consumers: Dict[Any, RpcStream] = {}  # streams we consume, by id
         self._early_credits: Dict[Any, int] = {}
+        self._told_streams: Dict[Any, None] = {}  # unknown stream ids we sent $/stream.cancel for (streams.py)
         self._stream_names = self._dispatcher.stream_names
-        self._deferred: Deque[Any] = deque()  # work read while over budget (see the module docstring)
-        #: Notifications dropped because they came while the budget was full
-        #: and the reader could not stop (calls of ours were waiting for answers).
+        self._deferred: Deque[Any] = deque()  # (message, bytes) past the running budget (module docstring)
+        #: Notifications dropped because they came past a full queue while our
+        #: own handlers waited for answers from this peer (the reader could not stop).
         self.dropped_notifications = 0
-        #: Calls refused with -32001 for the same reason.
+        #: Notifications queued past the queue's bound (the reader stopped until it drained).
+        self.overflowed_notifications = 0
+        #: Calls refused with -32001: past the queue or the byte budget.
         self.refused_calls = 0
         # Progress counters, read by the watchdog (cheaper than a clock per frame).
         self._received = 0
@@ -238,8 +258,18 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         return self._sending
 
     @property
+    def queued_count(self) -> int:
+        """Incoming calls and notifications waiting past ``max_pending_requests``."""
+        return len(self._deferred)
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held for the peer against ``max_connection_bytes``."""
+        return self._bytes
+
+    @property
     def reading_paused(self) -> bool:
-        """Whether the reader is waiting for room in the budget (flow control at work)."""
+        """Whether the reader has stopped: the peer does not read our answers, or notifications overflowed."""
         return self._room is not None
 
     # ----------------------------------------------------------- the reader
@@ -263,7 +293,7 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
         reason = "connection closed"
         try:
             while not self._closed:
-                if self._budget_full():
+                if self._must_pause():
                     await self._wait_for_room()
                     continue
                 if pushed:
@@ -295,18 +325,21 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
             self.socket.push = None  # type: ignore[attr-defined]
             return
         self._reader_context.run(self.feed, frame)
-        if self._closed or self._budget_full():
+        if self._closed or self._must_pause():
             self.socket.push = None  # type: ignore[attr-defined]  # queue from here; the reader decides
 
-    def _budget_full(self) -> bool:
-        """Whether the reader must stop: work or answers at their limits, unless our own
-        handlers wait for answers from this peer (they are read on; see the module docstring)."""
-        if self._active < self._max_active and self._sending < self._max_sending:
-            return False
-        return not (self._sending < self._max_sending and self._nested)
+    def _must_pause(self) -> bool:
+        """Whether the reader must stop: never because handlers are busy (see the module docstring).
+
+        Only a peer that does not read our answers (their count or bytes at
+        the limit), or notifications queued past the queue's bound.
+        """
+        if self._sending < self._max_sending and self._bytes <= self._max_bytes:
+            return len(self._deferred) > self._max_queued
+        return True
 
     async def _wait_for_room(self) -> None:
-        """Stop reading until work completes, the send side drains, or a call of ours needs its answer."""
+        """Stop reading until the send side drains or the queue is back under its bound."""
         self._room = self._loop.create_future()
         try:
             await self._room
@@ -321,7 +354,8 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
     def feed(self, frame: Union[str, bytes]) -> None:
         """Handle one received frame. Raises RpcMessageTooLargeError for an oversized one."""
         self._received += 1
-        if len(frame) > _BIG_FRAME and self._batch_too_big(frame):
+        size = len(frame)
+        if size > _BIG_FRAME and self._batch_too_big(frame):
             return
         msg = self._decode(frame, self.max_message_size, self.settings.max_depth)
         kind = type(msg)
@@ -330,18 +364,18 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
                 logger.debug("channel %s: answer to unknown call %r dropped", self.id, msg.id)
         elif kind is Invalid:
             self._spawn_send(encode_error(msg.id, msg.code, msg.message))
-        elif kind is Notification and msg.method[:2] == "$/" and self._control(msg):
+        elif kind is Notification and msg.method[:2] == "$/" and self._control(msg, size):
             pass  # cancellation and stream control: handled inline, never queued
-        elif self._active < self._max_active and not self._deferred:
-            self._start(msg)
-        elif len(self._deferred) < self._max_active:
-            self._deferred.append(msg)
-        elif kind is Request:
-            self._refuse(msg.id)
-        elif kind is Notification:
-            self._drop(msg.method)
         else:
-            self._start_batch(msg, over_budget=True)
+            self._admit(msg, size)
+
+    def _take_meta(self, call_id: Any) -> Optional[Dict[str, Any]]:
+        """The meta parked for ``call_id`` (its bytes leave the budget), or None."""
+        parked = self._parked_meta.pop(call_id, None)
+        if parked is None:
+            return None
+        self._bytes -= parked[1]
+        return parked[0]
 
     # ----------------------------------------------------------- closing
     def _on_max_duration(self) -> None:
@@ -363,6 +397,7 @@ class RpcChannel(IncomingWork, OutgoingCalls, StreamSide, PromiseStore, Callback
             self._watchdog.stop()
         message = f"channel {self.id} closed before the answer arrived ({reason})"
         self._pending.fail_all(lambda: RpcChannelClosedError(message))
+        self._fail_slot_waiters(lambda: RpcChannelClosedError(message))
         self._saved.clear()
         self._by_id.clear()
         self._cancelled.clear()

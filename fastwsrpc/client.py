@@ -44,14 +44,20 @@ from .channel import (
     RpcChannel,
 )
 from .config import (
-    RpcBackpressureConfig,
     RpcKeepaliveConfig,
     RpcRetryConfig,
     RpcSettings,
     WebSocketRpcClientConfig,
 )
 from .errors import RpcConnectionError, RpcHandshakeRejectedError, RpcInvalidStateError, RpcUsageError
-from .interceptors import FEATURES_HEADER, RpcInterceptor, features_of, format_features, parse_features
+from .interceptors import (
+    FEATURES_HEADER,
+    RpcInterceptor,
+    features_of,
+    format_features,
+    parse_features,
+    parse_max_pending,
+)
 from .logger import get_logger
 from .methods import RpcMethodsBase
 from .native import NATIVE_CONNECT_KWARGS, NativeWebSocket, connect_native
@@ -327,6 +333,7 @@ class WebSocketRpcClient:
         max_consecutive_ping_failures: Optional[int] = None,
         max_message_size: Optional[int] = None,
         max_pending_requests: Optional[int] = None,
+        max_queued_calls: Optional[int] = None,
         max_connection_duration: Optional[float] = None,
         auto_reconnect: Optional[bool] = None,
         reconnect_delay: Optional[float] = None,
@@ -363,11 +370,12 @@ class WebSocketRpcClient:
                 ),
             )
         backpressure = cfg.backpressure
-        if max_message_size is not None or max_pending_requests is not None:
-            backpressure = RpcBackpressureConfig(
+        if max_message_size is not None or max_pending_requests is not None or max_queued_calls is not None:
+            backpressure = replace(
+                backpressure,
                 max_pending_requests=max_pending_requests or backpressure.max_pending_requests,
                 max_message_size=max_message_size or backpressure.max_message_size,
-                max_send_queue_size=backpressure.max_send_queue_size,
+                max_queued_calls=backpressure.max_queued_calls if max_queued_calls is None else max_queued_calls,
             )
         keepalive = cfg.keepalive
         if keep_alive is not None or max_consecutive_ping_failures is not None:
@@ -467,9 +475,12 @@ class WebSocketRpcClient:
         assert ws is not None
         self.ws = ws
         agreed: FrozenSet[str] = frozenset()
+        peer_max_pending: Optional[int] = None
         response = getattr(ws, "response", None)  # the server's handshake answer, on either transport
-        if self._features and response is not None:
-            agreed = self._features & parse_features(response.headers.get(FEATURES_HEADER))
+        if response is not None:
+            advertised = response.headers.get(FEATURES_HEADER)
+            agreed = self._features & parse_features(advertised)
+            peer_max_pending = parse_max_pending(advertised)
         channel = RpcChannel(
             self.methods,
             ws if isinstance(ws, NativeWebSocket) else WebsocketsTransport(ws),
@@ -480,6 +491,7 @@ class WebSocketRpcClient:
             error_callbacks=self._on_error,
             interceptors=self.interceptors,
             peer_features=agreed,
+            peer_max_pending=peer_max_pending,
         )
         self.channel = channel
         if self._connected is not None:

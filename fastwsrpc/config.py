@@ -16,6 +16,12 @@ DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_PENDING_REQUESTS = 1000
 DEFAULT_MAX_SEND_QUEUE_SIZE = 1000
 DEFAULT_MAX_BATCH_SIZE = 1000
+#: Incoming messages that wait past ``max_pending_requests`` before calls are refused.
+DEFAULT_MAX_QUEUED_REQUESTS = 1000
+#: Bytes one connection may hold for its peer: work running or queued, answers unsent.
+DEFAULT_MAX_CONNECTION_BYTES = 64 * 1024 * 1024
+#: Our own calls that wait locally for room under the peer's limit.
+DEFAULT_MAX_QUEUED_CALLS = 10_000
 DEFAULT_MAX_DEPTH = 128
 DEFAULT_PROMISE_TTL = 60.0
 DEFAULT_RECEIVE_TIMEOUT = 60.0
@@ -141,12 +147,19 @@ class RpcConnectionConfig:
 class RpcBackpressureConfig:
     """Limits that keep one peer from exhausting the other's memory (the budget of one connection).
 
-    * ``max_pending_requests``: incoming work in flight (calls, notifications,
-      batch items, each until its answer is sent); at the limit the connection
-      stops being read, and TCP pushes back on the peer. Also the limit of our
-      own outgoing calls waiting for an answer (``RpcBackpressureError``).
-    * ``max_send_queue_size``: frames handed to the socket and not yet taken
-      by it; at the limit reading stops too, until the peer reads.
+    * ``max_pending_requests``: incoming work running (calls, notifications,
+      batch items, each until its answer is sent). Also the most of our own
+      calls waiting for an answer; past it (or past the peer's advertised
+      limit) our calls wait locally.
+    * ``max_queued_requests``: incoming work waiting past ``max_pending_requests``;
+      past it a call is refused at once with -32001 (``data.retry_after``).
+    * ``max_connection_bytes``: bytes held for the peer (frames of work running
+      or queued, answers not yet taken by the socket, parked metadata); past
+      it calls are refused with -32001 too.
+    * ``max_queued_calls``: our own calls waiting locally for room under the
+      peer's limit; past it, ``RpcBackpressureError``.
+    * ``max_send_queue_size``: answers handed to the socket and not yet taken
+      by it; at the limit reading stops, until the peer reads.
     * ``max_batch_size``: items in one incoming batch; a longer one is refused
       whole with -32600.
     * ``max_depth``: nesting of a frame's JSON; deeper is refused with -32700
@@ -159,6 +172,9 @@ class RpcBackpressureConfig:
     max_send_queue_size: int = DEFAULT_MAX_SEND_QUEUE_SIZE
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_depth: int = DEFAULT_MAX_DEPTH
+    max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS
+    max_connection_bytes: int = DEFAULT_MAX_CONNECTION_BYTES
+    max_queued_calls: int = DEFAULT_MAX_QUEUED_CALLS
 
     def __post_init__(self) -> None:
         self.validate()
@@ -166,6 +182,9 @@ class RpcBackpressureConfig:
     def validate(self) -> None:
         """Raise ValueError for a limit that cannot work (zero or negative)."""
         _check(self.max_pending_requests > 0, "max_pending_requests must be > 0")
+        _check(self.max_queued_requests >= 0, "max_queued_requests must be >= 0")
+        _check(self.max_connection_bytes > 0, "max_connection_bytes must be > 0")
+        _check(self.max_queued_calls >= 0, "max_queued_calls must be >= 0")
         _check(self.max_message_size > 0, "max_message_size must be > 0")
         _check(self.max_send_queue_size > 0, "max_send_queue_size must be > 0")
         _check(self.max_batch_size > 0, "max_batch_size must be > 0")
@@ -276,6 +295,9 @@ class RpcSettings:
     max_send_queue_size: int = DEFAULT_MAX_SEND_QUEUE_SIZE
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_depth: int = DEFAULT_MAX_DEPTH
+    max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS
+    max_connection_bytes: int = DEFAULT_MAX_CONNECTION_BYTES
+    max_queued_calls: int = DEFAULT_MAX_QUEUED_CALLS
     default_response_timeout: Optional[float] = None
     max_connection_duration: Optional[float] = None
     idle_timeout: Optional[float] = None
@@ -295,6 +317,9 @@ class RpcSettings:
             self.max_send_queue_size,
             self.max_batch_size,
             self.max_depth,
+            self.max_queued_requests,
+            self.max_connection_bytes,
+            self.max_queued_calls,
         )
         RpcConnectionConfig(
             default_response_timeout=self.default_response_timeout,
@@ -344,6 +369,9 @@ class RpcSettings:
                 max_send_queue_size=backpressure.max_send_queue_size,
                 max_batch_size=backpressure.max_batch_size,
                 max_depth=backpressure.max_depth,
+                max_queued_requests=backpressure.max_queued_requests,
+                max_connection_bytes=backpressure.max_connection_bytes,
+                max_queued_calls=backpressure.max_queued_calls,
             )
         if debug is not None:
             values["debug_mode"] = debug.debug_mode

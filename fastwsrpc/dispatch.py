@@ -208,7 +208,7 @@ class Dispatcher:
         """``invoke`` with the interceptors around the method (see interceptors.py)."""
         handler = self._handlers.get(name) or self._build_handler(name)
         channel = self._channel
-        meta = channel._parked_meta.pop(call_id, None) if channel is not None and call_id is not None else None
+        meta = channel._take_meta(call_id) if channel is not None and call_id is not None else None
         call = RpcCall(channel, name, params, call_id, notification, False, meta)  # type: ignore[arg-type]
 
         async def final() -> Any:

@@ -185,6 +185,8 @@ class WebSocketRpcEndpoint:
         max_send_queue_size: Optional[int] = None,
         max_batch_size: Optional[int] = None,
         max_depth: Optional[int] = None,
+        max_queued_requests: Optional[int] = None,
+        max_connection_bytes: Optional[int] = None,
         idle_timeout: Optional[float] = None,
         message_receive_timeout: Optional[float] = None,
         send_timeout: Optional[float] = None,
@@ -222,6 +224,8 @@ class WebSocketRpcEndpoint:
             max_send_queue_size=max_send_queue_size,
             max_batch_size=max_batch_size,
             max_depth=max_depth,
+            max_queued_requests=max_queued_requests,
+            max_connection_bytes=max_connection_bytes,
             idle_timeout=idle_timeout,
             message_receive_timeout=message_receive_timeout,
             send_timeout=send_timeout,
@@ -294,11 +298,16 @@ class WebSocketRpcEndpoint:
         subprotocol = self._choose_subprotocol(websocket)
         # Features both sides understand (say "meta" for trace context) are agreed in the handshake.
         agreed = self._features & parse_features(websocket.headers.get(FEATURES_HEADER))
-        headers = [(FEATURES_HEADER.encode(), format_features(agreed).encode())] if agreed else None
-        if headers is None:
-            await self.manager.connect(websocket, subprotocol)
+        # The limit our clients keep their calls under (they queue the rest locally).
+        if type(self.manager).connect is ConnectionManager.connect:
+            advertised = format_features(agreed, self.settings.max_pending_requests)
+            await self.manager.connect(websocket, subprotocol, [(FEATURES_HEADER.encode(), advertised.encode())])
+        elif agreed:  # a manager of the user's own: called as it always was
+            await self.manager.connect(
+                websocket, subprotocol, [(FEATURES_HEADER.encode(), format_features(agreed).encode())]
+            )
         else:
-            await self.manager.connect(websocket, subprotocol, headers)
+            await self.manager.connect(websocket, subprotocol)
         transport = StarletteTransport(websocket, binary=self._binary)
         if client_id is not None:
             kwargs.setdefault("client_id", client_id)

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 #: The handshake header that lists the features a side understands (comma-separated).
 FEATURES_HEADER = "x-fastwsrpc-features"
+#: The token of the features header that advertises the server's ``max_pending_requests``.
+MAX_PENDING_TOKEN = "max-pending"
 #: The notification carrying a call's ``meta`` just before the call.
 META = "$/meta"
 #: ``meta`` entries kept for calls not started yet, per connection (a bound on what a peer can park).
@@ -121,11 +123,33 @@ def parse_features(value: Optional[str]) -> FrozenSet[str]:
     """The features named in a handshake header value."""
     if not value:
         return frozenset()
-    return frozenset(part.strip().lower() for part in value.split(",") if part.strip())
+    return frozenset(part.strip().lower() for part in value.split(",") if part.strip() and "=" not in part)
 
 
-def format_features(features: FrozenSet[str]) -> str:
-    return ",".join(sorted(features))
+def format_features(features: FrozenSet[str], max_pending: Optional[int] = None) -> str:
+    """The header value: the agreed features, and the limit a server advertises.
+
+    ``max-pending=N`` tells the client how many of its calls the server runs at
+    once; our clients keep their calls in flight under it (queueing the rest
+    locally), so they never meet -32001. A client that does not know the token
+    reads it as a feature nobody asked for and ignores it.
+    """
+    parts = sorted(features)
+    if max_pending is not None:
+        parts.append(f"{MAX_PENDING_TOKEN}={max_pending}")
+    return ",".join(parts)
+
+
+def parse_max_pending(value: Optional[str]) -> Optional[int]:
+    """The ``max-pending=N`` a server advertised in the features header, if any (and sane)."""
+    if not value:
+        return None
+    for part in value.split(","):
+        name, sep, number = part.strip().partition("=")
+        if sep and name.strip().lower() == MAX_PENDING_TOKEN and number.strip().isdigit():
+            found = int(number.strip())
+            return found if found > 0 else None
+    return None
 
 
 def meta_params(call_id: Any, meta: Mapping[str, Any]) -> Dict[str, Any]:

@@ -34,7 +34,13 @@ except ImportError:  # pragma: no cover - Python < 3.8
     from typing_extensions import Protocol  # type: ignore[assignment]
 
 from .budget import HANDLING
-from .errors import RpcChannelClosedError, RpcNotConnectedError, RpcTimeoutError, error_for_code
+from .errors import (
+    RpcBackpressureError,
+    RpcChannelClosedError,
+    RpcNotConnectedError,
+    RpcTimeoutError,
+    error_for_code,
+)
 from .interceptors import META, RpcCall, meta_params, run_chain
 from .protocol import ErrorObject, Response, encode_batch, encode_notification, encode_request
 from .transport import TransportClosed
@@ -187,6 +193,8 @@ class OutgoingCalls:
             timeout = self.default_response_timeout
         loop = self._loop
         pending = self._pending
+        if len(pending) + self._reserved >= self._window or self._slot_waiters:
+            timeout = await self._wait_for_slot(timeout)
         future = loop.create_future()
         call_id = pending.register(future)  # its timeout is the timer below, not a table deadline
         try:
@@ -209,10 +217,76 @@ class OutgoingCalls:
         finally:
             if handle is not None:
                 handle.cancel()
+            if self._slot_waiters:
+                self._wake_slot()
         error = response.error
         if error is not None and self._raise_on_error:
             raise error_for_code(error.code, error.message, error.data, response)
         return response
+
+    async def _wait_for_slot(self: RpcChannel, timeout: Optional[float]) -> Optional[float]:
+        """Our call would pass the peer's limit (``_window``): wait for an answer to free a slot.
+
+        The wait is local and bounded (``max_queued_calls``), so a well-behaved
+        server never has to refuse our calls with -32001; past the bound, or
+        past the call's timeout, ``RpcBackpressureError``. Returns what is left
+        of the timeout. Callers are served in order (a new call queues behind
+        waiting ones), and each freed slot is reserved for the caller it wakes.
+        """
+        waiters = self._slot_waiters
+        if len(waiters) >= self._max_queued_calls:
+            raise RpcBackpressureError(
+                f"{len(self._pending)} calls wait for answers (the limit is {self._window}) and {len(waiters)} "
+                f"more wait to be sent, the limit of max_queued_calls; wait for some to finish"
+            )
+        loop = self._loop
+        waiter: asyncio.Future[None] = loop.create_future()
+        waiters.append(waiter)
+        started = loop.time()
+        try:
+            if timeout:
+                await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            else:
+                await waiter
+        except BaseException as exc:  # timed out, cancelled, or the channel closed
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._reserved -= 1  # a slot was given to us and will not be used: hand it on
+                self._wake_slot()
+            else:
+                try:
+                    waiters.remove(waiter)
+                except ValueError:
+                    pass
+                waiter.cancel()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise RpcBackpressureError(
+                    f"no room under the limit of {self._window} calls in flight within {timeout} s"
+                ) from None
+            raise
+        self._reserved -= 1  # our slot: the caller registers its call before it next yields
+        if not timeout:
+            return timeout
+        left: float = timeout - (loop.time() - started)
+        if left <= 0:
+            self._wake_slot()
+            raise RpcBackpressureError(f"no room under the limit of {self._window} calls in flight within {timeout} s")
+        return left
+
+    def _wake_slot(self: RpcChannel) -> None:
+        """An answer freed a slot under the peer's limit: give it to the first waiting call."""
+        waiters = self._slot_waiters
+        while waiters and len(self._pending) + self._reserved < self._window:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self._reserved += 1
+                waiter.set_result(None)
+
+    def _fail_slot_waiters(self: RpcChannel, exc_factory: Callable[[], BaseException]) -> None:
+        waiters = self._slot_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(exc_factory())
 
     async def _call_nested(self: RpcChannel, start: Callable[[], Awaitable[_T]]) -> _T:
         """A call one of our own handlers waits for: the reader must read on for its answer.

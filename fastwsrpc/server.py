@@ -395,8 +395,7 @@ class WebSocketRpcServer:
                 name = who
         endpoint = target.endpoint
         agreed = endpoint._features & parse_features(request.headers.get(FEATURES_HEADER))
-        if agreed:
-            response.headers[FEATURES_HEADER] = format_features(agreed)
+        response.headers[FEATURES_HEADER] = format_features(agreed, endpoint.settings.max_pending_requests)
         if conn.transport is None or conn.transport.is_closing():
             return  # the client left while we decided
         conn.accepted(response, handshake)

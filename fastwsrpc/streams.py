@@ -26,6 +26,7 @@ ends, and the consumer's queue never holds more than the credits it granted.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, AsyncIterator, Deque, Dict, Optional, Type
 
@@ -54,6 +55,8 @@ STREAM_CANCEL = "$/stream.cancel"
 INITIAL_CREDITS = 16
 #: Credits that may arrive for streams not started yet (their request is queued).
 _MAX_EARLY_CREDITS = 1000
+#: Unknown stream ids we told to stop, remembered so each is told once.
+_MAX_TOLD_STREAMS = 1024
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
 
@@ -292,8 +295,21 @@ class StreamSide:
                 self._nested -= 1
 
     # ------------------------------------------------------- control frames
-    def _control(self: RpcChannel, msg: Notification) -> bool:
-        """Handle a ``$/`` notification inline (no task); False if it is not one of ours."""
+    def _control(self: RpcChannel, msg: Notification, size: int = 0) -> bool:
+        """Handle a ``$/`` notification inline (no task); False if it is not one of ours.
+
+        Read whatever the budget says (a cancel or a credit must get through
+        while handlers are busy). A malformed one is that message's fault: it
+        is ignored (logged at DEBUG), never a failure of the reader.
+        """
+        try:
+            return self._control_message(msg, size)
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("channel %s: malformed %s ignored: %r", self.id, msg.method, exc)
+            return True
+
+    def _control_message(self: RpcChannel, msg: Notification, size: int) -> bool:
         method = msg.method
         params = msg.params
         if method == CANCEL_REQUEST:
@@ -301,29 +317,35 @@ class StreamSide:
         elif method == META:
             # The meta of the call that follows (trace context): kept until that call starts.
             if isinstance(params, dict) and _hashable(params.get("id")) and isinstance(params.get("meta"), dict):
-                if self._interceptors and len(self._parked_meta) < MAX_PARKED_META:
-                    self._parked_meta[params["id"]] = params["meta"]
+                if (
+                    self._interceptors
+                    and len(self._parked_meta) < MAX_PARKED_META
+                    and self._bytes + size <= self._max_bytes
+                    and params["id"] not in self._parked_meta
+                ):
+                    self._parked_meta[params["id"]] = (params["meta"], size)
+                    self._bytes += size
         elif method == STREAM_ITEM:
             sid = params.get("stream") if isinstance(params, dict) else None
             consumer = self._consumers.get(sid) if _hashable(sid) else None
             if consumer is None:
-                # Items of a stream nobody here consumes (called as a plain call, say): stop it.
-                self._spawn_send(encode_notification(STREAM_CANCEL, {"stream": sid}), answer=False)
+                # Items of a stream nobody here consumes (called as a plain call, say): stop it, once per stream.
+                self._cancel_unknown_stream(sid)
             elif not consumer._push(params.get("item")):
                 consumer._finish(RpcError(f"stream {consumer.method!r}: the producer sent more items than credits"))
-                self._spawn_send(encode_notification(STREAM_CANCEL, {"stream": sid}), answer=False)
+                self._cancel_unknown_stream(sid)
         elif method == STREAM_END:
             sid = params.get("stream") if isinstance(params, dict) else None
             consumer = self._consumers.get(sid) if _hashable(sid) else None
             if consumer is not None:
                 error = params.get("error")
                 exc: Optional[BaseException] = None
-                if isinstance(error, dict):
-                    exc = error_for_code(
-                        int(error.get("code", JsonRpcErrorCode.INTERNAL_ERROR)),
-                        str(error.get("message", "")),
-                        error.get("data"),
-                    )
+                if error is not None:
+                    code = error.get("code") if isinstance(error, dict) else None
+                    if type(code) is not int:
+                        exc = RpcError(f"stream {consumer.method!r}: the producer ended it with a malformed error")
+                    else:
+                        exc = error_for_code(code, str(error.get("message", "")), error.get("data"))
                 consumer._finish(exc)
         elif method == STREAM_CREDIT:
             sid = params.get("stream") if isinstance(params, dict) else None
@@ -347,8 +369,26 @@ class StreamSide:
             return False
         return True
 
+    def _cancel_unknown_stream(self: RpcChannel, sid: Any) -> None:
+        """Tell the producer of ``sid`` to stop: once per stream id, and counted in the budget.
+
+        A peer sending items of streams we never opened must not make us send
+        without bound: ids already told are remembered (at most
+        ``_MAX_TOLD_STREAMS``, oldest forgotten first), and each cancel counts
+        as an answer, so a peer that does not read them stops being read.
+        """
+        if not _hashable(sid):
+            return
+        told = self._told_streams
+        if sid in told:
+            return
+        if len(told) >= _MAX_TOLD_STREAMS:
+            del told[next(iter(told))]
+        told[sid] = None
+        self._spawn_send(encode_notification(STREAM_CANCEL, {"stream": sid}))
+
     # ------------------------------------------------------------ producing
-    def _start_stream(self: RpcChannel, req: Request) -> None:
+    def _start_stream(self: RpcChannel, req: Request, size: int = 0) -> None:
         sid = req.id
         if not _hashable(sid) or sid in self._producers:
             self._spawn_send(
@@ -357,7 +397,7 @@ class StreamSide:
             return
         producer = _Producer(self._early_credits.pop(sid, INITIAL_CREDITS))
         self._producers[sid] = producer
-        task = self._spawn(self._run_stream(req, producer))
+        task = self._spawn(self._run_stream(req, producer), nbytes=size)
         if task is not None:
             producer.task = task
             self._by_id[sid] = task

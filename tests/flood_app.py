@@ -69,6 +69,7 @@ class FloodMethods(RpcMethodsBase):
             "open": len(others),
             "chtasks": sum(len(ch._tasks) for ch in others),
             "deferred": sum(len(ch._deferred) for ch in others),
+            "queued": sum(ch.queued_count for ch in others),
             "pending": sum(len(ch._pending) for ch in others),
         }
 

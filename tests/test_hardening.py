@@ -51,13 +51,27 @@ async def test_sender_of_an_oversized_frame_gets_a_clear_error(server: Any) -> N
         assert (await client.other.echo(text="still serving")).result == "still serving"
 
 
-async def test_outgoing_backpressure_raises_at_once(server: Any) -> None:
-    async with WebSocketRpcClient(server.url(), RpcMethodsBase(), max_pending_requests=3) as client:
+async def test_outgoing_backpressure_raises_past_the_local_queue(server: Any) -> None:
+    async with WebSocketRpcClient(server.url(), RpcMethodsBase(), max_pending_requests=3, max_queued_calls=1) as client:
         slow = [asyncio.ensure_future(client.other.sleep(seconds=0.5)) for _ in range(3)]
         await eventually(lambda: client.pending_count == 3)
-        with pytest.raises(RpcBackpressureError, match="limit is 3"):
+        # Past our own limit of 3 in flight, one call waits locally; the next one is refused at once.
+        waiting = asyncio.ensure_future(client.other.add(a=2, b=2))
+        await eventually(lambda: client.channel is not None and len(client.channel._slot_waiters) == 1)
+        with pytest.raises(RpcBackpressureError, match="max_queued_calls"):
             await client.other.add(a=1, b=1)
-        assert await asyncio.gather(*slow) and client.pending_count == 0
+        assert await asyncio.gather(*slow) and (await waiting).result == 4
+        assert client.pending_count == 0
+        assert (await client.other.add(a=1, b=1)).result == 2
+
+
+async def test_a_call_waiting_locally_past_its_timeout_is_refused(server: Any) -> None:
+    async with WebSocketRpcClient(server.url(), RpcMethodsBase(), max_pending_requests=1) as client:
+        slow = asyncio.ensure_future(client.other.sleep(seconds=0.5))
+        await eventually(lambda: client.pending_count == 1)
+        with pytest.raises(RpcBackpressureError, match=r"within 0\.01 s"):
+            await client.call("add", {"a": 1, "b": 1}, timeout=0.01)
+        await slow
         assert (await client.other.add(a=1, b=1)).result == 2
 
 

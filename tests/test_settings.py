@@ -87,8 +87,9 @@ async def test_message_receive_timeout_closes_a_slow_sender(speedups: Any) -> No
 
 
 async def test_message_receive_timeout_ignores_a_peer_we_chose_not_to_read(speedups: Any) -> None:
-    # The budget is full, so the channel stops reading: a half-read frame then
-    # is our doing, not the peer's, and must not close the connection.
+    # Notifications overflowed the queue, so the channel stops reading: a
+    # half-read frame then is our doing, not the peer's, and must not close the
+    # connection.
     gate = asyncio.Event()
 
     class Held(RpcMethodsBase):
@@ -96,9 +97,10 @@ async def test_message_receive_timeout_ignores_a_peer_we_chose_not_to_read(speed
             await gate.wait()
 
     a, b = memory_pair()
-    settings = RpcSettings(message_receive_timeout=0.05, max_pending_requests=1)
+    settings = RpcSettings(message_receive_timeout=0.05, max_pending_requests=1, max_queued_requests=0)
     server = RpcChannel(Held(), a, settings=settings, speedups=speedups)
     reader = asyncio.ensure_future(server.run())
+    await b.send(json.dumps({"jsonrpc": "2.0", "method": "wait"}))
     await b.send(json.dumps({"jsonrpc": "2.0", "method": "wait"}))
     await until(lambda: server.reading_paused)
     a.receiving_partial = True
@@ -146,7 +148,8 @@ async def test_max_send_queue_size_bounds_answers_waiting_for_the_socket(speedup
     # theirs: at most max_pending_requests more), so the flood is pushed back.
     assert 3 <= server.sending_count <= 3 + server.max_pending_requests
     # Frames read: the 4 answers the pipe holds, those waiting to be sent, and the running ones.
-    assert server._received <= 4 + server.sending_count + server.running_count and not sender.done()
+    assert server._received <= 4 + server.sending_count + server.running_count + server.queued_count
+    assert not sender.done()
     answers: List[Any] = [json.loads(await b.receive()) for _ in range(1_000)]
     await sender
     assert len(answers) == 1_000
