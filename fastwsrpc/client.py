@@ -603,10 +603,15 @@ class WebSocketRpcClient:
             self._reader_task.cancel()  # between connections: nothing to wait for
         if self._reader_task is not None:
             if asyncio.current_task() is not self._reader_task:
+                reader = self._reader_task
                 try:
-                    await asyncio.wait_for(asyncio.shield(self._reader_task), 10)
-                except (asyncio.CancelledError, asyncio.TimeoutError, Exception):
-                    self._reader_task.cancel()
+                    await asyncio.wait_for(asyncio.shield(reader), 10)
+                except asyncio.CancelledError:
+                    if not reader.cancelled():  # we are cancelled, not the reader: stop it, and go on being cancelled
+                        reader.cancel()
+                        raise
+                except (asyncio.TimeoutError, Exception):
+                    reader.cancel()
 
     async def wait_connected(self, timeout: Optional[float] = None) -> None:
         """Wait until a connection is open (after a reconnect, say); raises TimeoutError.
@@ -710,11 +715,13 @@ class WebSocketRpcClient:
 
     async def wait_on_reader(self) -> None:
         """Wait until the connection ends."""
-        if self._reader_task is not None:
+        reader = self._reader_task
+        if reader is not None:
             try:
-                await self._reader_task
+                await asyncio.shield(reader)
             except asyncio.CancelledError:
-                pass
+                if not reader.cancelled():
+                    raise  # our caller was cancelled: that is not ours to swallow
 
     @property
     def is_connected(self) -> bool:

@@ -17,21 +17,20 @@ may also call the RPC ``ping`` method.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from enum import Enum
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import _accel
-from .channel import OnConnectCallback, OnDisconnectCallback, OnErrorCallback, RpcChannel
+from .channel import OnConnectCallback, OnDisconnectCallback, OnErrorCallback
 from .config import JSONRPC_SUBPROTOCOL, RpcBackpressureConfig, RpcConnectionConfig, RpcDebugConfig, RpcSettings
-from .errors import RpcDuplicateClientError
 from .interceptors import FEATURES_HEADER, RpcInterceptor, features_of, format_features, parse_features
 from .logger import get_logger
 from .methods import RpcMethodsBase
+from .service import serve_connection
 from .topics import DEFAULT_TOPIC_QUEUE, TopicHub
-from .transport import CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, TransportClosed
+from .transport import CLOSE_NORMAL, TransportClosed
 from .uvicorn_direct import FastReader, take_over, write_direct
 
 logger = get_logger("endpoint")
@@ -308,44 +307,21 @@ class WebSocketRpcEndpoint:
             )
         else:
             await self.manager.connect(websocket, subprotocol)
-        transport = StarletteTransport(websocket, binary=self._binary)
         if client_id is not None:
             kwargs.setdefault("client_id", client_id)
         kwargs.setdefault("websocket", websocket)
-        channel = RpcChannel(
-            self.methods,
-            transport,
-            settings=self.settings,
-            context=kwargs,
-            subprotocol=subprotocol,
-            connect_callbacks=self._on_connect,
-            disconnect_callbacks=self._on_disconnect,
-            error_callbacks=self._on_error,
-            topics=self.topics,
-            interceptors=self.interceptors,
-            peer_features=agreed,
-        )
-        name = client_id
-        if name is None and self.identify is not None:
-            name = self.identify(websocket)
-            if inspect.isawaitable(name):
-                name = await name
-        name = str(name) if name is not None else channel.id
         try:
-            await self.cluster.attach(name, channel)
-        except RpcDuplicateClientError:
-            logger.warning("client id %r is already connected; refusing %s", name, transport.peer or "?")
-            await channel.close(CLOSE_POLICY_VIOLATION, "client id already connected")
-            self.manager.disconnect(websocket)
-            return
-        try:
-            await channel.on_connect()
-            await channel.run()
+            await serve_connection(
+                self,
+                StarletteTransport(websocket, binary=self._binary),
+                context=kwargs,
+                subprotocol=subprotocol,
+                agreed=agreed,
+                name=client_id,
+                identify_with=websocket,
+            )
         finally:
-            try:
-                await self.cluster.detach(name, channel)
-            finally:
-                self.manager.disconnect(websocket)
+            self.manager.disconnect(websocket)
 
     async def publish(self, topic: str, data: Any = None) -> None:
         """Send ``data`` to every subscriber of ``topic``: on every node when a broker is set, each once.

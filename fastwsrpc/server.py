@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import re
 import ssl as _ssl
 from contextlib import asynccontextmanager
@@ -54,12 +53,12 @@ from websockets.streams import StreamReader
 from websockets.typing import Subprotocol
 
 from .channel import RpcChannel
-from .errors import RpcDuplicateClientError
 from .interceptors import FEATURES_HEADER, format_features, parse_features
 from .logger import get_logger
 from .methods import RpcMethodsBase
 from .native import _MAX_HANDSHAKE, CONNECTING, NativeWebSocket
-from .transport import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION
+from .service import serve_connection
+from .transport import CLOSE_GOING_AWAY
 
 __all__ = ["HandshakeRequest", "WebSocketRpcServer", "run"]
 
@@ -410,43 +409,20 @@ class WebSocketRpcServer:
         listener: WebSocketRpcServer,
     ) -> None:
         """What ``WebSocketRpcEndpoint.main_loop`` does after ``accept``, on the native transport."""
-        endpoint = self.endpoint
         context: Dict[str, Any] = {**info.path_params, "websocket": conn, "request": info}
         if name is not None:
             context["client_id"] = name
-        channel = RpcChannel(
-            endpoint.methods,
+        await serve_connection(
+            self.endpoint,
             conn,
-            settings=endpoint.settings,
             context=context,
             subprotocol=conn.subprotocol,
-            connect_callbacks=endpoint._on_connect,
-            disconnect_callbacks=endpoint._on_disconnect,
-            error_callbacks=endpoint._on_error,
-            topics=endpoint.topics,
-            interceptors=endpoint.interceptors,
-            peer_features=agreed,
+            agreed=agreed,
+            name=name,
+            identify_with=info,  # the HandshakeRequest here (a WebSocket on FastAPI)
             speedups=self.speedups,
+            channels=listener._channels,
         )
-        identify: Any = endpoint.identify  # given the HandshakeRequest here (a WebSocket on FastAPI)
-        if name is None and identify is not None:
-            name = identify(info)
-            if inspect.isawaitable(name):
-                name = await name
-        name = str(name) if name is not None else channel.id
-        try:
-            await endpoint.cluster.attach(name, channel)
-        except RpcDuplicateClientError:
-            logger.warning("client id %r is already connected; refusing %s", name, conn.peer or "?")
-            await channel.close(CLOSE_POLICY_VIOLATION, "client id already connected")
-            return
-        listener._channels.add(channel)
-        try:
-            await channel.on_connect()
-            await channel.run()
-        finally:
-            listener._channels.discard(channel)
-            await endpoint.cluster.detach(name, channel)
 
 
 async def _quiet(awaitable: Awaitable[Any]) -> None:
