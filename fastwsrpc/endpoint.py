@@ -31,7 +31,7 @@ from .methods import RpcMethodsBase
 from .service import serve_connection
 from .topics import DEFAULT_TOPIC_QUEUE, TopicHub
 from .transport import CLOSE_NORMAL, TransportClosed
-from .uvicorn_direct import FastReader, take_over, write_direct
+from .uvicorn_direct import FastReader, harden_keepalive, take_over, write_direct
 
 logger = get_logger("endpoint")
 
@@ -66,6 +66,7 @@ class StarletteTransport:
         self._server: Any = getattr(getattr(websocket, "_receive", None), "__self__", None)
         # Under uvicorn's sans-I/O protocol, our codec reads and writes the frames
         # of an open, uncompressed connection (see uvicorn_direct.py).
+        harden_keepalive(self._server)
         self._conn: Any = take_over(self._server)
         self._direct: Any = self._server if self._conn is not None else None
         self._build = _accel.impl.build_frame

@@ -37,7 +37,7 @@ from websockets.protocol import State
 
 from . import _accel
 
-__all__ = ["FastReader", "take_over", "write_direct"]
+__all__ = ["FastReader", "harden_keepalive", "take_over", "write_direct"]
 
 _OP_TEXT = 1
 _OP_BINARY = 2
@@ -75,6 +75,32 @@ def take_over(server: Any) -> Any:
         # 0 is a limit (every non-empty frame is too big), as websockets has it; None is none.
         server.conn = FastReader(conn, _accel.impl, _UNLIMITED if max_size is None else max_size)
     return conn
+
+
+def harden_keepalive(server: Any) -> None:
+    """Make uvicorn's keepalive timeout drop the connection, not wait for it.
+
+    On a missed pong uvicorn's sans-I/O protocol sends a close frame and calls
+    ``transport.close()``, which waits for the write buffer to drain first. A
+    peer that neither reads nor answers pings never drains it: the connection,
+    its handlers and its buffers stayed (35 MB and 1000 tasks 10 s later). A
+    peer that missed its pong is gone as far as we can tell, so after uvicorn's
+    own close, the transport is aborted (RFC 6455 7.1.7: fail the connection).
+    Best effort: other uvicorn protocols keep their own rules.
+    """
+    original = getattr(server, "keepalive_timeout", None)
+    transport = getattr(server, "transport", None)
+    if original is None or transport is None or type(server).__name__ != "WebSocketsSansIOProtocol":
+        return
+
+    def keepalive_timeout() -> None:
+        try:
+            original()
+        finally:
+            if not getattr(server, "disconnected", False):
+                transport.abort()
+
+    server.keepalive_timeout = keepalive_timeout
 
 
 def _at_frame_boundary(conn: Any) -> bool:
