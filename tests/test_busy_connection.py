@@ -233,3 +233,51 @@ async def test_a_peer_that_never_reads_nor_pongs_is_dropped(kind: str) -> None:
         # Neither read nor pong: the keepalive drops it and its channel is released.
         await eventually(lambda: not tracked.open, timeout=10)
         writer.transport.abort()
+
+
+@pytest.mark.parametrize("kind", ["fastapi", "native"])
+@pytest.mark.parametrize("failing", ["identify", "on_connect"])
+async def test_a_failure_before_the_read_loop_releases_everything(kind: str, failing: str) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    from fastwsrpc import WebSocketRpcEndpoint
+    from fastwsrpc.server import WebSocketRpcServer
+
+    class Boom(Exception):
+        pass
+
+    def identify(_: Any) -> str:
+        raise Boom("identify failed")
+
+    async def on_connect(channel: RpcChannel) -> None:
+        raise Boom("on_connect failed")
+
+    tracked = Tracked()
+    kwargs: Dict[str, Any] = {"on_disconnect": [tracked.disconnected]}
+    if failing == "identify":
+        kwargs["identify"] = identify
+    else:
+        kwargs["on_connect"] = [tracked.connected, on_connect]
+    if kind == "fastapi":
+        from fastapi import FastAPI
+
+        app = FastAPI()
+        endpoint = WebSocketRpcEndpoint(Busy(), **kwargs)
+        endpoint.register_route(app, "/ws")
+        server: Any = ServerThread(app)
+        channels: Any = lambda: endpoint.manager.active_connections  # noqa: E731
+    else:
+        native = WebSocketRpcServer(Busy(), **kwargs)
+        endpoint = native.endpoint
+        server = NativeServerThread(native)
+        channels = lambda: native.channels  # noqa: E731
+    with server as srv:
+        async with connect(srv.url(), ping_interval=None) as ws:
+            if failing == "identify":
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+            else:  # a failing connect callback is logged; the connection serves on
+                await ws.send(call(1, "big", size=2))
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10))["result"] == "xx"
+        await eventually(lambda: not channels() and not endpoint.cluster._channels, timeout=10)
