@@ -20,6 +20,7 @@ import asyncio
 from enum import Enum
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
+from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import _accel
@@ -28,9 +29,10 @@ from .config import JSONRPC_SUBPROTOCOL, RpcBackpressureConfig, RpcConnectionCon
 from .interceptors import FEATURES_HEADER, RpcInterceptor, features_of, format_features, parse_features
 from .logger import get_logger
 from .methods import RpcMethodsBase
+from .origin import normalize_allowed_origins, origin_refusal
 from .service import serve_connection
 from .topics import DEFAULT_TOPIC_QUEUE, TopicHub
-from .transport import CLOSE_NORMAL, TransportClosed
+from .transport import CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, TransportClosed
 from .uvicorn_direct import FastReader, harden_keepalive, take_over, write_direct
 
 logger = get_logger("endpoint")
@@ -198,7 +200,10 @@ class WebSocketRpcEndpoint:
         topic_queue_size: int = DEFAULT_TOPIC_QUEUE,
         on_slow: str = "disconnect",
         interceptors: Sequence[RpcInterceptor] = (),
+        allowed_origins: Union[str, Sequence[str], None] = None,
     ) -> None:
+        #: Origins whose pages may connect besides the server's own (see :mod:`fastwsrpc.origin`).
+        self.allowed_origins = normalize_allowed_origins(allowed_origins)
         self.manager = manager if manager is not None else ConnectionManager()
         self.methods = methods if methods is not None else RpcMethodsBase()
         self._on_connect = list(on_connect or ())
@@ -295,6 +300,19 @@ class WebSocketRpcEndpoint:
         ``@app.websocket("/ws/{client_id}")`` then ``await endpoint.main_loop(websocket, client_id)``.
         Extra keyword arguments land in ``channel.context``.
         """
+        refusal = origin_refusal(
+            ", ".join(websocket.headers.getlist("origin")) or None,
+            ", ".join(websocket.headers.getlist("host")) or None,
+            self.allowed_origins,
+        )
+        if refusal is not None:
+            peer = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "?"
+            logger.info("refused %s at %s with HTTP 403: %s", peer, websocket.url.path, refusal)
+            if "websocket.http.response" in websocket.scope.get("extensions", {}):
+                await websocket.send_denial_response(PlainTextResponse(refusal + "\n", status_code=403))
+            else:  # a server without the denial extension answers a close before accept with a bare 403
+                await websocket.close(CLOSE_POLICY_VIOLATION)
+            return
         subprotocol = self._choose_subprotocol(websocket)
         # Features both sides understand (say "meta" for trace context) are agreed in the handshake.
         agreed = self._features & parse_features(websocket.headers.get(FEATURES_HEADER))

@@ -57,6 +57,7 @@ from .interceptors import FEATURES_HEADER, format_features, parse_features
 from .logger import get_logger
 from .methods import RpcMethodsBase
 from .native import _MAX_HANDSHAKE, CONNECTING, NativeWebSocket
+from .origin import origin_refusal
 from .service import serve_connection
 from .transport import CLOSE_GOING_AWAY
 
@@ -114,6 +115,9 @@ class _ServerWebSocket(NativeWebSocket):
         self._reader = StreamReader()
         self._request_parser: Optional[Generator[None, None, Request]] = Request.parse(self._reader.read_line)
         self._open_handle: Optional[asyncio.TimerHandle] = None
+        self._request_bytes = 0  # bytes received while the request was being read
+        #: What decides the upgrade (authentication included): cancelled if open_timeout passes first.
+        self.opening_task: Optional[asyncio.Task[None]] = None
         self.request: Optional[HandshakeRequest] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -123,16 +127,23 @@ class _ServerWebSocket(NativeWebSocket):
     def _opening_expired(self) -> None:
         if self.state is CONNECTING:
             self._abort_transport()
+            task = self.opening_task
+            if task is not None and not task.done():
+                task.cancel()  # an authenticate that hangs must not outlive its connection
 
     def _handshake_data(self, data: bytes) -> None:
         if self._request_parser is None:
             self._reader.feed_data(data)  # behind the request, while authentication runs
             return
+        self._request_bytes += len(data)
         self._reader.feed_data(data)
         try:
             next(self._request_parser)
         except StopIteration as done:
             self._request_parser = None
+            if self._request_bytes - len(self._reader.buffer) > _MAX_HANDSHAKE:
+                self._refuse_raw(431, f"request headers too large (over {_MAX_HANDSHAKE} bytes)")
+                return
             assert self.transport is not None
             self.transport.pause_reading()  # nothing more until the upgrade is decided
             self._server._start_connection(self, done.value)
@@ -141,8 +152,9 @@ class _ServerWebSocket(NativeWebSocket):
             self._request_parser = None
             self._refuse_raw(400, f"malformed HTTP request: {exc}")
             return
-        if len(self._reader.buffer) > _MAX_HANDSHAKE:
-            self._refuse_raw(400, "request headers too large")
+        if self._request_bytes > _MAX_HANDSHAKE:
+            self._request_parser = None
+            self._refuse_raw(431, f"request headers too large (over {_MAX_HANDSHAKE} bytes)")
 
     def _refuse_raw(self, status: int, text: str) -> None:
         if self.transport is not None:
@@ -333,6 +345,7 @@ class WebSocketRpcServer:
     # ------------------------------------------------------------------ one connection
     def _start_connection(self, conn: _ServerWebSocket, request: Request) -> None:
         task = asyncio.get_running_loop().create_task(self._connection(conn, request))
+        conn.opening_task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -369,6 +382,15 @@ class WebSocketRpcServer:
         response = handshake.accept(request)
         if response.status_code != 101:
             conn.refused(response, handshake)
+            return
+        refusal = origin_refusal(
+            ", ".join(request.headers.get_all("Origin")) or None,
+            ", ".join(request.headers.get_all("Host")) or None,
+            target.endpoint.allowed_origins,
+        )
+        if refusal is not None:
+            logger.info("refused %s at %s with HTTP 403: %s", conn.peer or "?", path, refusal)
+            conn.refused(handshake.reject(403, refusal + "\n"), handshake)
             return
         params = found[1]
         info = HandshakeRequest(
