@@ -1,7 +1,24 @@
 """The contract both twins keep (``_speedups`` compiled, ``_speedups_py`` pure).
 
 ``tests/test_stubs.py`` checks both twins against this file, name by name and
-parameter by parameter, and that neither exports anything it leaves out.
+parameter by parameter, and that neither exports anything it leaves out;
+``tests/test_twins_differential.py`` checks that they give the same results and
+raise the same exceptions for any argument, of the wrong type too.
+
+Beyond the annotations, both twins read arguments alike:
+
+* sizes and limits (``max_size``, ``max_depth``, ``max_pending``): any integer
+  (``__index__``; TypeError for a float); past what Py_ssize_t holds, clamped;
+* ``deadline`` / ``now``: what ``PyFloat_AsDouble`` takes (TypeError for a str);
+* flags (``mask``, ``fin``, ``require_mask``): their truth;
+* the frame codec's bytes (``payload``, ``data``, ``mask`` of ``apply_mask``):
+  ``bytes`` or a subclass, else TypeError ("payload must be bytes, not
+  bytearray"); ``decode``, ``check_size`` and ``frame_size`` take str and any
+  object msgspec parses;
+* ``opcode``: an int (TypeError otherwise) that is one of the six ``OP_*``
+  (ValueError otherwise, "invalid opcode -1").
+
+Neither ``PendingTable`` nor ``FrameParser`` can be copied or pickled.
 """
 
 from typing import Any, Callable, Hashable, List, Optional, Tuple, Union
@@ -20,7 +37,7 @@ def classify(obj: Any) -> Message: ...
 def decode(frame: Union[str, bytes], max_size: int, max_depth: int = ...) -> Message: ...
 
 class PendingTable:
-    max_pending: int
+    max_pending: int  # settable (read as a limit); not deletable
     def __init__(self, max_pending: int) -> None: ...
     def next_id(self) -> int: ...
     def register(self, future: Any, deadline: float = ...) -> int: ...
@@ -47,6 +64,7 @@ def build_frame(opcode: int, payload: bytes, mask: bool = ..., fin: bool = ...) 
 def parse_close(payload: bytes) -> Tuple[int, str]: ...
 
 class FrameParser:
+    # Read-only, in both twins (properties there; plain names here, as tests/test_stubs.py reads them).
     max_size: int
     require_mask: bool
     error: Optional[FrameError]

@@ -5,14 +5,19 @@
 The JSON decode itself is msgspec's (already C); what this module removes is the
 Python-level dict probing and type checks of classification, and the method
 dispatch of the pending table. Behaviour, names and exceptions are exactly those
-of the pure twin; ``tests/test_speedups.py`` holds them to it.
+of the pure twin, for arguments of the wrong type too (read by hand where a C
+parameter would convert them otherwise: see ``_limit``, ``_opcode_arg``,
+``_not_bytes``); ``tests/test_speedups.py`` and ``tests/test_twins_differential.py``
+hold them to it.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
-from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_DelItem, PyDict_Size
+from cpython.dict cimport PyDict_SetItem, PyDict_DelItem, PyDict_Size
 from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches, PyErr_Occurred
 from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_AsLongLongAndOverflow, PyLong_Check, PyLong_CheckExact
+from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_GET_LENGTH
 from libc.math cimport isfinite
@@ -21,12 +26,18 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 
 cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+    const Py_ssize_t PY_SSIZE_T_MIN
     int PyUnicode_KIND(object o)
     void* PyUnicode_DATA(object o)
     Py_UCS4 PyUnicode_READ(int kind, void* data, Py_ssize_t index)
     bint PyUnicode_IS_ASCII(object o)
     # The raw call, so that a failed hash can be told apart from a missing key.
     PyObject* _PyDict_GetItemWithError "PyDict_GetItemWithError"(object d, object key)
+    # The same call for classification, where any error (a key whose __eq__ raises)
+    # propagates, as from the pure twin's dict.get, instead of being swallowed as
+    # PyDict_GetItem would.
+    PyObject* _get "PyDict_GetItemWithError"(object d, object key) except? NULL
 
 import os
 from asyncio import InvalidStateError
@@ -74,10 +85,28 @@ INTERNAL_ERROR = -32603
 cdef int _PARSE_ERROR = -32700
 cdef int _INVALID_REQUEST = -32600
 cdef int _INTERNAL_ERROR = -32603
-# decode's default must be a C constant; the pure twin's value, tested equal.
-cdef enum:
-    _DEFAULT_MAX_DEPTH = 128
-DEFAULT_MAX_DEPTH = _DEFAULT_MAX_DEPTH
+# The pure twin's value, tested equal (decode's default).
+DEFAULT_MAX_DEPTH = 128
+
+
+cdef Py_ssize_t _limit(object value) except? -1:
+    """A size or a limit argument, as the pure twin's ``_limit`` reads it.
+
+    Any integer (``__index__``; TypeError for a float). A value past what
+    Py_ssize_t holds could never be reached, so it is clamped rather than
+    refused: 2**70 is as good as no limit. Read here rather than by a
+    Py_ssize_t parameter, whose conversion raises OverflowError instead.
+    """
+    cdef int overflow = 0
+    cdef long long v
+    if not PyLong_CheckExact(value):
+        value = PyNumber_Index(value)
+    v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow > 0 or v > PY_SSIZE_T_MAX:
+        return PY_SSIZE_T_MAX
+    if overflow < 0 or v < PY_SSIZE_T_MIN:
+        return PY_SSIZE_T_MIN
+    return <Py_ssize_t>v
 
 
 cdef Py_ssize_t _utf8_size(str text):
@@ -102,8 +131,12 @@ cpdef Py_ssize_t frame_size(object frame):
     return len(frame)
 
 
-cpdef check_size(object frame, Py_ssize_t max_size):
+cpdef check_size(object frame, object max_size):
     """Refuse a frame over ``max_size`` bytes before anything parses it."""
+    return _check_size(frame, _limit(max_size))
+
+
+cdef object _check_size(object frame, Py_ssize_t max_size):
     cdef Py_ssize_t n
     cdef bint is_text = type(frame) is str
     if is_text:
@@ -140,7 +173,7 @@ cdef object _classify_one(object obj):
     cdef type pt
     if type(obj) is not dict:
         return _Invalid(None, _INVALID_REQUEST, "Invalid Request: expected an object")
-    p = PyDict_GetItem(obj, _S_ID)
+    p = _get(obj, _S_ID)
     has_id = p != NULL
     if has_id:
         call_id = <object>p
@@ -149,15 +182,15 @@ cdef object _classify_one(object obj):
             return _Invalid(None, _INVALID_REQUEST, reason)
     else:
         call_id = None
-    p = PyDict_GetItem(obj, _S_JSONRPC)
+    p = _get(obj, _S_JSONRPC)
     if p == NULL or not (type(<object>p) is str and <str>p == _S_VERSION):
         return _Invalid(call_id, _INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"')
-    p = PyDict_GetItem(obj, _S_METHOD)
+    p = _get(obj, _S_METHOD)
     if p != NULL:
         method = <object>p
         if type(method) is not str:
             return _Invalid(call_id, _INVALID_REQUEST, "Invalid Request: method must be a string")
-        p = PyDict_GetItem(obj, _S_PARAMS)
+        p = _get(obj, _S_PARAMS)
         if p == NULL:
             params = None
         else:
@@ -172,22 +205,22 @@ cdef object _classify_one(object obj):
         return _Notification(method, params)
     if not has_id:
         return _Invalid(None, _INVALID_REQUEST, "Invalid Request: no method and no id")
-    p = PyDict_GetItem(obj, _S_ERROR)
+    p = _get(obj, _S_ERROR)
     if p == NULL:
-        p = PyDict_GetItem(obj, _S_RESULT)
+        p = _get(obj, _S_RESULT)
         return _Response(call_id, None if p == NULL else <object>p, None)
     error = <object>p
-    if PyDict_GetItem(obj, _S_RESULT) != NULL:
+    if _get(obj, _S_RESULT) != NULL:
         return _Response(
             call_id, None, _ErrorObject(_INTERNAL_ERROR, "Invalid response: both result and error", None)
         )
     if type(error) is dict:
-        p = PyDict_GetItem(error, _S_CODE)
+        p = _get(error, _S_CODE)
         code = None if p == NULL else <object>p
-        p = PyDict_GetItem(error, _S_MESSAGE)
+        p = _get(error, _S_MESSAGE)
         message = None if p == NULL else <object>p
         if type(code) is int and type(message) is str:
-            p = PyDict_GetItem(error, _S_DATA)
+            p = _get(error, _S_DATA)
             data = None if p == NULL else <object>p
             return _Response(call_id, None, _ErrorObject(code, message, data))
     return _Response(
@@ -350,16 +383,25 @@ cdef bint _too_deep(object frame, Py_ssize_t max_depth) except -1:
     return _nests_deeper(<const uint8_t*>PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), max_depth)
 
 
-cpdef object decode(object frame, Py_ssize_t max_size, Py_ssize_t max_depth=_DEFAULT_MAX_DEPTH):
+cpdef object decode(object frame, object max_size, object max_depth=DEFAULT_MAX_DEPTH):
     """Size check, depth check, one JSON decode, classification (see the pure twin for why)."""
-    check_size(frame, max_size)
+    cdef Py_ssize_t size_limit = _limit(max_size)
+    cdef Py_ssize_t depth_limit = _limit(max_depth)
+    _check_size(frame, size_limit)
     try:
-        if len(frame) > max_depth and _too_deep(frame, max_depth):
-            return _Invalid(None, _PARSE_ERROR, f"Parse error: nested deeper than {max(max_depth, 0)} levels")
+        if len(frame) > depth_limit and _too_deep(frame, depth_limit):
+            return _Invalid(None, _PARSE_ERROR, f"Parse error: nested deeper than {max(depth_limit, 0)} levels")
         obj = _json_decode(frame)
     except Exception:
         return _Invalid(None, _PARSE_ERROR, "Parse error")
     return classify(obj)
+
+
+cdef object _no_pickle(object obj):
+    # Live state (waiters, a half-read frame) has no meaning in a copy: copy and
+    # pickle refuse both twins' objects alike, instead of Cython's auto-pickle
+    # sharing the table's dicts with the copy.
+    return TypeError(f"cannot pickle {type(obj).__name__!r} object")
 
 
 cdef PyObject* _lookup(dict d, object key) except? NULL:
@@ -380,13 +422,25 @@ cdef class PendingTable:
     cdef dict _futures
     cdef dict _deadlines
     cdef long long _next_id
-    cdef public Py_ssize_t max_pending
+    cdef Py_ssize_t _max_pending
 
-    def __init__(self, Py_ssize_t max_pending):
+    def __init__(self, object max_pending):
+        self._max_pending = _limit(max_pending)
         self._futures = {}
         self._deadlines = {}
         self._next_id = 0
-        self.max_pending = max_pending
+
+    @property
+    def max_pending(self):
+        return self._max_pending
+
+    @max_pending.setter
+    def max_pending(self, object value):
+        self._max_pending = _limit(value)
+
+    @max_pending.deleter
+    def max_pending(self):
+        raise AttributeError("max_pending cannot be deleted")
 
     cpdef long long next_id(self):
         self._next_id += 1
@@ -394,12 +448,12 @@ cdef class PendingTable:
 
     cdef object _full(self):
         return RpcBackpressureError(
-            f"{PyDict_Size(self._futures)} calls are pending, the limit is {self.max_pending}; "
+            f"{PyDict_Size(self._futures)} calls are pending, the limit is {self._max_pending}; "
             "wait for some to finish or raise max_pending_requests"
         )
 
     cpdef long long register(self, object future, double deadline=INF) except? -1:
-        if PyDict_Size(self._futures) >= self.max_pending:
+        if PyDict_Size(self._futures) >= self._max_pending:
             raise self._full()
         self._next_id += 1
         cdef object call_id = self._next_id
@@ -409,7 +463,7 @@ cdef class PendingTable:
         return self._next_id
 
     cpdef add(self, object call_id, object future, double deadline=INF):
-        if PyDict_Size(self._futures) >= self.max_pending:
+        if PyDict_Size(self._futures) >= self._max_pending:
             raise self._full()
         if call_id in self._futures:  # an unhashable id raises the dict's TypeError, as in the pure twin
             raise ValueError(f"call id {call_id!r} is already pending")
@@ -480,6 +534,9 @@ cdef class PendingTable:
     def __contains__(self, object call_id):
         return _lookup(self._futures, call_id) != NULL
 
+    def __reduce__(self):
+        raise _no_pickle(self)
+
 
 # ---------------------------------------------------------------------------
 # WebSocket frames (RFC 6455): the compiled twin of the pure codec (same rules,
@@ -502,8 +559,30 @@ cdef bytes _mask_pool = b""
 cdef Py_ssize_t _mask_pos = 4096
 
 
-cdef inline bint _valid_opcode(int opcode):
-    return opcode <= 2 or 8 <= opcode <= 10
+cdef inline bint _valid_opcode(long opcode):
+    return 0 <= opcode <= 2 or 8 <= opcode <= 10
+
+
+cdef int _opcode_arg(object opcode) except -1:
+    """``opcode`` as a C int: TypeError unless an int, ValueError unless one of the six of RFC 6455 5.2.
+
+    Read here rather than by a C-int parameter, whose conversion would take a
+    float (truncated) and raise OverflowError past 32 bits, where the pure twin
+    raises TypeError and ValueError.
+    """
+    cdef int overflow = 0
+    cdef long value
+    if not PyLong_Check(opcode):
+        raise TypeError(f"opcode must be an int, not {type(opcode).__name__}")
+    value = PyLong_AsLongAndOverflow(opcode, &overflow)
+    if overflow or not _valid_opcode(value):
+        raise ValueError(f"invalid opcode {opcode}")
+    return <int>value
+
+
+cdef object _not_bytes(str name, object value):
+    # Only bytes (subclasses too), as the pure twin: no buffer of another type is read.
+    return TypeError(f"{name} must be bytes, not {type(value).__name__}")
 
 
 cdef inline bint _sendable_code(int code):
@@ -532,7 +611,11 @@ cdef bytes _masked_copy(const char* src, Py_ssize_t n, const unsigned char* key)
     return out
 
 
-cpdef bytes apply_mask(bytes data, bytes mask):
+cpdef bytes apply_mask(object data, object mask):
+    if not PyBytes_Check(data):
+        raise _not_bytes("data", data)
+    if not PyBytes_Check(mask):
+        raise _not_bytes("mask", mask)
     if PyBytes_GET_SIZE(mask) != 4:
         raise ValueError("a WebSocket mask is 4 bytes")
     return _masked_copy(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), <const unsigned char*>PyBytes_AS_STRING(mask))
@@ -548,11 +631,12 @@ cdef bytes _new_mask():
     return key
 
 
-cpdef bytes build_frame(int opcode, bytes payload, bint mask=False, bint fin=True):
-    if not _valid_opcode(opcode):
-        raise ValueError(f"invalid opcode {opcode}")
+cpdef bytes build_frame(object opcode, object payload, bint mask=False, bint fin=True):
+    cdef int op = _opcode_arg(opcode)
+    if not PyBytes_Check(payload):
+        raise _not_bytes("payload", payload)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
-    if opcode >= 8 and (n > 125 or not fin):
+    if op >= 8 and (n > 125 or not fin):
         raise ValueError("a control frame is whole and carries at most 125 bytes")
     cdef Py_ssize_t header = 2 if n < 126 else (4 if n < 65536 else 10)
     cdef Py_ssize_t total = header + (4 if mask else 0) + n
@@ -561,7 +645,7 @@ cpdef bytes build_frame(int opcode, bytes payload, bint mask=False, bint fin=Tru
     cdef unsigned char bit = 0x80 if mask else 0
     cdef int i
     cdef bytes key
-    p[0] = (0x80 if fin else 0) | opcode
+    p[0] = (0x80 if fin else 0) | op
     if n < 126:
         p[1] = bit | <unsigned char>n
     elif n < 65536:
@@ -581,7 +665,9 @@ cpdef bytes build_frame(int opcode, bytes payload, bint mask=False, bint fin=Tru
     return out
 
 
-cpdef tuple parse_close(bytes payload):
+cpdef tuple parse_close(object payload):
+    if not PyBytes_Check(payload):
+        raise _not_bytes("payload", payload)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
     if n == 0:
         return (1005, "")
@@ -590,7 +676,7 @@ cpdef tuple parse_close(bytes payload):
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(payload)
     cdef int code = (p[0] << 8) | p[1]
     try:
-        reason = payload[2:].decode("utf-8")
+        reason = (<bytes>payload)[2:].decode("utf-8")
     except UnicodeDecodeError:
         raise _FrameError(1007, "invalid UTF-8 in the close reason") from None
     if not _sendable_code(code):
@@ -662,9 +748,9 @@ cdef class FrameParser:
     cdef Py_ssize_t _size
     cdef Utf8State _utf8
 
-    def __init__(self, Py_ssize_t max_size, bint require_mask):
-        self.max_size = max_size
-        self.require_mask = require_mask
+    def __init__(self, object max_size, object require_mask):
+        self.max_size = _limit(max_size)
+        self.require_mask = require_mask  # its truth, read after max_size, as in the pure twin
         self.error = None
         self.closed = False
         self._buffer = bytearray()
@@ -673,12 +759,17 @@ cdef class FrameParser:
         self._size = 0
         self._utf8.need = 0
 
+    def __reduce__(self):
+        raise _no_pickle(self)
+
     cpdef bint receiving(self):
         return PyByteArray_GET_SIZE(self._buffer) > 0 or self._opcode != 0
 
-    cpdef list feed(self, bytes data):
+    cpdef list feed(self, object data):
         cdef list events = []
         cdef Py_ssize_t pos, n
+        if not PyBytes_Check(data):
+            raise _not_bytes("data", data)
         if self.error is not None or self.closed:
             return events
         cdef bint direct = PyByteArray_GET_SIZE(self._buffer) == 0
@@ -700,7 +791,7 @@ cdef class FrameParser:
             self._buffer = bytearray()
         elif direct:
             if pos < n:
-                self._buffer += data[pos:]
+                self._buffer += (<bytes>data)[pos:]
         elif pos:
             del self._buffer[:pos]
         return events

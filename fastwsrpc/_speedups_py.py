@@ -2,15 +2,24 @@
 
 Same names, signatures, results and exceptions as the compiled module (the
 contract is written down in ``_speedups.pyi``); ``tests/test_speedups.py`` feeds
-both the same inputs, malformed ones included, and compares what comes out.
-Change one, change the other.
+both the same inputs, malformed ones included, and compares what comes out, and
+``tests/test_twins_differential.py`` does so for every public name, arguments of
+the wrong type included. Change one, change the other.
+
+Arguments are read as the compiled twin's C parameters read them: sizes and
+limits are integers (``__index__``), clamped to what Py_ssize_t holds (see
+``_limit``); deadlines and ``now`` are what ``PyFloat_AsDouble`` takes (no
+strings); flags are read once, for their truth; frames and payloads of the
+codec are bytes. Each check costs one type test on the usual argument.
 """
 
 from __future__ import annotations
 
 import codecs
 import math
+import operator
 import os
+import sys
 from array import array
 from asyncio import InvalidStateError
 from itertools import accumulate
@@ -34,6 +43,28 @@ from .protocol import (
 _json_decode = msgspec.json.Decoder().decode
 _MISSING: Any = object()
 _isfinite = math.isfinite
+_index = operator.index
+_SSIZE_MAX = sys.maxsize
+_SSIZE_MIN = -sys.maxsize - 1
+
+
+def _limit(value: Any) -> int:
+    """A size or a limit argument (``max_size``, ``max_depth``, ``max_pending``), as both twins read it.
+
+    Any integer (``__index__``: TypeError for a float, with the message of
+    ``operator.index``). A value past what the compiled twin's Py_ssize_t holds
+    could never be reached, so it is clamped rather than refused: 2**70 is as
+    good as no limit. Only called off the hot path (for a non-int, or from
+    constructors and setters).
+    """
+    value = int(_index(value))  # int(): Python 3.9's index() hands a bool back as it is
+    return _SSIZE_MIN if value < _SSIZE_MIN else _SSIZE_MAX if value > _SSIZE_MAX else value
+
+
+def _double(value: Any) -> float:
+    """``value`` as the compiled twin's ``double`` parameters take it: ``PyFloat_AsDouble``, as ldexp reads it."""
+    return math.ldexp(value, 0)
+
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -68,6 +99,8 @@ def check_size(frame: Union[str, bytes], max_size: int) -> None:
     UTF-8, so only a frame between max_size/4 and max_size characters needs its
     exact byte size computed.
     """
+    if type(max_size) is not int or not _SSIZE_MIN <= max_size <= _SSIZE_MAX:
+        max_size = _limit(max_size)
     n = len(frame)
     if n * 4 <= max_size:
         return
@@ -109,7 +142,8 @@ def _classify_one(obj: Any) -> Message:
             return Invalid(None, INVALID_REQUEST, reason)
     else:
         call_id = None
-    if obj.get("jsonrpc") != "2.0":
+    jsonrpc = obj.get("jsonrpc")
+    if type(jsonrpc) is not str or jsonrpc != "2.0":  # a str subclass or an object equal to "2.0" is not JSON's
         return Invalid(call_id, INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"')
     method = obj.get("method", _MISSING)
     if method is not _MISSING:
@@ -215,6 +249,10 @@ def decode(frame: Union[str, bytes], max_size: int, max_depth: int = DEFAULT_MAX
     recursion limit), where a linear scan costs nothing. A negative
     ``max_depth`` counts as 0.
     """
+    if type(max_size) is not int or type(max_depth) is not int:
+        # A limit that is no integer is the caller's mistake: raised, never a -32700. An int
+        # past 64 bits is left as it is: below, it compares as its clamped value would.
+        max_size, max_depth = _limit(max_size), _limit(max_depth)
     n = len(frame)
     if n * 4 > max_size:  # check_size's own shortcut, taken here to save a call per frame
         check_size(frame, max_size)
@@ -236,6 +274,8 @@ def decode(frame: Union[str, bytes], max_size: int, max_depth: int = DEFAULT_MAX
         obj = _json_decode(frame)
     except Exception:
         return Invalid(None, PARSE_ERROR, "Parse error")
+    if type(obj) is dict:  # classify's first step, without its call
+        return _classify_one(obj)
     return classify(obj)
 
 
@@ -254,14 +294,31 @@ class PendingTable:
     ``add`` refuses such an id with the dict's own TypeError.
     """
 
-    __slots__ = ("_deadlines", "_futures", "_next_id", "max_pending")
+    __slots__ = ("_deadlines", "_futures", "_max_pending", "_next_id")
 
     def __init__(self, max_pending: int) -> None:
+        max_pending = _limit(max_pending)
         # Keyed by Any rather than Hashable: lookups accept any object (see above).
         self._futures: Dict[Any, Any] = {}
         self._deadlines: Dict[Any, float] = {}
         self._next_id = 0
-        self.max_pending = max_pending
+        self._max_pending = max_pending
+
+    @property
+    def max_pending(self) -> int:
+        return self._max_pending
+
+    @max_pending.setter
+    def max_pending(self, value: int) -> None:
+        self._max_pending = _limit(value)
+
+    @max_pending.deleter
+    def max_pending(self) -> None:
+        raise AttributeError("max_pending cannot be deleted")
+
+    def __reduce__(self) -> Any:
+        # Live waiters have no meaning in a copy: copy and pickle refuse, in both twins.
+        raise TypeError(f"cannot pickle {type(self).__name__!r} object")
 
     def next_id(self) -> int:
         self._next_id += 1
@@ -269,14 +326,16 @@ class PendingTable:
 
     def _full(self) -> RpcBackpressureError:
         return RpcBackpressureError(
-            f"{len(self._futures)} calls are pending, the limit is {self.max_pending}; "
+            f"{len(self._futures)} calls are pending, the limit is {self._max_pending}; "
             "wait for some to finish or raise max_pending_requests"
         )
 
     def register(self, future: Any, deadline: float = _INF) -> int:
         """Allocate the next id and add ``future`` under it: one call per outgoing request."""
+        if type(deadline) is not float:
+            deadline = _double(deadline)
         futures = self._futures
-        if len(futures) >= self.max_pending:
+        if len(futures) >= self._max_pending:
             raise self._full()
         self._next_id += 1
         call_id = self._next_id
@@ -287,7 +346,9 @@ class PendingTable:
 
     def add(self, call_id: Hashable, future: Any, deadline: float = _INF) -> None:
         """Add ``future`` under an id chosen by the caller (``async_call(call_id=...)``)."""
-        if len(self._futures) >= self.max_pending:
+        if type(deadline) is not float:
+            deadline = _double(deadline)
+        if len(self._futures) >= self._max_pending:
             raise self._full()
         if call_id in self._futures:
             raise ValueError(f"call id {call_id!r} is already pending")
@@ -346,6 +407,8 @@ class PendingTable:
         return len(futures)
 
     def expire(self, now: float) -> List[Hashable]:
+        if type(now) is not float:
+            now = _double(now)
         expired = [cid for cid, deadline in self._deadlines.items() if deadline <= now]
         for cid in expired:
             del self._deadlines[cid]
@@ -391,17 +454,33 @@ _mask_pool = b""
 _mask_pos = _MASK_POOL_SIZE
 
 
+def _bytes_arg(name: str, value: object) -> bytes:
+    """The bytes of a ``bytes`` argument that is not exactly bytes; TypeError for any other type.
+
+    Only bytes (subclasses too, read as their raw bytes) are taken, as by the
+    compiled twin, which reads no other buffer: every caller has bytes, and a
+    memoryview's len() counts items, not bytes, so it would make a header lie.
+    """
+    if not isinstance(value, bytes):
+        raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
+    return bytes(memoryview(value))
+
+
 def apply_mask(data: bytes, mask: bytes) -> bytes:
     """``data`` XOR the 4-byte ``mask`` repeated (masking and unmasking are the same operation).
 
     One big-integer XOR: linear, in C, and free of a per-byte Python loop.
     """
+    if type(data) is not bytes:
+        data = _bytes_arg("data", data)
+    if type(mask) is not bytes:
+        mask = _bytes_arg("mask", mask)
     if len(mask) != 4:
         raise ValueError("a WebSocket mask is 4 bytes")
     n = len(data)
     if not n:
         return b""
-    key = (bytes(mask) * ((n + 3) // 4))[:n]
+    key = (mask * ((n + 3) // 4))[:n]
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
@@ -417,9 +496,23 @@ def _new_mask() -> bytes:
 
 
 def build_frame(opcode: int, payload: bytes, mask: bool = False, fin: bool = True) -> bytes:
-    """One frame: header, then the payload (masked with a fresh key when ``mask``, as a client must)."""
-    if opcode not in _OPCODES:
+    """One frame: header, then the payload (masked with a fresh key when ``mask``, as a client must).
+
+    ``opcode``: an int, one of the six of RFC 6455 section 5.2 (ValueError for any
+    other, negative or huge; TypeError for a non-int); ``payload``: bytes.
+    """
+    mask = True if mask else False  # read once each, first, as the compiled twin's bint parameters
+    fin = True if fin else False
+    if type(opcode) is not int:
+        if not isinstance(opcode, int):
+            raise TypeError(f"opcode must be an int, not {type(opcode).__name__}")
+        if int.__index__(opcode) not in _OPCODES:  # its value, whatever a subclass makes of == and hash
+            raise ValueError(f"invalid opcode {opcode}")
+        opcode = int.__index__(opcode)
+    elif opcode not in _OPCODES:
         raise ValueError(f"invalid opcode {opcode}")
+    if type(payload) is not bytes:
+        payload = _bytes_arg("payload", payload)
     n = len(payload)
     if opcode >= OP_CLOSE and (n > 125 or not fin):
         raise ValueError("a control frame is whole and carries at most 125 bytes")
@@ -434,11 +527,13 @@ def build_frame(opcode: int, payload: bytes, mask: bool = False, fin: bool = Tru
     if mask:
         key = _new_mask()
         return header + key + apply_mask(payload, key)
-    return header + bytes(payload)
+    return header + payload
 
 
 def parse_close(payload: bytes) -> Tuple[int, str]:
     """Code and reason of a close frame's payload (1005 when it has none); FrameError when malformed."""
+    if type(payload) is not bytes:
+        payload = _bytes_arg("payload", payload)
     n = len(payload)
     if n == 0:
         return 1005, ""
@@ -446,7 +541,7 @@ def parse_close(payload: bytes) -> Tuple[int, str]:
         raise FrameError(1002, "close frame too short")
     code = int.from_bytes(payload[:2], "big")
     try:
-        reason = bytes(payload[2:]).decode("utf-8")
+        reason = payload[2:].decode("utf-8")
     except UnicodeDecodeError:
         raise FrameError(1007, "invalid UTF-8 in the close reason") from None
     if not (code in _SENDABLE_CODES or 3000 <= code < 5000):
@@ -468,18 +563,52 @@ class FrameParser:
     each frame's header: a frame that would cross it is refused (1009) before
     any of its payload is kept. ``require_mask``: the server's rule (frames from
     a client are masked); a client's parser wants them unmasked.
+
+    The four public attributes are read-only, as the compiled twin's.
     """
 
+    __slots__ = (
+        "_buffer",
+        "_closed",
+        "_decoder",
+        "_error",
+        "_max_size",
+        "_opcode",
+        "_parts",
+        "_require_mask",
+        "_size",
+    )
+
     def __init__(self, max_size: int, require_mask: bool) -> None:
-        self.max_size = max_size
-        self.require_mask = require_mask
-        self.error: Optional[FrameError] = None
-        self.closed = False
+        self._max_size = _limit(max_size)
+        self._require_mask = True if require_mask else False
+        self._error: Optional[FrameError] = None
+        self._closed = False
         self._buffer = bytearray()
         self._parts: List[bytes] = []
         self._opcode = 0  # of the fragmented message under way; 0: none
         self._size = 0  # its bytes so far
         self._decoder: Any = None  # its UTF-8 check, when it is text
+
+    @property
+    def max_size(self) -> int:
+        return self._max_size
+
+    @property
+    def require_mask(self) -> bool:
+        return self._require_mask
+
+    @property
+    def error(self) -> Optional[FrameError]:
+        return self._error
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __reduce__(self) -> Any:
+        # A half-read frame has no meaning in a copy: copy and pickle refuse, in both twins.
+        raise TypeError(f"cannot pickle {type(self).__name__!r} object")
 
     def receiving(self) -> bool:
         """Whether part of a frame or of a fragmented message is waiting for the rest (slowloris watch)."""
@@ -487,7 +616,9 @@ class FrameParser:
 
     def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
         """Parse what ``data`` completes; an incomplete frame waits in the buffer for the next call."""
-        if self.error is not None or self.closed:
+        if type(data) is not bytes:
+            data = _bytes_arg("data", data)
+        if self._error is not None or self._closed:
             return []
         buf = self._buffer
         buf += data
@@ -495,11 +626,11 @@ class FrameParser:
         try:
             pos = self._parse(buf, events)
         except FrameError as exc:
-            self.error = exc
+            self._error = exc
             self._buffer = bytearray()
             self._parts = []
             return events
-        if self.closed:
+        if self._closed:
             self._buffer = bytearray()
         else:
             del buf[:pos]
@@ -515,7 +646,7 @@ class FrameParser:
             if opcode not in _OPCODES:
                 raise FrameError(1002, "invalid opcode")
             masked = b2 & 0x80
-            if bool(masked) != self.require_mask:
+            if bool(masked) != self._require_mask:
                 raise FrameError(1002, "incorrect masking")
             length = b2 & 0x7F
             start = pos + 2
@@ -529,7 +660,7 @@ class FrameParser:
                     break
                 length = int.from_bytes(buf[start : start + 8], "big")
                 start += 8
-            limit = self.max_size - self._size if self._opcode else self.max_size
+            limit = self._max_size - self._size if self._opcode else self._max_size
             if length > limit:
                 raise FrameError(1009, f"frame of {length} bytes exceeds the {limit} bytes left of max_size")
             if masked:
@@ -554,7 +685,7 @@ class FrameParser:
                     if self._opcode:
                         raise FrameError(1002, "incomplete fragmented message")
                     events.append((OP_CLOSE, payload))
-                    self.closed = True
+                    self._closed = True
                     return pos
                 events.append((opcode, payload))
             elif opcode == OP_CONT:
