@@ -6,23 +6,25 @@ plain ``def`` methods run in a worker thread (``asyncio.to_thread``), as FastAPI
 does for sync endpoints, so a blocking one cannot stall every connection. Keep
 helpers private with a leading underscore. The set of exposed names is worked
 out once per class, not per call.
+
+fastapi-ws-rpc's helpers ``RpcUtilityMethods`` and its pydantic model
+``ProcessDetails`` are defined in :mod:`fastwsrpc.rpc_methods` (their 1.x
+home) and resolve from here on first use, so that a program that does not use
+them never imports pydantic.
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import inspect
-import os
-import sys
-from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Optional
-
-from pydantic import BaseModel, Field
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, Optional
 
 from .errors import RpcInvalidStateError
 
 if TYPE_CHECKING:
-    from .channel import RpcChannel
+    from .conversation import Conversation
+    from .rpc_methods import ProcessDetails as ProcessDetails
+    from .rpc_methods import RpcUtilityMethods as RpcUtilityMethods
 
 PING_RESPONSE = "pong"
 
@@ -60,13 +62,13 @@ class RpcMethodsBase:
     """
 
     def __init__(self) -> None:
-        self._channel: Optional[RpcChannel] = None
+        self._channel: Optional[Conversation] = None
 
-    def _set_channel_(self, channel: RpcChannel) -> None:
+    def _set_channel_(self, channel: Conversation) -> None:
         self._channel = channel
 
     @property
-    def channel(self) -> RpcChannel:
+    def channel(self) -> Conversation:
         """The channel of the connection this call came in on.
 
         Never ``None`` inside a method the peer called (so ``self.channel.other.x()``
@@ -94,39 +96,14 @@ class RpcMethodsBase:
         return PING_RESPONSE
 
 
-class ProcessDetails(BaseModel):
-    """Who answers: the process id, its command line and working directory (for diagnostics)."""
+if not TYPE_CHECKING:  # hidden from mypy, which would otherwise type any misspelt name as Any
 
-    pid: int = Field(default_factory=os.getpid)
-    cmd: List[str] = Field(default_factory=lambda: list(sys.argv))
-    workingdir: str = Field(default_factory=os.getcwd)
+    def __getattr__(name: str) -> Any:
+        """PEP 562: ``RpcUtilityMethods`` and ``ProcessDetails`` import pydantic, so only when named."""
+        if name in ("ProcessDetails", "RpcUtilityMethods"):
+            from . import rpc_methods
 
-
-class RpcUtilityMethods(RpcMethodsBase):
-    """Helpers for testing and diagnostics, as in ``fastapi-ws-rpc``."""
-
-    async def get_process_details(self) -> ProcessDetails:
-        """The answering process's details (which worker, which host)."""
-        return ProcessDetails()
-
-    async def call_me_back(self, method_name: str = "", args: Optional[Dict[str, Any]] = None) -> str:
-        """Call ``method_name`` on the caller without waiting; answer the call id to collect later."""
-        channel = self.channel
-        promise = channel.async_call(method_name, args or {})
-        return str(promise.call_id)
-
-    async def get_response(self, call_id: str = "") -> Any:
-        """The answer to a ``call_me_back`` call (waiting for it if needed), once."""
-        channel = self.channel
-        promise = channel.get_saved_promise(call_id)
-        if promise is None:
-            return None
-        try:
-            response = await asyncio.shield(promise.wait())
-        finally:
-            channel.clear_saved_call(call_id)
-        return {"jsonrpc": "2.0", "id": response.id, "result": response.result}
-
-    async def echo(self, text: str) -> str:
-        """Answers ``text`` unchanged: a round trip with a payload."""
-        return text
+            value = getattr(rpc_methods, name)
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

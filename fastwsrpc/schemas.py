@@ -13,15 +13,35 @@ keyword construction (``JsonRpcResponse(id=1, result=3)``) and reading
 not pydantic models: there is no ``model_dump()``/``model_validate()`` (use
 ``msgspec.structs.asdict`` or send plain dicts), and ``JsonRpcRequest`` takes no
 ``jsonrpc=`` argument (the version is implied).
+
+``WebSocketFrameType`` belongs to the FastAPI endpoint, which imports Starlette:
+it is resolved on first use (PEP 562), so a client that imports this module for
+the message types does not load Starlette.
 """
 
 from __future__ import annotations
 
-from . import JsonRpcErrorCode, WebSocketFrameType
+from typing import TYPE_CHECKING, Any
+
+from .errors import JsonRpcErrorCode
 from .protocol import MAX_ID_LENGTH
 from .protocol import ErrorObject as JsonRpcError
 from .protocol import Request as JsonRpcRequest
 from .protocol import Response as JsonRpcResponse
+
+if TYPE_CHECKING:
+    from .endpoint import WebSocketFrameType as WebSocketFrameType
+else:  # hidden from mypy, which would otherwise type any misspelt name as Any
+
+    def __getattr__(name: str) -> Any:
+        """PEP 562: ``WebSocketFrameType`` imports the endpoint (and Starlette), so only when named."""
+        if name == "WebSocketFrameType":
+            from .endpoint import WebSocketFrameType
+
+            globals()[name] = WebSocketFrameType
+            return WebSocketFrameType
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: fastapi-ws-rpc's alias for id strings.
 UUID = str

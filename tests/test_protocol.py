@@ -35,7 +35,7 @@ def test_live_implementation_is_the_one_asked_for() -> None:
     elif os.environ.get("FASTWSRPC_REQUIRE_EXTENSIONS"):
         assert fastwsrpc.IMPLEMENTATION == "cython"
     assert fastwsrpc._accel.decode is fastwsrpc._accel.impl.decode
-    assert vars(fastwsrpc)["decode"] is fastwsrpc._accel.decode  # importable from the package, outside __all__
+    assert fastwsrpc.decode is fastwsrpc._accel.decode  # importable from the package, outside __all__
 
 
 @pytest.mark.parametrize("frame_type", [str, bytes])
