@@ -24,7 +24,7 @@ from .protocol import encode_error, encode_result
 from .typed import method_spec, openrpc_document, typed_handler
 
 if TYPE_CHECKING:
-    from .channel import RpcChannel
+    from .conversation import Conversation
 
 logger = get_logger("dispatch")
 
@@ -89,6 +89,7 @@ class Dispatcher:
         "_handlers",
         "_interceptors",
         "_on_internal_error",
+        "_take_meta",
         "debug_mode",
         "discovery",
         "methods",
@@ -103,7 +104,8 @@ class Dispatcher:
         on_internal_error: Callable[[Exception], None],
         builtin_streams: Optional[Dict[str, Callable[..., Any]]] = None,
         interceptors: Sequence[RpcInterceptor] = (),
-        channel: Optional[RpcChannel] = None,
+        channel: Optional[Conversation] = None,
+        take_meta: Optional[Callable[[Any], Optional[Dict[str, Any]]]] = None,
     ) -> None:
         self.methods = methods
         self.discovery = discovery
@@ -114,6 +116,8 @@ class Dispatcher:
         #: Methods written as async generators: each call is a stream (see streams.py).
         self._interceptors: Tuple[RpcInterceptor, ...] = tuple(interceptors)
         self._channel = channel
+        #: The ``$/meta`` parked for a call id (the channel keeps them, in its budget).
+        self._take_meta = take_meta
         #: Streams the library itself serves (``$/subscribe`` of topics), by name.
         self._builtin_streams = dict(builtin_streams or {})
         self.stream_names: FrozenSet[str] = frozenset(
@@ -208,7 +212,8 @@ class Dispatcher:
         """``invoke`` with the interceptors around the method (see interceptors.py)."""
         handler = self._handlers.get(name) or self._build_handler(name)
         channel = self._channel
-        meta = channel._take_meta(call_id) if channel is not None and call_id is not None else None
+        take_meta = self._take_meta
+        meta = take_meta(call_id) if take_meta is not None and call_id is not None else None
         call = RpcCall(channel, name, params, call_id, notification, False, meta)  # type: ignore[arg-type]
 
         async def final() -> Any:

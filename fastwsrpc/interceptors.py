@@ -34,7 +34,7 @@ import functools
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, FrozenSet, Mapping, Optional, Sequence
 
 if TYPE_CHECKING:
-    from .channel import RpcChannel
+    from .conversation import Conversation
 
 #: The handshake header that lists the features a side understands (comma-separated).
 FEATURES_HEADER = "x-fastwsrpc-features"
@@ -55,7 +55,7 @@ class RpcCall:
 
     def __init__(
         self,
-        channel: RpcChannel,
+        channel: Conversation,
         method: str,
         params: Any,
         call_id: Any,

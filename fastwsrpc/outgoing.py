@@ -1,21 +1,26 @@
-# mypy: disable-error-code="misc"
-# (mixins of RpcChannel annotate self as RpcChannel; mypy checks their bodies against it)
-"""The outgoing side of a channel: ``.other`` proxies, call, notify, batch.
+"""The outgoing side of a connection: ``.other`` proxies, call, notify, batch.
 
 Every call waits on a future in the pending table; one timer per call (or per
 batch) times it out, and one path gives up on it: the entry leaves the table and
 the other side is told with ``$/cancelRequest`` (LSP's convention), whether the
 caller timed out or was cancelled. ``call`` and ``call_batch`` share that path.
+Calls in flight stay under the peer's advertised limit (``window``): past it
+they wait here, in order and bounded, so a well-behaved server never has to
+refuse them. The proxies call through an owner (the channel), which this
+module knows only by the two methods it uses.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import (
     TYPE_CHECKING,
     Any,
     Awaitable,
     Callable,
+    Deque,
+    FrozenSet,
     Iterable,
     List,
     Mapping,
@@ -33,7 +38,8 @@ try:
 except ImportError:  # pragma: no cover - Python < 3.8
     from typing_extensions import Protocol  # type: ignore[assignment]
 
-from .budget import HANDLING
+from .budget import Budget
+from .config import RpcSettings
 from .errors import (
     RpcBackpressureError,
     RpcChannelClosedError,
@@ -41,16 +47,17 @@ from .errors import (
     RpcTimeoutError,
     error_for_code,
 )
-from .interceptors import META, RpcCall, meta_params, run_chain
-from .protocol import ErrorObject, Response, encode_batch, encode_notification, encode_request
+from .interceptors import META, RpcCall, RpcInterceptor, meta_params, run_chain
+from .protocol import CANCEL_REQUEST, ErrorObject, Response, encode_batch, encode_notification, encode_request
+from .runner import HANDLING, HandlerRunner
+from .state import ConnectionState
 from .transport import TransportClosed
 from .typed import convert_result
 
 if TYPE_CHECKING:
-    from .channel import RpcChannel
     from .streams import RpcStream
 
-#: Items a stream consumer buffers by default (kept here too: streams.py imports this module).
+#: Items a stream consumer buffers by default.
 DEFAULT_STREAM_BUFFER = 64
 
 Params = Union[Mapping[str, Any], Sequence[Any], None]
@@ -58,8 +65,7 @@ Params = Union[Mapping[str, Any], Sequence[Any], None]
 #: or ``{"method": ..., "params": ..., "notification": bool}``.
 BatchCall = Union[Tuple[Any, ...], Mapping[str, Any]]
 
-#: LSP's convention for cancellation that crosses the wire.
-CANCEL_REQUEST = "$/cancelRequest"
+__all__ = ["CANCEL_REQUEST", "DEFAULT_STREAM_BUFFER", "BatchCall", "OutgoingCalls", "Params", "RpcCaller"]
 
 
 class _Default:
@@ -96,12 +102,30 @@ class TypedResponse(Protocol[_R]):
     def error(self) -> Optional[ErrorObject]: ...
 
 
+class _Owner(Protocol):
+    """What the proxies call through: the channel, as far as this module needs it."""
+
+    id: str
+
+    def call(self, name: str, args: Params = None, timeout: Any = ...) -> Awaitable[Response]: ...
+
+    def stream(
+        self,
+        name: str,
+        args: Params = None,
+        *,
+        buffer: int = ...,
+        timeout: Optional[float] = ...,
+        result_type: Optional[Type[Any]] = ...,
+    ) -> RpcStream: ...
+
+
 class _RemoteMethod:
     """``channel.other.name``: calling it calls ``name`` on the other side."""
 
     __slots__ = ("_channel", "_name")
 
-    def __init__(self, channel: RpcChannel, name: str) -> None:
+    def __init__(self, channel: _Owner, name: str) -> None:
         self._channel = channel
         self._name = name
 
@@ -149,7 +173,7 @@ class _RemoteMethod:
 class RpcCaller:
     """The ``.other`` of a channel: any public attribute is a remote method."""
 
-    def __init__(self, channel: RpcChannel) -> None:
+    def __init__(self, channel: _Owner) -> None:
         self._channel = channel
 
     def __getattr__(self, name: str) -> _RemoteMethod:
@@ -161,16 +185,53 @@ class RpcCaller:
 
 
 class OutgoingCalls:
-    """Mixin of :class:`~fastwsrpc.channel.RpcChannel`: everything that starts with us."""
+    """Everything that starts with us: calls, notifications, batches, and the local queue past the peer's limit."""
 
-    def _check_open(self: RpcChannel) -> None:
-        if self._closed:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        state: ConnectionState,
+        budget: Budget,
+        pending: Any,
+        settings: RpcSettings,
+        channel_id: str,
+        owner: Any,
+        runner: HandlerRunner,
+        interceptors: Sequence[RpcInterceptor] = (),
+        peer_features: FrozenSet[str] = frozenset(),
+        peer_max_pending: Optional[int] = None,
+    ) -> None:
+        self._loop = loop
+        self._state = state
+        self._budget = budget
+        #: The pending table of our calls (the accelerated twin's ``PendingTable``).
+        self.pending = pending
+        self._id = channel_id
+        self._owner = owner  # what interceptors see as the call's channel
+        self._send_counted = runner.send_counted
+        self._spawn_send = runner.spawn_send
+        self.default_response_timeout = settings.default_response_timeout
+        self._raise_on_error = settings.raise_on_error
+        self._interceptors = tuple(interceptors)
+        self._peer_features = peer_features
+        window = pending.max_pending
+        if peer_max_pending is not None and 0 < peer_max_pending < window:
+            window = peer_max_pending
+        #: Our calls in flight at most: our table's size, or the peer's advertised limit if lower.
+        self.window = window
+        self._reserved = 0  # slots given to woken waiters, not yet registered
+        #: Calls waiting locally for a slot under ``window``, in order.
+        self.waiters: Deque[asyncio.Future[None]] = deque()
+        self._max_queued_calls = settings.max_queued_calls
+
+    def check_open(self) -> None:
+        if self._state.closed:
             raise RpcNotConnectedError(
-                f"channel {self.id} is closed ({self._close_reason}); reconnect, or open a new client, before calling"
+                f"channel {self._id} is closed ({self._state.reason}); reconnect, or open a new client, before calling"
             )
 
     async def call(
-        self: RpcChannel, name: str, args: Params = None, timeout: Any = _DEFAULT, *, _icall: Optional[RpcCall] = None
+        self, name: str, args: Params = None, timeout: Any = _DEFAULT, *, _icall: Optional[RpcCall] = None
     ) -> Response:
         """Call ``name`` on the other side and wait for its answer.
 
@@ -180,27 +241,27 @@ class OutgoingCalls:
         ``timeout`` defaults to the channel's ``default_response_timeout``
         (``None``: wait as long as the connection lives).
         """
-        if self._closed:
-            self._check_open()
-        if HANDLING.get() is self:
+        if self._state.closed:
+            self.check_open()
+        if HANDLING.get() is self._owner:
             return await self._call_nested(lambda: self.call(name, args, timeout))
         if self._interceptors and _icall is None:
-            icall = RpcCall(self, name, args, None, False, True)
+            icall = RpcCall(self._owner, name, args, None, False, True)
             return await run_chain(  # type: ignore[no-any-return]
                 self._interceptors, icall, lambda: self.call(name, icall.params, timeout, _icall=icall), True
             )
         if timeout is _DEFAULT:
             timeout = self.default_response_timeout
         loop = self._loop
-        pending = self._pending
-        if len(pending) + self._reserved >= self._window or self._slot_waiters:
+        pending = self.pending
+        if len(pending) + self._reserved >= self.window or self.waiters:
             timeout = await self._wait_for_slot(timeout)
         future = loop.create_future()
         call_id = pending.register(future)  # its timeout is the timer below, not a table deadline
         try:
             if _icall is not None:
                 _icall.id = call_id
-                if _icall.meta and "meta" in self.peer_features:
+                if _icall.meta and "meta" in self._peer_features:
                     await self._send_counted(encode_notification(META, meta_params(call_id, _icall.meta)))
             await self._send_counted(encode_request(call_id, name, args))
         except BaseException as exc:
@@ -217,14 +278,14 @@ class OutgoingCalls:
         finally:
             if handle is not None:
                 handle.cancel()
-            if self._slot_waiters:
+            if self.waiters:
                 self._wake_slot()
         error = response.error
         if error is not None and self._raise_on_error:
             raise error_for_code(error.code, error.message, error.data, response)
         return response
 
-    async def _wait_for_slot(self: RpcChannel, timeout: Optional[float]) -> Optional[float]:
+    async def _wait_for_slot(self, timeout: Optional[float]) -> Optional[float]:
         """Our call would pass the peer's limit (``_window``): wait for an answer to free a slot.
 
         The wait is local and bounded (``max_queued_calls``), so a well-behaved
@@ -233,10 +294,10 @@ class OutgoingCalls:
         of the timeout. Callers are served in order (a new call queues behind
         waiting ones), and each freed slot is reserved for the caller it wakes.
         """
-        waiters = self._slot_waiters
+        waiters = self.waiters
         if len(waiters) >= self._max_queued_calls:
             raise RpcBackpressureError(
-                f"{len(self._pending)} calls wait for answers (the limit is {self._window}) and {len(waiters)} "
+                f"{len(self.pending)} calls wait for answers (the limit is {self.window}) and {len(waiters)} "
                 f"more wait to be sent, the limit of max_queued_calls; wait for some to finish"
             )
         loop = self._loop
@@ -260,7 +321,7 @@ class OutgoingCalls:
                 waiter.cancel()
             if isinstance(exc, asyncio.TimeoutError):
                 raise RpcBackpressureError(
-                    f"no room under the limit of {self._window} calls in flight within {timeout} s"
+                    f"no room under the limit of {self.window} calls in flight within {timeout} s"
                 ) from None
             raise
         self._reserved -= 1  # our slot: the caller registers its call before it next yields
@@ -269,87 +330,88 @@ class OutgoingCalls:
         left: float = timeout - (loop.time() - started)
         if left <= 0:
             self._wake_slot()
-            raise RpcBackpressureError(f"no room under the limit of {self._window} calls in flight within {timeout} s")
+            raise RpcBackpressureError(f"no room under the limit of {self.window} calls in flight within {timeout} s")
         return left
 
-    def _wake_slot(self: RpcChannel) -> None:
+    def _wake_slot(self) -> None:
         """An answer freed a slot under the peer's limit: give it to the first waiting call."""
-        waiters = self._slot_waiters
-        while waiters and len(self._pending) + self._reserved < self._window:
+        waiters = self.waiters
+        while waiters and len(self.pending) + self._reserved < self.window:
             waiter = waiters.popleft()
             if not waiter.done():
                 self._reserved += 1
                 waiter.set_result(None)
 
-    def _fail_slot_waiters(self: RpcChannel, exc_factory: Callable[[], BaseException]) -> None:
-        waiters = self._slot_waiters
+    def fail_waiters(self, exc_factory: Callable[[], BaseException]) -> None:
+        waiters = self.waiters
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(exc_factory())
 
-    async def _call_nested(self: RpcChannel, start: Callable[[], Awaitable[_T]]) -> _T:
+    async def _call_nested(self, start: Callable[[], Awaitable[_T]]) -> _T:
         """A call one of our own handlers waits for: the reader must read on for its answer.
 
         Counted in ``_nested``, which lets a reader at a full budget go on
         reading (see the budget in ``channel.py``); a paused reader is woken.
         """
-        self._nested += 1
-        if self._room is not None:
-            self._wake()
+        budget = self._budget
+        budget.nested += 1
+        if budget.room is not None:
+            budget.wake()
         token = HANDLING.set(None)  # the call started below takes the ordinary path
         try:
             return await start()
         finally:
             HANDLING.reset(token)
-            self._nested -= 1
+            budget.nested -= 1
 
-    def _time_out(self: RpcChannel, call_ids: Tuple[Any, ...], what: str, timeout: float) -> None:
+    def _time_out(self, call_ids: Tuple[Any, ...], what: str, timeout: float) -> None:
         """The timer of a call or a batch: fail whatever is still unanswered."""
-        fail = self._pending.fail
+        fail = self.pending.fail
         for call_id in call_ids:
             fail(call_id, RpcTimeoutError(f"no answer to {what!r} within {timeout} s"))
 
-    def _give_up(self: RpcChannel, call_ids: Sequence[Any], exc: BaseException) -> None:
+    def _give_up(self, call_ids: Sequence[Any], exc: BaseException) -> None:
         """The one way out for calls nobody waits for any more.
 
         Each leaves the pending table; if the caller timed out or was
         cancelled, the other side is told to stop working on it.
         """
-        discard = self._pending.discard
+        discard = self.pending.discard
         for call_id in call_ids:
             discard(call_id)
-        if isinstance(exc, (asyncio.CancelledError, RpcTimeoutError)) and not self._closed:
+        if isinstance(exc, (asyncio.CancelledError, RpcTimeoutError)) and not self._state.closed:
             for call_id in call_ids:
-                self._spawn_send(encode_notification(CANCEL_REQUEST, {"id": call_id}), answer=False)
+                self._spawn_send(encode_notification(CANCEL_REQUEST, {"id": call_id}), False)
 
-    async def notify(self: RpcChannel, name: str, args: Params = None) -> None:
+    async def notify(self, name: str, args: Params = None) -> None:
         """Send a notification: returns once the frame is handed to the socket; never answered."""
-        if self._closed:
-            self._check_open()
+        if self._state.closed:
+            self.check_open()
         if self._interceptors:
-            icall = RpcCall(self, name, args, None, True, True)
+            icall = RpcCall(self._owner, name, args, None, True, True)
             await run_chain(self._interceptors, icall, lambda: self._notify(name, icall.params), True)
             return
         await self._notify(name, args)
 
-    async def _notify(self: RpcChannel, name: str, args: Params) -> None:
+    async def _notify(self, name: str, args: Params) -> None:
         try:
             await self._send_counted(encode_notification(name, args))
         except TransportClosed as exc:
             raise RpcChannelClosedError(f"notification {name!r} not sent: {exc}") from exc
 
-    async def send_raw(self: RpcChannel, message: Mapping[str, Any]) -> None:
+    async def send_raw(self, message: Mapping[str, Any]) -> None:
         """Send a JSON-RPC message built by hand (a dict), as ``fastapi-ws-rpc``'s ``send_raw``."""
         from .protocol import encode
 
-        self._check_open()
+        self.check_open()
         try:
             await self._send_counted(encode(message))
         except TransportClosed as exc:
             raise RpcChannelClosedError(f"message not sent: {exc}") from exc
 
-    async def call_batch(self: RpcChannel, calls: Iterable[BatchCall], timeout: Any = _DEFAULT) -> List[Response]:
+    async def call_batch(self, calls: Iterable[BatchCall], timeout: Any = _DEFAULT) -> List[Response]:
         """Send several calls in one frame; answer their responses in the order given.
 
         Items are ``(method, params)``, ``(method, params, True)`` for a
@@ -359,13 +421,13 @@ class OutgoingCalls:
         response in the list. A timeout (or cancellation) gives up on every
         unanswered call of the batch and tells the other side, as ``call`` does.
         """
-        self._check_open()
-        if HANDLING.get() is self:
+        self.check_open()
+        if HANDLING.get() is self._owner:
             return await self._call_nested(lambda: self.call_batch(calls, timeout))
         if timeout is _DEFAULT:
             timeout = self.default_response_timeout
         loop = self._loop
-        pending = self._pending
+        pending = self.pending
         parts: List[bytes] = []
         call_ids: List[Any] = []
         futures: List[asyncio.Future[Response]] = []
@@ -410,8 +472,10 @@ class OutgoingCalls:
         finally:
             if handle is not None:
                 handle.cancel()
+            if self.waiters:
+                self._wake_slot()
 
-    async def ping(self: RpcChannel) -> Response:
+    async def ping(self) -> Response:
         """Call the other side's ``ping`` method: the whole path is alive if it answers."""
         return await self.call("ping")
 

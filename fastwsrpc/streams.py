@@ -1,5 +1,3 @@
-# mypy: disable-error-code="misc"
-# (mixins of RpcChannel annotate self as RpcChannel; mypy checks their bodies against it)
 """Streams: an async generator on one side, an async iterator on the other, with credits.
 
 A method written as an async generator is a stream. The wire is plain JSON-RPC
@@ -26,34 +24,52 @@ ends, and the consumer's queue never holds more than the credits it granted.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, AsyncIterator, Deque, Dict, Optional, Type
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Deque, Dict, Optional, Type
 
 import msgspec
 
-from .budget import HANDLING
-from .errors import JsonRpcErrorCode, RemoteValueError, RpcError, RpcTimeoutError, RpcUsageError, error_for_code
-from .interceptors import MAX_PARKED_META, META
+from .errors import (
+    JsonRpcErrorCode,
+    RemoteValueError,
+    RpcChannelClosedError,
+    RpcError,
+    RpcTimeoutError,
+    RpcUsageError,
+    error_for_code,
+)
 from .logger import get_logger
-from .outgoing import CANCEL_REQUEST, DEFAULT_STREAM_BUFFER
-from .protocol import Notification, Request, Response, encode_error, encode_notification, encode_request, encode_result
+from .outgoing import DEFAULT_STREAM_BUFFER, OutgoingCalls
+from .protocol import (
+    STREAM_CANCEL,
+    STREAM_CREDIT,
+    STREAM_END,
+    STREAM_ITEM,
+    Request,
+    Response,
+    StreamCancel,
+    StreamCredit,
+    StreamEnd,
+    StreamItem,
+    encode_error,
+    encode_notification,
+    encode_request,
+    encode_result,
+)
+from .runner import HANDLING, HandlerRunner
+from .state import ConnectionState
 from .transport import TransportClosed
 from .typed import convert_result
 
 if TYPE_CHECKING:
-    from .channel import RpcChannel
     from .outgoing import Params
+
+__all__ = ["STREAM_CANCEL", "STREAM_CREDIT", "STREAM_END", "STREAM_ITEM", "RpcStream", "StreamRegistry"]
 
 logger = get_logger("streams")
 
-STREAM_ITEM = "$/stream.item"
-STREAM_END = "$/stream.end"
-STREAM_CREDIT = "$/stream.credit"
-STREAM_CANCEL = "$/stream.cancel"
-#: Credits a stream starts with, for consumers that never send any.
 INITIAL_CREDITS = 16
-#: Credits that may arrive for streams not started yet (their request is queued).
+#: Credits kept for streams whose request still waits in the queue, at most.
 _MAX_EARLY_CREDITS = 1000
 #: Unknown stream ids we told to stop, remembered so each is told once.
 _MAX_TOLD_STREAMS = 1024
@@ -93,7 +109,7 @@ class RpcStream:
 
     def __init__(
         self,
-        channel: RpcChannel,
+        registry: StreamRegistry,
         method: str,
         params: Params,
         buffer: int = DEFAULT_STREAM_BUFFER,
@@ -102,7 +118,7 @@ class RpcStream:
     ) -> None:
         if buffer < 1:
             raise RpcUsageError("a stream's buffer must be at least 1 item")
-        self._channel = channel
+        self._registry = registry
         self.method = method
         self._params = params
         self.buffer = buffer
@@ -148,19 +164,21 @@ class RpcStream:
         if self._opened:
             return
         self._opened = True
-        channel = self._channel
-        channel._check_open()
-        future = channel._loop.create_future()
-        call_id = channel._pending.register(future)
+        registry = self._registry
+        calls = registry.calls
+        calls.check_open()
+        future = registry.loop.create_future()
+        call_id = calls.pending.register(future)
         self.id = call_id
-        channel._consumers[call_id] = self
+        registry.consumers[call_id] = self
+        send = registry.runner.send_counted
         try:
-            await channel._send_counted(encode_request(call_id, self.method, self._params))
-            await channel._send_counted(encode_notification(STREAM_CREDIT, {"stream": call_id, "window": self.buffer}))
-            waiting = channel._call_nested_aware(future, self.timeout or channel.default_response_timeout)
+            await send(encode_request(call_id, self.method, self._params))
+            await send(encode_notification(STREAM_CREDIT, {"stream": call_id, "window": self.buffer}))
+            waiting = registry.wait_answer(future, self.timeout or calls.default_response_timeout)
             response: Response = await waiting
         except BaseException:
-            channel._pending.discard(call_id)
+            calls.pending.discard(call_id)
             self._finish()
             raise
         error = response.error
@@ -170,7 +188,7 @@ class RpcStream:
         result = response.result
         if not (isinstance(result, dict) and result.get("stream") == call_id):
             self._finish()
-            await channel._send_quietly(encode_notification(STREAM_CANCEL, {"stream": call_id}))
+            await registry.runner.send_quietly(encode_notification(STREAM_CANCEL, {"stream": call_id}))
             raise RpcUsageError(f"{self.method!r} is not a stream on the other side (it answered {result!r})")
 
     async def next(self) -> Any:
@@ -181,7 +199,7 @@ class RpcStream:
                 if self._error is not None:
                     raise self._error
                 raise StopAsyncIteration
-            self._waiter = waiter = self._channel._loop.create_future()
+            self._waiter = waiter = self._registry.loop.create_future()
             try:
                 if self.timeout:
                     await asyncio.wait_for(waiter, self.timeout)
@@ -198,7 +216,7 @@ class RpcStream:
             # Credits go back in batches of half the window: one frame per
             # several items, and the producer never waits a round trip for more.
             credits, self._consumed = self._consumed, 0
-            await self._channel._send_quietly(
+            await self._registry.runner.send_quietly(
                 encode_notification(STREAM_CREDIT, {"stream": self.id, "credits": credits})
             )
         if self._result_type is not None:
@@ -211,16 +229,16 @@ class RpcStream:
             self._finish()
             return
         self._finish()
-        channel = self._channel
-        if not channel._closed and self.id is not None:
-            await channel._send_quietly(encode_notification(STREAM_CANCEL, {"stream": self.id}))
+        registry = self._registry
+        if not registry.state.closed and self.id is not None:
+            await registry.runner.send_quietly(encode_notification(STREAM_CANCEL, {"stream": self.id}))
 
     # ----------------------------------------------------------- from the reader
     def _finish(self, error: Optional[BaseException] = None) -> None:
         if not self._ended:
             self._ended = True
             self._error = error
-        self._channel._consumers.pop(self.id, None)
+        self._registry.consumers.pop(self.id, None)
         self._wake()
 
     def _wake(self) -> None:
@@ -241,49 +259,46 @@ class RpcStream:
         return True
 
 
-class StreamSide:
-    """Mixin of :class:`~fastwsrpc.channel.RpcChannel`: both ends of streams, and their control frames."""
+class StreamRegistry:
+    """Both ends of the streams of one connection, and their control messages."""
 
-    def stream(
-        self: RpcChannel,
-        name: str,
-        args: Params = None,
-        *,
-        buffer: int = DEFAULT_STREAM_BUFFER,
-        timeout: Optional[float] = None,
-        result_type: Optional[Type[Any]] = None,
-    ) -> RpcStream:
-        """Consume the stream method ``name`` of the other side (see :class:`RpcStream`).
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        state: ConnectionState,
+        runner: HandlerRunner,
+        calls: OutgoingCalls,
+        dispatcher: Any,
+        send: Callable[[bytes], Any],
+        token: object,
+    ) -> None:
+        self.loop = loop
+        self.state = state
+        self.runner = runner
+        self.calls = calls
+        self._dispatcher = dispatcher
+        self._send = send
+        self._token = token
+        #: Streams we produce, by id.
+        self.producers: Dict[Any, _Producer] = {}
+        #: Streams we consume, by id.
+        self.consumers: Dict[Any, RpcStream] = {}
+        self._early_credits: Dict[Any, int] = {}
+        self._told: Dict[Any, None] = {}
+        runner.stream_names = dispatcher.stream_names
+        runner.start_stream = self.start_stream
 
-        ``buffer``: items held here at most (the credits granted); ``timeout``:
-        seconds to wait for the stream's id and then between items;
-        ``result_type``: each item is converted to it, as a call's result is.
-        """
-        return RpcStream(self, name, args, buffer, timeout, result_type)
+    def __len__(self) -> int:
+        return len(self.producers) + len(self.consumers)
 
-    def subscribe(
-        self: RpcChannel, *topics: str, on_slow: Optional[str] = None, buffer: int = DEFAULT_STREAM_BUFFER
-    ) -> RpcStream:
-        """Events the other side publishes on ``topics``, as :class:`~fastwsrpc.topics.TopicEvent` items."""
-        from .topics import SUBSCRIBE, TopicEvent
-
-        params: Dict[str, Any] = {"topics": list(topics)}
-        if on_slow is not None:
-            params["on_slow"] = on_slow
-        return RpcStream(self, SUBSCRIBE, params, buffer, None, TopicEvent)
-
-    @property
-    def stream_count(self: RpcChannel) -> int:
-        """Streams open on this connection, both ways (0 once every stream has ended)."""
-        return len(self._producers) + len(self._consumers)
-
-    async def _call_nested_aware(self: RpcChannel, future: asyncio.Future[Any], timeout: Optional[float]) -> Any:
-        """Wait for a stream's answer as ``call`` waits for its own (nested calls wake the reader)."""
-        nested = HANDLING.get() is self
+    async def wait_answer(self, future: asyncio.Future[Any], timeout: Optional[float]) -> Any:
+        """Wait for a stream's answer as ``call`` waits for its own (a running handler's wait counts as nested)."""
+        budget = self.runner.budget
+        nested = HANDLING.get() is self._token
         if nested:
-            self._nested += 1
-            if self._room is not None:
-                self._wake()
+            budget.nested += 1
+            if budget.room is not None:
+                budget.wake()
         try:
             if timeout:
                 return await asyncio.wait_for(future, timeout)
@@ -292,84 +307,41 @@ class StreamSide:
             raise RpcTimeoutError(f"no answer within {timeout} s") from None
         finally:
             if nested:
-                self._nested -= 1
+                budget.nested -= 1
 
-    # ------------------------------------------------------- control frames
-    def _control(self: RpcChannel, msg: Notification, size: int = 0) -> bool:
-        """Handle a ``$/`` notification inline (no task); False if it is not one of ours.
-
-        Read whatever the budget says (a cancel or a credit must get through
-        while handlers are busy). A malformed one is that message's fault: it
-        is ignored (logged at DEBUG), never a failure of the reader.
-        """
-        try:
-            return self._control_message(msg, size)
-        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug("channel %s: malformed %s ignored: %r", self.id, msg.method, exc)
-            return True
-
-    def _control_message(self: RpcChannel, msg: Notification, size: int) -> bool:
-        method = msg.method
-        params = msg.params
-        if method == CANCEL_REQUEST:
-            self._cancel_incoming(params)
-        elif method == META:
-            # The meta of the call that follows (trace context): kept until that call starts.
-            if isinstance(params, dict) and _hashable(params.get("id")) and isinstance(params.get("meta"), dict):
-                if (
-                    self._interceptors
-                    and len(self._parked_meta) < MAX_PARKED_META
-                    and self._bytes + size <= self._max_bytes
-                    and params["id"] not in self._parked_meta
-                ):
-                    self._parked_meta[params["id"]] = (params["meta"], size)
-                    self._bytes += size
-        elif method == STREAM_ITEM:
-            sid = params.get("stream") if isinstance(params, dict) else None
-            consumer = self._consumers.get(sid) if _hashable(sid) else None
+    # ------------------------------------------------------- control messages
+    def on_event(self, event: Any) -> None:
+        """A stream control event from the protocol (read whatever the budget says)."""
+        kind = type(event)
+        if kind is StreamItem:
+            consumer = self.consumers.get(event.stream)
             if consumer is None:
-                # Items of a stream nobody here consumes (called as a plain call, say): stop it, once per stream.
-                self._cancel_unknown_stream(sid)
-            elif not consumer._push(params.get("item")):
+                # Items of a stream nobody here consumes (called as a plain call, say): stop it, once.
+                self._cancel_unknown(event.stream)
+            elif not consumer._push(event.item):
                 consumer._finish(RpcError(f"stream {consumer.method!r}: the producer sent more items than credits"))
-                self._cancel_unknown_stream(sid)
-        elif method == STREAM_END:
-            sid = params.get("stream") if isinstance(params, dict) else None
-            consumer = self._consumers.get(sid) if _hashable(sid) else None
-            if consumer is not None:
-                error = params.get("error")
-                exc: Optional[BaseException] = None
-                if error is not None:
-                    code = error.get("code") if isinstance(error, dict) else None
-                    if type(code) is not int:
-                        exc = RpcError(f"stream {consumer.method!r}: the producer ended it with a malformed error")
-                    else:
-                        exc = error_for_code(code, str(error.get("message", "")), error.get("data"))
-                consumer._finish(exc)
-        elif method == STREAM_CREDIT:
-            sid = params.get("stream") if isinstance(params, dict) else None
-            if not _hashable(sid):
-                return True
-            window = params.get("window")
-            credits = window if window is not None else params.get("credits")
-            if type(credits) is not int or credits < 0:
-                return True
-            producer = self._producers.get(sid)
+                self._cancel_unknown(event.stream)
+        elif kind is StreamCredit:
+            producer = self.producers.get(event.stream)
             if producer is not None:
-                producer.grant(credits, window is not None)
+                producer.grant(event.credits, event.window)
             elif len(self._early_credits) < _MAX_EARLY_CREDITS:
-                self._early_credits[sid] = credits  # its request waits in the queue: keep the window for it
-        elif method == STREAM_CANCEL:
-            sid = params.get("stream") if isinstance(params, dict) else None
-            producer = self._producers.pop(sid, None) if _hashable(sid) else None
+                self._early_credits[event.stream] = event.credits  # its request waits in the queue
+        elif kind is StreamEnd:
+            consumer = self.consumers.get(event.stream)
+            if consumer is not None:
+                exc: Optional[BaseException] = None
+                if event.malformed:
+                    exc = RpcError(f"stream {consumer.method!r}: the producer ended it with a malformed error")
+                elif event.error is not None:
+                    exc = error_for_code(event.error.code, event.error.message, event.error.data)
+                consumer._finish(exc)
+        elif kind is StreamCancel:
+            producer = self.producers.pop(event.stream, None)
             if producer is not None and producer.task is not None:
                 producer.task.cancel()
-        else:
-            return False
-        return True
 
-    def _cancel_unknown_stream(self: RpcChannel, sid: Any) -> None:
+    def _cancel_unknown(self, sid: Any) -> None:
         """Tell the producer of ``sid`` to stop: once per stream id, and counted in the budget.
 
         A peer sending items of streams we never opened must not make us send
@@ -377,45 +349,47 @@ class StreamSide:
         ``_MAX_TOLD_STREAMS``, oldest forgotten first), and each cancel counts
         as an answer, so a peer that does not read them stops being read.
         """
-        if not _hashable(sid):
-            return
-        told = self._told_streams
+        told = self._told
         if sid in told:
             return
         if len(told) >= _MAX_TOLD_STREAMS:
             del told[next(iter(told))]
         told[sid] = None
-        self._spawn_send(encode_notification(STREAM_CANCEL, {"stream": sid}))
+        self.runner.spawn_send(encode_notification(STREAM_CANCEL, {"stream": sid}))
 
     # ------------------------------------------------------------ producing
-    def _start_stream(self: RpcChannel, req: Request, size: int = 0) -> None:
+    def start_stream(self, req: Request, size: int = 0) -> None:
         sid = req.id
-        if not _hashable(sid) or sid in self._producers:
-            self._spawn_send(
+        runner = self.runner
+        if not _hashable(sid) or sid in self.producers:
+            runner.budget.held -= size
+            runner.spawn_send(
                 encode_error(sid if _hashable(sid) else None, JsonRpcErrorCode.INVALID_REQUEST, "stream id in use")
             )
             return
         producer = _Producer(self._early_credits.pop(sid, INITIAL_CREDITS))
-        self._producers[sid] = producer
-        task = self._spawn(self._run_stream(req, producer), nbytes=size)
+        self.producers[sid] = producer
+        task = runner.spawn(self._run_stream(req, producer), nbytes=size)
         if task is not None:
             producer.task = task
-            self._by_id[sid] = task
+            runner.by_id[sid] = task
 
-    async def _run_stream(self: RpcChannel, req: Request, producer: _Producer) -> None:
-        HANDLING.set(self)
+    async def _run_stream(self, req: Request, producer: _Producer) -> None:
+        HANDLING.set(self._token)
         sid = req.id
+        send_answer = self.runner.send_answer
+        dispatcher = self._dispatcher
         agen: Any = None
         ended = False
         try:
             try:
-                agen = self._dispatcher.open_stream(req.method, req.params)
+                agen = dispatcher.open_stream(req.method, req.params)
             except RemoteValueError as exc:
                 ended = True
-                await self._send_answer(encode_error(sid, exc.code, exc.message, exc.data))
+                await send_answer(encode_error(sid, exc.code, exc.message, exc.data))
                 return
-            await self._send_answer(encode_result(sid, {"stream": sid}))
-            loop = self._loop
+            await send_answer(encode_result(sid, {"stream": sid}))
+            loop = self.loop
             while True:
                 while producer.credits <= 0:
                     producer.waiter = loop.create_future()
@@ -427,20 +401,20 @@ class StreamSide:
                     item = await agen.__anext__()
                 except StopAsyncIteration:
                     ended = True
-                    await self._send_answer(encode_notification(STREAM_END, {"stream": sid}))
+                    await send_answer(encode_notification(STREAM_END, {"stream": sid}))
                     return
                 except RemoteValueError as exc:
                     ended = True
                     error = {"code": exc.code, "message": exc.message, "data": exc.data}
-                    await self._send_answer(encode_notification(STREAM_END, {"stream": sid, "error": error}))
+                    await send_answer(encode_notification(STREAM_END, {"stream": sid, "error": error}))
                     return
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     ended = True
-                    self._dispatcher.internal_error(None, req.method, exc, True)
+                    dispatcher.internal_error(None, req.method, exc, True)
                     error = {"code": JsonRpcErrorCode.INTERNAL_ERROR, "message": "Internal error", "data": None}
-                    await self._send_answer(encode_notification(STREAM_END, {"stream": sid, "error": error}))
+                    await send_answer(encode_notification(STREAM_END, {"stream": sid, "error": error}))
                     return
                 producer.credits -= 1
                 producer.sent += 1
@@ -449,32 +423,31 @@ class StreamSide:
                 except _ENCODE_ERRORS:
                     ended = True
                     error = {"code": JsonRpcErrorCode.INTERNAL_ERROR, "message": "item could not be encoded as JSON"}
-                    await self._send_answer(encode_notification(STREAM_END, {"stream": sid, "error": error}))
+                    await send_answer(encode_notification(STREAM_END, {"stream": sid, "error": error}))
                     return
-                await self._send_answer(data)
+                await send_answer(data)
         finally:
-            if self._producers.get(sid) is producer:
-                del self._producers[sid]
-            if self._by_id.get(sid) is producer.task:
-                self._by_id.pop(sid, None)
+            if self.producers.get(sid) is producer:
+                del self.producers[sid]
+            by_id = self.runner.by_id
+            if by_id.get(sid) is producer.task:
+                by_id.pop(sid, None)
             if agen is not None:
                 try:
                     await agen.aclose()  # the generator's finally runs now, not at garbage collection
                 except (Exception, asyncio.CancelledError):
                     pass
-            if not ended and not self._closed and not _cancelled_by_peer(producer):
+            if not ended and not self.state.closed and not _cancelled_by_peer(producer):
                 try:
                     await self._send(encode_notification(STREAM_END, {"stream": sid}))
                 except (TransportClosed, Exception):
                     pass
 
-    def _close_streams(self: RpcChannel) -> None:
+    def close(self) -> None:
         """The connection ended: every consumer ends with the close's error; producers are cancelled with the tasks."""
-        for consumer in list(self._consumers.values()):
-            from .errors import RpcChannelClosedError
-
+        for consumer in list(self.consumers.values()):
             consumer._finish(RpcChannelClosedError(f"the connection closed during stream {consumer.method!r}"))
-        self._consumers.clear()
+        self.consumers.clear()
         self._early_credits.clear()
 
 

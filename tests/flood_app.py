@@ -67,10 +67,10 @@ class FloodMethods(RpcMethodsBase):
             "dropped": sum(ch.dropped_notifications for ch in others),
             "noted": NOTED[0],
             "open": len(others),
-            "chtasks": sum(len(ch._tasks) for ch in others),
-            "deferred": sum(len(ch._deferred) for ch in others),
+            "chtasks": sum(len(ch._runner.tasks) for ch in others),
+            "deferred": sum(len(ch._budget.deferred) for ch in others),
             "queued": sum(ch.queued_count for ch in others),
-            "pending": sum(len(ch._pending) for ch in others),
+            "pending": sum(len(ch._calls.pending) for ch in others),
         }
 
 

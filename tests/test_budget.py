@@ -205,7 +205,7 @@ async def test_a_malformed_stream_end_fails_the_consumer_with_a_clear_error(spee
         stream = client.other.ticks.stream()
         iterator = stream.__aiter__()
         assert await iterator.__anext__() == 1
-        (sid,) = list(client._consumers)
+        (sid,) = list(client._streams.consumers)
         client.feed(notification("$/stream.end", stream=sid, error={"code": "not a number"}))
         try:
             await iterator.__anext__()

@@ -146,7 +146,7 @@ async def test_a_reset_releases_a_busy_connection(server_kind: str) -> None:
 async def test_handlers_calling_back_with_calls_queued_behind_them(server_kind: str) -> None:
     with serve_methods(server_kind, Busy()) as srv:
         async with WebSocketRpcClient(srv.url(), Doubler()) as client:
-            assert client.channel is not None and client.channel._window == BUSY  # advertised by the server
+            assert client.channel is not None and client.channel._calls.window == BUSY  # advertised by the server
             results = await asyncio.wait_for(
                 asyncio.gather(*(client.other.ask_back(i=i) for i in range(4 * BUSY))), 120
             )

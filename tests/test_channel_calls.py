@@ -431,7 +431,7 @@ async def test_giving_up_on_a_call_cancels_the_remote_handler(direction: str, ho
                 await task
         await until(lambda: methods(callee).cancelled == ["k"])
         await settled(server, client)
-        assert methods(callee).started == ["k"] and not callee._by_id
+        assert methods(callee).started == ["k"] and not callee._runner.by_id
         # The connection is still open: the handler was stopped by the cancel request, not by a close.
         assert (await caller.call("echo", {"text": "still here"})).result == "still here"
 

@@ -75,7 +75,7 @@ async def test_closing_fails_pending_calls_and_stops_handlers_on_both_sides(spee
         await until(lambda: server.is_closed())
         assert methods(server).cancelled == ["to-server"] and methods(client).cancelled == ["to-client"]
         await settled(server, client)
-        assert not client._tasks and not server._by_id
+        assert not client._runner.tasks and not server._runner.by_id
         assert client.close_reason == "closed locally" and server.close_reason
         assert await client.wait_until_closed() and await server.wait_until_closed()
 

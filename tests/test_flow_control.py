@@ -83,7 +83,7 @@ async def test_a_peer_that_never_reads_is_pushed_back_not_buffered(speedups: Any
     await until(lambda: channel.reading_paused and peer.queued == 16)
     # Reading stopped: the peer's sends block, and what the channel holds is bounded.
     assert not sender.done() and peer.sent < 100
-    assert channel.running_count <= 8 and channel.sending_count <= 8 and len(channel._tasks) <= 16
+    assert channel.running_count <= 8 and channel.sending_count <= 8 and len(channel._runner.tasks) <= 16
     assert channel.refused_calls == 0
     # The peer starts reading: every call is answered, none refused.
     answers = [json.loads(await peer.receive()) for _ in range(10_000)]
@@ -198,7 +198,7 @@ async def test_callbacks_at_a_full_budget_do_not_deadlock(speedups: Any) -> None
         answered = [o.result for o in outcomes if not isinstance(o, BaseException)]
         assert len(refused) + len(answered) == 40 and len(answered) >= 8
         assert server.refused_calls == len(refused)
-        assert server.running_count == 0 and not server._deferred
+        assert server.running_count == 0 and not server._budget.deferred
 
 
 async def test_a_full_queue_of_calls_that_finish_at_once_all_start(speedups: Any) -> None:
@@ -216,10 +216,10 @@ async def test_a_full_queue_of_calls_that_finish_at_once_all_start(speedups: Any
     assert asked["method"] == "double"
     await feed_all(peer, [request(i) for i in range(1, limit)])
     await feed_all(peer, [request(i, "add", a=i, b=1) for i in range(limit, 2 * limit)])
-    await until(lambda: len(channel._deferred) == limit)
+    await until(lambda: len(channel._budget.deferred) == limit)
     assert channel.running_count == limit and channel.refused_calls == 0
     methods.gate.set()
-    await until(lambda: not channel._deferred)
+    await until(lambda: not channel._budget.deferred)
     await peer.send(json.dumps({"jsonrpc": "2.0", "id": asked["id"], "result": 0}))
     answers = [json.loads(await peer.receive()) for _ in range(2 * limit)]
     assert sorted(a["id"] for a in answers) == list(range(2 * limit))
@@ -251,13 +251,13 @@ async def test_a_huge_batch_is_refused_before_its_items_are_built(speedups: Any)
     methods = Gate()
     channel, reader, peer = await serve(methods, speedups, max_batch_size=1000)
     decoded: List[Any] = []
-    decode = channel._decode
+    decode = channel._protocol._decode
 
     def counting(frame: Any, *args: Any) -> Any:
         decoded.append(len(frame))
         return decode(frame, *args)
 
-    channel._decode = counting
+    channel._protocol._decode = counting
     huge = "[" + ",".join(request(i, "add", a=i, b=1) for i in range(100_000)) + "]"
     await peer.send(huge)
     refused = json.loads(await peer.receive())
@@ -389,8 +389,8 @@ async def test_a_run_waits_for_the_next_one_and_leaves_at_close(speedups: Any) -
     for i in range(3):  # one task serves run after run
         await peer.send(request(i, "add", a=i, b=1))
         assert json.loads(await peer.receive())["result"] == i + 1
-    await until(lambda: channel._idle_runner is not None)
-    assert len(channel._tasks) == 1
+    await until(lambda: channel._runner.idle is not None)
+    assert len(channel._runner.tasks) == 1
     await stop(channel, reader)
-    await until(lambda: not channel._tasks)  # the waiting task ended with the connection
-    assert channel._idle_runner is None
+    await until(lambda: not channel._runner.tasks)  # the waiting task ended with the connection
+    assert channel._runner.idle is None

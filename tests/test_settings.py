@@ -148,7 +148,7 @@ async def test_max_send_queue_size_bounds_answers_waiting_for_the_socket(speedup
     # theirs: at most max_pending_requests more), so the flood is pushed back.
     assert 3 <= server.sending_count <= 3 + server.max_pending_requests
     # Frames read: the 4 answers the pipe holds, those waiting to be sent, and the running ones.
-    assert server._received <= 4 + server.sending_count + server.running_count + server.queued_count
+    assert server._state.received <= 4 + server.sending_count + server.running_count + server.queued_count
     assert not sender.done()
     answers: List[Any] = [json.loads(await b.receive()) for _ in range(1_000)]
     await sender

@@ -1,0 +1,521 @@
+"""Running what the peer asks for: start, queue or refuse it, cancel it by id, send its answers.
+
+The handler runner of one connection. It moves the counters of its
+:class:`~fastwsrpc.budget.Budget` and never stops the reader itself (the rules
+are in ``budget.py``). It knows the channel only as an opaque ``token``: the
+value of :data:`HANDLING` in its handlers' contexts, by which an outgoing call
+knows that a running handler waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import types
+from contextvars import Context, ContextVar, copy_context
+from typing import Any, Awaitable, Callable, Coroutine, Dict, FrozenSet, Generator, List, Optional, Set, Tuple, Union
+
+from .budget import RETRY_AFTER, Budget
+from .errors import JsonRpcErrorCode
+from .logger import get_logger
+from .protocol import Invalid, Notification, Request, Response, encode_batch, encode_error
+from .state import ConnectionState
+from .transport import TransportClosed
+
+logger = get_logger("channel")
+
+_EAGER = sys.version_info >= (3, 12)
+
+#: The connection (its channel) whose incoming call or notification the current
+#: task serves; tasks a handler starts inherit it. An outgoing call made under
+#: it is one a running handler waits for.
+HANDLING: ContextVar[Optional[object]] = ContextVar("fastwsrpc_handling", default=None)
+
+#: One message of a run: the message and the bytes of its frame (held until its handler ends).
+Work = Tuple[Union[Request, Notification], int]
+Invoke = Callable[..., Coroutine[Any, Any, Optional[bytes]]]
+
+
+def _no_stream(req: Request, size: int) -> None:  # pragma: no cover - replaced by the stream registry
+    raise RuntimeError("no stream registry")
+
+
+class HandlerRunner:
+    """Starts, queues, refuses, cancels and answers the peer's calls and notifications."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        budget: Budget,
+        state: ConnectionState,
+        invoke: Invoke,
+        send: Callable[[bytes], Awaitable[None]],
+        resolve: Callable[[Any, Response], Any],
+        token: object,
+        describe: Callable[[], str],
+    ) -> None:
+        self._loop = loop
+        self.budget = budget
+        self._state = state
+        self._invoke = invoke
+        self._send = send
+        self._resolve = resolve
+        self._token = token
+        self._describe = describe
+        #: Every task we started for the peer (runs, batches, streams, answers).
+        self.tasks: Set[asyncio.Task[Any]] = set()
+        #: Runs serving notifications only: not cancelled at close (their sender counts on them).
+        self.notes: Set[asyncio.Task[Any]] = set()
+        #: Calls in flight by id, for ``$/cancelRequest`` (None: queued or not started yet).
+        self.by_id: Dict[Any, Optional[asyncio.Task[Any]]] = {}
+        #: Calls cancelled before they started, by id (a count: ids may repeat).
+        self.cancelled: Dict[Any, int] = {}
+        #: A run's task that finished its work without suspending, waiting for the next run.
+        self.idle: Optional[asyncio.Future[Any]] = None
+        #: The run the reader appends to (calls and notifications read in a row).
+        self.open_run: Optional[List[Work]] = None
+        #: Stream methods: their calls go to the stream registry (set by it).
+        self.stream_names: FrozenSet[str] = frozenset()
+        self.start_stream: Callable[[Request, int], None] = _no_stream
+
+    # ------------------------------------------------------------ admission
+    def admit(self, msg: Any, size: int) -> None:
+        """A call, a notification or a batch just read: start it, queue it, or refuse it."""
+        budget = self.budget
+        if budget.active < budget.max_active and not budget.deferred and budget.fits(size):
+            budget.held += size
+            self.start(msg, size)
+            return
+        kind = type(msg)
+        deferred = budget.deferred
+        if len(deferred) < budget.max_queued and budget.fits(size):
+            deferred.append((msg, size))
+            budget.held += size
+            if kind is Request and _hashable(msg.id):
+                self.by_id[msg.id] = None  # queued: $/cancelRequest takes it out before it starts
+            return
+        if kind is Request:
+            self.refuse(msg.id, size)
+        elif kind is Notification:
+            self.overflow(msg, size)
+        else:
+            self.spawn(self._handle_batch(msg.items, True), units=0)
+
+    def overflow(self, msg: Notification, size: int) -> None:
+        """A notification past the queue: it has no answer to refuse with.
+
+        It is queued anyway and the reader stops until the queue is back under
+        its bound; the keepalive still drops a dead peer. While our own
+        handlers wait for answers from this peer the reader cannot stop (they
+        would never come): the notification is dropped then, with a warning.
+        """
+        budget = self.budget
+        if budget.nested:
+            if not budget.dropped_notifications:
+                logger.warning(
+                    "%s: queue full while our handlers wait for its answers; dropping notifications (%s)",
+                    self._describe(),
+                    msg.method,
+                )
+            budget.dropped_notifications += 1
+            return
+        budget.deferred.append((msg, size))
+        budget.held += size
+        if not budget.overflowed_notifications:
+            logger.warning(
+                "%s: notifications past the queue (%d messages); reading stops until it drains",
+                self._describe(),
+                budget.max_queued,
+            )
+        budget.overflowed_notifications += 1
+
+    def refuse(self, call_id: Any, size: int) -> None:
+        """Past the running budget and its queue: say so at once, with the limit and when to retry."""
+        budget = self.budget
+        if len(budget.deferred) >= budget.max_queued:
+            limit, value = "max_queued_requests", budget.max_queued
+            what = f"{budget.active} calls running and {len(budget.deferred)} queued, the limit is {value}"
+        else:
+            limit, value = "max_connection_bytes", budget.max_bytes
+            what = f"{budget.held} bytes held for this connection, {size} more would pass the limit of {value}"
+        if not budget.refused_calls:
+            logger.warning("%s: %s; refusing calls with -32001", self._describe(), what)
+        budget.refused_calls += 1
+        data = {"limit": limit, "value": value, "retry_after": RETRY_AFTER}
+        self.spawn_send(encode_error(call_id, JsonRpcErrorCode.SERVER_OVERLOADED, f"Server overloaded: {what}", data))
+
+    def start(self, msg: Any, size: int) -> None:
+        """Start a call, a notification or a batch (its bytes are already counted)."""
+        kind = type(msg)
+        if kind is Notification or (kind is Request and msg.method not in self.stream_names):
+            self.budget.active += 1
+            if kind is Request and _hashable(msg.id):
+                self.by_id[msg.id] = None  # not started yet: $/cancelRequest keeps it from starting
+            run = self.open_run
+            if run is not None:
+                run.append((msg, size))
+            else:
+                self._start_run([(msg, size)])
+            return
+        self.open_run = None  # what comes after this starts after it (arrival order)
+        if kind is Request:
+            self.start_stream(msg, size)
+        else:
+            self.spawn(self._handle_batch(msg.items, False), units=len(msg.items), nbytes=size)
+
+    def start_deferred(self) -> None:
+        budget = self.budget
+        deferred = budget.deferred
+        cancelled = self.cancelled
+        state = self._state
+        while deferred and budget.active < budget.max_active and not state.closed:
+            msg, size = deferred.popleft()
+            if cancelled and type(msg) is Request and _hashable(msg.id) and self.was_cancelled(msg.id):
+                budget.held -= size  # cancelled while it waited: it never starts, nobody is answered
+                continue
+            self.start(msg, size)
+        if budget.room is not None:
+            budget.wake()
+
+    # ------------------------------------------------------ runs of handlers
+    # A task per call or notification cost about three times the rest of its
+    # handling. So the calls and notifications read in a row share one task, a
+    # *run*: it takes each handler's first step in its own copy of the context;
+    # most handlers never suspend and are done (and answered) there. A handler
+    # that does suspend keeps the run's task for the rest of its life (so
+    # asyncio.current_task(), timeouts and task groups see one task throughout,
+    # as with a task of its own, and $/cancelRequest or a close cancels just
+    # it), and the work after it moves to a new run. A handler that cancels the
+    # run's task and returns at once keeps it too: the task ends, and the work
+    # after it moves to a new run, so no other call meets that cancellation.
+
+    def _start_run(self, run: List[Work]) -> None:
+        self.open_run = run
+        idle = self.idle
+        if idle is not None:
+            # Waking a run's task that waits for the next run costs less than a new task.
+            self.idle = None
+            idle.set_result(run)
+            return
+        task = self._loop.create_task(self._run_handlers(run))
+        # Runs to its end even if the connection closes: nobody awaits an answer.
+        # It takes itself out of both sets as it ends.
+        self.tasks.add(task)
+        self.notes.add(task)
+
+    def _note_done(self, size: int) -> None:
+        budget = self.budget
+        budget.active -= 1
+        budget.held -= size
+        if budget.deferred:
+            self.start_deferred()
+        elif budget.room is not None:
+            budget.wake()
+
+    async def _run_handlers(self, first: List[Work]) -> None:
+        me: Any = asyncio.current_task()
+        state = self._state
+        try:
+            HANDLING.set(self._token)
+            invoke = self._invoke
+            by_id = self.by_id
+            run: Optional[List[Work]] = first
+            while run is not None:
+                i = 0
+                while i < len(run):  # the reader may append to the open run meanwhile
+                    msg, size = run[i]
+                    i += 1
+                    call_id = None
+                    coro: Coroutine[Any, Any, Any]
+                    if type(msg) is Request:
+                        call_id = msg.id
+                        if state.closed or (self.cancelled and _hashable(call_id) and self.was_cancelled(call_id)):
+                            self._note_done(size)  # cancelled before it started, or nobody left to answer
+                            continue
+                        coro = self._handle_request(msg)
+                    else:
+                        coro = invoke(msg.method, msg.params, None, True)
+                    ctx = copy_context()
+                    try:
+                        waiting = ctx.run(coro.send, None)
+                    except StopIteration:
+                        self._note_done(size)
+                        if me._must_cancel:
+                            self._hand_off(run, i)  # the handler cancelled "its" task: it ends here, alone
+                            return
+                        continue
+                    except (Exception, asyncio.CancelledError):
+                        self._note_done(
+                            size
+                        )  # invoke answers every failure itself; a handler cancelling itself is done
+                        if me._must_cancel:
+                            self._hand_off(run, i)
+                            return
+                        continue
+                    except BaseException:
+                        self._note_done(size)
+                        self._hand_off(run, i)
+                        raise
+                    # This handler suspended: it keeps this task; the rest go on in a new run.
+                    self._hand_off(run, i)
+                    if type(msg) is Request:
+                        self.notes.discard(me)  # a call is cancelled at close; a notification runs to its end
+                        if _hashable(call_id) and call_id in by_id:
+                            by_id[call_id] = me
+                    try:
+                        await _resume(coro, ctx, waiting)
+                    finally:
+                        self._note_done(size)
+                    return
+                if self.open_run is run:
+                    self.open_run = None
+                if self.idle is not None or state.closed:
+                    return  # one waiting task is enough
+                idle: asyncio.Future[Optional[List[Work]]] = self._loop.create_future()
+                self.idle = idle
+                run = await idle  # the next run, or None at close
+        finally:
+            self.tasks.discard(me)
+            self.notes.discard(me)
+
+    def _hand_off(self, run: List[Work], i: int) -> None:
+        """What comes after ``run[i - 1]`` goes on in a run (and a task) of its own."""
+        rest = run[i:]
+        del run[i:]
+        was_open = self.open_run is run
+        if rest:
+            previous = self.open_run
+            self._start_run(rest)
+            if not was_open:  # a call came after them: later notifications start after it
+                self.open_run = previous
+        elif was_open:
+            self.open_run = None
+
+    async def _handle_request(self, req: Request) -> None:
+        try:
+            data = await self._invoke(req.method, req.params, req.id)
+        finally:
+            if self.by_id:
+                self.by_id.pop(req.id, None)
+        if data is not None:
+            budget = self.budget
+            budget.sending += 1  # send_answer without its own coroutine: every call's path
+            budget.held += len(data)
+            await self._send_spawned(data)
+
+    # ------------------------------------------------------------ cancellation
+    def cancel(self, call_id: Any) -> None:
+        """The caller gave up on a call: cancel its handler, or keep it from starting (LSP's ``$/cancelRequest``)."""
+        if not _hashable(call_id) or call_id not in self.by_id:
+            return
+        task = self.by_id.pop(call_id)
+        if task is not None:
+            task.cancel()
+        elif len(self.cancelled) < self.budget.max_active + self.budget.max_queued:
+            self.cancelled[call_id] = self.cancelled.get(call_id, 0) + 1
+
+    def was_cancelled(self, call_id: Any) -> bool:
+        count = self.cancelled.get(call_id)
+        if not count:
+            return False
+        if count == 1:
+            del self.cancelled[call_id]
+        else:
+            self.cancelled[call_id] = count - 1
+        return True
+
+    # ------------------------------------------------------------ batches
+    async def _handle_batch(self, items: List[Any], refused: bool) -> None:
+        """Every item of a batch, answered in one array; ``refused``: past the queue, calls get -32001."""
+        HANDLING.set(self._token)
+        waiting: List[Awaitable[Optional[bytes]]] = []
+        parts: List[bytes] = []
+        invoke = self._invoke
+        by_id = self.by_id
+        ids: List[Any] = []
+        loop = self._loop
+        for item in items:
+            kind = type(item)
+            if kind is Request:
+                if refused:
+                    self.budget.refused_calls += 1
+                    data = {"limit": "max_queued_requests", "value": self.budget.max_queued, "retry_after": RETRY_AFTER}
+                    parts.append(
+                        encode_error(
+                            item.id, JsonRpcErrorCode.SERVER_OVERLOADED, "Server overloaded: batch past the queue", data
+                        )
+                    )
+                else:
+                    # A task of its own, findable by id, so $/cancelRequest can stop this item alone.
+                    task = loop.create_task(invoke(item.method, item.params, item.id))
+                    waiting.append(task)
+                    if _hashable(item.id):
+                        by_id[item.id] = task
+                        ids.append(item.id)
+            elif kind is Notification:
+                if refused:
+                    self.overflow(item, 0)
+                else:
+                    waiting.append(invoke(item.method, item.params, None, True))
+            elif kind is Invalid:
+                parts.append(encode_error(item.id, item.code, item.message))
+            elif kind is Response:
+                self._resolve(item.id, item)
+        if waiting:
+            try:
+                done = await asyncio.gather(*waiting, return_exceptions=True)
+            finally:
+                for call_id in ids:
+                    by_id.pop(call_id, None)
+            for part in done:
+                if isinstance(part, bytes):
+                    parts.append(part)
+                elif isinstance(part, BaseException) and not isinstance(part, asyncio.CancelledError):
+                    raise part  # invoke answers every failure itself: this is a bug of ours, not the method's
+        if parts:
+            await self.send_answer(encode_batch(parts))
+
+    # ------------------------------------------------------------ sending
+    async def send_counted(self, data: bytes) -> None:
+        """Our own frames (calls, notifications, credits) go out through here.
+
+        They are not in the reading budget: a reader that stopped because our
+        own sends are slow would stop reading the answers that let them
+        finish, and both sides would wait for each other.
+        """
+        state = self._state
+        state.outgoing += 1
+        try:
+            await self._send(data)
+        finally:
+            state.outgoing -= 1
+            state.sent += 1
+
+    async def send_quietly(self, data: bytes) -> None:
+        """One of our own frames whose sender does not care if the connection is gone."""
+        try:
+            await self.send_counted(data)
+        except TransportClosed:
+            pass
+
+    async def send_answer(self, data: bytes) -> None:
+        """Send what the peer caused (an answer, a refusal, an error reply), counted in the budget.
+
+        If the connection is gone, the answer has nobody to go to.
+        """
+        budget = self.budget
+        budget.sending += 1
+        budget.held += len(data)
+        await self._send_spawned(data)
+
+    def spawn_send(self, data: bytes, answer: bool = True) -> None:
+        """Send a frame nobody awaits: an error reply or a control frame the peer's input caused.
+
+        Counted now, not when its task first runs: the reader may take many
+        frames before any task runs, and must see each at once. Only our own
+        cancels (``answer=False``) stay out of the budget.
+        """
+        if answer:
+            budget = self.budget
+            budget.sending += 1
+            budget.held += len(data)
+            self.spawn(self._send_spawned(data), units=0)
+        else:
+            self.spawn(self.send_quietly(data), units=0)
+
+    async def _send_spawned(self, data: bytes) -> None:
+        try:
+            await self._send(data)
+        except TransportClosed:
+            pass
+        finally:
+            budget = self.budget
+            budget.sending -= 1
+            budget.held -= len(data)
+            self._state.sent += 1
+            if budget.room is not None:
+                budget.wake()
+
+    # ------------------------------------------------------------ tasks
+    def spawn(self, coro: Coroutine[Any, Any, Any], units: int = 1, nbytes: int = 0) -> Optional[asyncio.Task[Any]]:
+        """Start incoming work as a task that holds ``units`` of the budget (and ``nbytes``) until done."""
+        budget = self.budget
+        # Counted before it starts, so that a handler running eagerly sees itself
+        # in running_count, as it does when it runs as a scheduled task.
+        budget.active += units
+        if _EAGER:
+            # Python 3.12+: the first step runs now; one that never suspends
+            # finishes here, never scheduled, never tracked.
+            task = asyncio.Task(coro, loop=self._loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+            if task.done():
+                # Its units came back before anyone saw them. Queued work is started
+                # by start_deferred's own loop (the only caller while work is
+                # queued); starting it from here would recurse once per queued item
+                # that finishes at once, and overflow the interpreter stack.
+                budget.active -= units
+                budget.held -= nbytes
+                return None
+        else:
+            task = self._loop.create_task(coro)
+        self.tasks.add(task)
+        if units or nbytes:
+            task.add_done_callback(lambda t: self._done(t, units, nbytes))
+        else:
+            task.add_done_callback(self.tasks.discard)
+        return task
+
+    def _done(self, task: asyncio.Task[Any], units: int, nbytes: int) -> None:
+        self.tasks.discard(task)
+        budget = self.budget
+        budget.active -= units
+        budget.held -= nbytes
+        if budget.deferred:
+            self.start_deferred()
+        elif budget.room is not None:
+            budget.wake()
+
+    def close(self) -> None:
+        """The connection ended: forget queued work, end the waiting run, cancel the calls.
+
+        A notification already read runs to its end (its sender counts on it,
+        as fastapi-ws-rpc does); a method may close its own channel, so the
+        current task is spared.
+        """
+        self.by_id.clear()
+        self.cancelled.clear()
+        self.budget.deferred.clear()
+        idle, self.idle = self.idle, None
+        if idle is not None and not idle.done():
+            idle.set_result(None)
+        current = asyncio.current_task()
+        notes = self.notes
+        for task in list(self.tasks):
+            if task is not current and task not in notes:
+                task.cancel()
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], ctx: Context, waiting: Any) -> Generator[Any, None, None]:
+    """Go on with a coroutine whose first step already ran, each step in ``ctx``.
+
+    The task running this yields on the coroutine's behalf what it waits for,
+    and passes back what the task sends or throws (cancellation), as the task
+    would if it ran the coroutine itself.
+    """
+    while True:
+        try:
+            yield waiting
+        except BaseException as exc:
+            try:
+                waiting = ctx.run(coro.throw, exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            waiting = ctx.run(coro.send, None)
+        except StopIteration:
+            return
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, (str, int, float)) or value is None
