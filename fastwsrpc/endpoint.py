@@ -25,13 +25,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import _accel
 from .channel import OnConnectCallback, OnDisconnectCallback, OnErrorCallback
-from .config import JSONRPC_SUBPROTOCOL, RpcBackpressureConfig, RpcConnectionConfig, RpcDebugConfig, RpcSettings
-from .interceptors import FEATURES_HEADER, RpcInterceptor, features_of, format_features, parse_features
+from .config import RpcBackpressureConfig, RpcConnectionConfig, RpcDebugConfig, RpcSettings
+from .interceptors import FEATURES_HEADER, RpcInterceptor, format_features, parse_features
 from .logger import get_logger
 from .methods import RpcMethodsBase
-from .origin import normalize_allowed_origins, origin_refusal
-from .service import serve_connection
-from .topics import DEFAULT_TOPIC_QUEUE, TopicHub
+from .origin import origin_refusal
+from .service import RpcService
+from .topics import DEFAULT_TOPIC_QUEUE
 from .transport import CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, TransportClosed
 from .uvicorn_direct import FastReader, harden_keepalive, take_over, write_direct
 
@@ -202,30 +202,36 @@ class WebSocketRpcEndpoint:
         interceptors: Sequence[RpcInterceptor] = (),
         allowed_origins: Union[str, Sequence[str], None] = None,
     ) -> None:
-        #: Origins whose pages may connect besides the server's own (see :mod:`fastwsrpc.origin`).
-        self.allowed_origins = normalize_allowed_origins(allowed_origins)
         self.manager = manager if manager is not None else ConnectionManager()
-        self.methods = methods if methods is not None else RpcMethodsBase()
-        self._on_connect = list(on_connect or ())
-        self._on_disconnect = list(on_disconnect or ())
-        self._on_error = list(on_error or ())
-        self._binary = frame_type == WebSocketFrameType.Binary
-        if serializing_socket_cls is not None:
-            logger.warning("serializing_socket_cls is ignored: fastwsrpc always speaks JSON-RPC 2.0 JSON")
-        self._rpc_channel_get_remote_id = rpc_channel_get_remote_id
-        self.connection_config = connection_config or RpcConnectionConfig()
-        #: Everything each connection's channel obeys, resolved once here.
-        self.settings = RpcSettings.resolve(
-            settings,
-            connection=connection_config,
-            backpressure=backpressure_config,
-            debug=None if debug_mode is None else RpcDebugConfig(debug_mode=debug_mode),
-            owner="WebSocketRpcEndpoint",
+        #: Everything but the socket, shared with the native server (:class:`~fastwsrpc.service.RpcService`).
+        self.service = RpcService(
+            "WebSocketRpcEndpoint",
+            methods,
+            on_connect=on_connect,
+            on_disconnect=on_disconnect,
+            on_error=on_error,
+            frame_type=frame_type,
+            serializing_socket_cls=serializing_socket_cls,
+            rpc_channel_get_remote_id=rpc_channel_get_remote_id,
+            connection_config=connection_config,
+            backpressure_config=backpressure_config,
+            settings=settings,
+            debug_mode=debug_mode,
+            discovery=discovery,
+            raise_on_error=raise_on_error,
+            subprotocols=subprotocols,
+            broker=broker,
+            identify=identify,
+            on_duplicate=on_duplicate,
+            cluster=cluster,
+            topic_queue_size=topic_queue_size,
+            on_slow=on_slow,
+            interceptors=interceptors,
+            allowed_origins=allowed_origins,
             max_message_size=max_message_size,
             max_pending_requests=max_pending_requests,
             max_connection_duration=max_connection_duration,
             default_response_timeout=default_response_timeout,
-            discovery=None if discovery else False,
             max_send_queue_size=max_send_queue_size,
             max_batch_size=max_batch_size,
             max_depth=max_depth,
@@ -234,26 +240,21 @@ class WebSocketRpcEndpoint:
             idle_timeout=idle_timeout,
             message_receive_timeout=message_receive_timeout,
             send_timeout=send_timeout,
-            raise_on_error=None if raise_on_error else False,
         )
-        from .cluster import Cluster  # the cluster layer imports the endpoint's neighbours: import it late
+        service = self.service
+        #: The service's parts, under the names the endpoint always had.
+        self.methods, self.settings, self.cluster = service.methods, service.settings, service.cluster
+        self.topics, self.interceptors, self.subprotocols = service.topics, service.interceptors, service.subprotocols
+        self.allowed_origins = service.allowed_origins
 
-        #: Calls, notifications and broadcasts to clients on any node (``fastwsrpc.cluster``).
-        #: With no ``broker`` it is in-process: the same API in a single process.
-        self.cluster: Cluster = cluster if cluster is not None else Cluster(broker, on_duplicate=on_duplicate)
-        #: Wrap every call both ways, the first outermost (see :mod:`fastwsrpc.interceptors`).
-        self.interceptors = tuple(interceptors)
-        self._features = features_of(self.interceptors)
-        #: Topics clients subscribe to (``client.subscribe(...)``); ``publish`` feeds them.
-        self.topics = TopicHub(queue_size=topic_queue_size, on_slow=on_slow)
-        self.cluster.on_topic = self.topics.publish_local
-        #: How a connection is named in the cluster when the route has no ``{client_id}``
-        #: (may be async); ``None``: the channel's id.
-        self.identify = identify
-        if subprotocols is None:
-            offered = connection_config.websocket.subprotocols if connection_config is not None else None
-            subprotocols = offered or (JSONRPC_SUBPROTOCOL,)
-        self.subprotocols = tuple(subprotocols)
+    @property
+    def identify(self) -> Optional[Callable[[WebSocket], Any]]:
+        """How a connection is named in the cluster when the route has no ``{client_id}`` (may be async)."""
+        return self.service.identify
+
+    @identify.setter
+    def identify(self, value: Optional[Callable[[WebSocket], Any]]) -> None:
+        self.service.identify = value
 
     # Read-only views of the settings, under the names fastapi-ws-rpc users know.
     @property
@@ -315,7 +316,7 @@ class WebSocketRpcEndpoint:
             return
         subprotocol = self._choose_subprotocol(websocket)
         # Features both sides understand (say "meta" for trace context) are agreed in the handshake.
-        agreed = self._features & parse_features(websocket.headers.get(FEATURES_HEADER))
+        agreed = self.service.features & parse_features(websocket.headers.get(FEATURES_HEADER))
         # The limit our clients keep their calls under (they queue the rest locally).
         if type(self.manager).connect is ConnectionManager.connect:
             advertised = format_features(agreed, self.settings.max_pending_requests)
@@ -330,9 +331,8 @@ class WebSocketRpcEndpoint:
             kwargs.setdefault("client_id", client_id)
         kwargs.setdefault("websocket", websocket)
         try:
-            await serve_connection(
-                self,
-                StarletteTransport(websocket, binary=self._binary),
+            await self.service.serve(
+                StarletteTransport(websocket, binary=self.service.binary),
                 context=kwargs,
                 subprotocol=subprotocol,
                 agreed=agreed,
@@ -348,7 +348,7 @@ class WebSocketRpcEndpoint:
         A subscriber that cannot keep up meets the endpoint's ``on_slow``
         policy (or the one it asked for): it is never buffered without bound.
         """
-        await self.cluster.publish_topic(topic, data)
+        await self.service.publish(topic, data)
 
     def register_route(self, router: Any, path: str = "/ws", dependencies: Optional[Sequence[Any]] = None) -> None:
         """Add this endpoint as a WebSocket route of ``router`` (a FastAPI app or APIRouter)."""

@@ -58,7 +58,7 @@ from .logger import get_logger
 from .methods import RpcMethodsBase
 from .native import _MAX_HANDSHAKE, CONNECTING, NativeWebSocket
 from .origin import origin_refusal
-from .service import serve_connection
+from .service import RpcService
 from .transport import CLOSE_GOING_AWAY
 
 __all__ = ["HandshakeRequest", "WebSocketRpcServer", "run"]
@@ -214,10 +214,8 @@ class WebSocketRpcServer:
         speedups: Any = None,
         **endpoint_kwargs: Any,
     ) -> None:
-        from .endpoint import WebSocketRpcEndpoint  # settings and cluster wiring: one definition for both servers
-
-        #: The endpoint this server shares everything but the socket with.
-        self.endpoint = WebSocketRpcEndpoint(methods, **endpoint_kwargs)
+        #: Everything but the socket, shared with the FastAPI endpoint (:class:`~fastwsrpc.service.RpcService`).
+        self.service = RpcService("WebSocketRpcServer", methods, **endpoint_kwargs)
         self.authenticate = authenticate
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -230,35 +228,40 @@ class WebSocketRpcServer:
         self._channels: Set[RpcChannel] = set()
         self._stop: Optional[asyncio.Event] = None
 
-    # The endpoint's public face, under the same names.
+    # The service's public face, under the endpoint's names.
+    @property
+    def endpoint(self) -> RpcService:
+        """What this server shares with the FastAPI endpoint (kept under the name it had)."""
+        return self.service
+
     @property
     def methods(self) -> RpcMethodsBase:
         """The methods object each connection gets a copy of."""
-        return self.endpoint.methods
+        return self.service.methods
 
     @property
     def settings(self) -> Any:
         """The :class:`~fastwsrpc.config.RpcSettings` every connection obeys."""
-        return self.endpoint.settings
+        return self.service.settings
 
     @property
     def cluster(self) -> Any:
         """Calls, notifications and broadcasts to clients on any node (see :mod:`fastwsrpc.cluster`)."""
-        return self.endpoint.cluster
+        return self.service.cluster
 
     @property
     def topics(self) -> Any:
         """The topic hub clients subscribe to (``publish`` feeds it)."""
-        return self.endpoint.topics
+        return self.service.topics
 
     @property
     def subprotocols(self) -> Tuple[str, ...]:
         """Subprotocols accepted when a client offers them (never forced)."""
-        return self.endpoint.subprotocols
+        return self.service.subprotocols
 
     @property
     def _binary(self) -> bool:
-        return bool(self.endpoint._binary)
+        return self.service.binary
 
     @property
     def channels(self) -> Set[RpcChannel]:
@@ -267,7 +270,7 @@ class WebSocketRpcServer:
 
     async def publish(self, topic: str, data: Any = None) -> None:
         """Send ``data`` to every subscriber of ``topic`` (see :meth:`WebSocketRpcEndpoint.publish`)."""
-        await self.endpoint.publish(topic, data)
+        await self.service.publish(topic, data)
 
     def route(self, path: str, server: WebSocketRpcServer) -> None:
         """Serve ``server``'s methods at ``path`` (a template such as ``"/rooms/{room}"``) on this listener."""
@@ -386,7 +389,7 @@ class WebSocketRpcServer:
         refusal = origin_refusal(
             ", ".join(request.headers.get_all("Origin")) or None,
             ", ".join(request.headers.get_all("Host")) or None,
-            target.endpoint.allowed_origins,
+            target.service.allowed_origins,
         )
         if refusal is not None:
             logger.info("refused %s at %s with HTTP 403: %s", conn.peer or "?", path, refusal)
@@ -414,9 +417,9 @@ class WebSocketRpcServer:
                 return
             if who is not None:
                 name = who
-        endpoint = target.endpoint
-        agreed = endpoint._features & parse_features(request.headers.get(FEATURES_HEADER))
-        response.headers[FEATURES_HEADER] = format_features(agreed, endpoint.settings.max_pending_requests)
+        service = target.service
+        agreed = service.features & parse_features(request.headers.get(FEATURES_HEADER))
+        response.headers[FEATURES_HEADER] = format_features(agreed, service.settings.max_pending_requests)
         if conn.transport is None or conn.transport.is_closing():
             return  # the client left while we decided
         conn.accepted(response, handshake)
@@ -434,8 +437,7 @@ class WebSocketRpcServer:
         context: Dict[str, Any] = {**info.path_params, "websocket": conn, "request": info}
         if name is not None:
             context["client_id"] = name
-        await serve_connection(
-            self.endpoint,
+        await self.service.serve(
             conn,
             context=context,
             subprotocol=conn.subprotocol,

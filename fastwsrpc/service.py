@@ -1,104 +1,201 @@
-"""Serving one accepted connection: the path both servers share.
+"""What both servers share: the transport-neutral service, and the path that serves a connection.
 
-The FastAPI endpoint and the native server differ in how a connection is
-accepted (ASGI or our own handshake) and in the transport they hand over; from
-the channel on, serving is the same, so it is written once here. Everything
-that exists from the moment the channel is built (its watchdog, its timers,
-its cluster registration, the server's list of channels) is released in one
-``finally``, whatever fails: ``identify``, ``cluster.attach``, ``on_connect``,
-the read loop, or a cancellation of the serving task.
+:class:`RpcService` holds everything about serving that is not the socket:
+the methods, the settings every channel obeys, the callbacks, the cluster, the
+topics, the interceptors and their features, discovery, the Origin rule and
+the subprotocols. The FastAPI endpoint and the native server each wrap one, so
+a setting means the same on both and the native server loads no Starlette.
+
+:meth:`RpcService.serve` is the one path from an accepted connection to its
+end. Everything that exists from the moment the channel is built (its
+watchdog, its timers, its cluster registration, the server's list of channels)
+is released in one ``finally``, whatever fails: ``identify``, ``cluster.attach``,
+``on_connect``, the read loop, or a cancellation of the serving task. This
+module is an adapter, with the endpoint, the server and the client: it builds
+channels.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Optional, Set
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Union
 
+from .config import JSONRPC_SUBPROTOCOL, RpcBackpressureConfig, RpcConnectionConfig, RpcDebugConfig, RpcSettings
 from .errors import RpcDuplicateClientError
+from .interceptors import RpcInterceptor, features_of
 from .logger import get_logger
+from .methods import RpcMethodsBase
+from .origin import normalize_allowed_origins
+from .topics import DEFAULT_TOPIC_QUEUE, TopicHub
 from .transport import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, Transport
 
 if TYPE_CHECKING:
     from .channel import RpcChannel
-    from .endpoint import WebSocketRpcEndpoint
+    from .cluster import Cluster
 
 logger = get_logger("endpoint")
 
 
-async def serve_connection(
-    endpoint: WebSocketRpcEndpoint,
-    transport: Transport,
-    *,
-    context: Dict[str, Any],
-    subprotocol: Optional[str],
-    agreed: FrozenSet[str],
-    name: Any,
-    identify_with: Any,
-    speedups: Any = None,
-    channels: Optional[Set[RpcChannel]] = None,
-) -> None:
-    """Build the channel for an accepted connection, register it, read until it ends, release it.
+class RpcService:
+    """Serving, without the socket: one per endpoint or native server (see the module docstring).
 
-    ``name`` is the client id the route gave (``{client_id}``) or the
-    authenticator returned; without one, ``endpoint.identify(identify_with)``
-    names it, and failing that the channel's id. ``channels`` is the native
-    server's set of open channels (for drain and shutdown).
+    ``owner`` names the class the user built, in errors. The keywords are the
+    endpoint's (see :class:`~fastwsrpc.endpoint.WebSocketRpcEndpoint`); the
+    limits among them (``max_pending_requests``, ``idle_timeout``, ...) go to
+    :meth:`RpcSettings.resolve`, which refuses an unknown name with a
+    ``TypeError`` naming ``owner``.
     """
-    from .channel import RpcChannel  # the adapters import this module; the channel imports much
 
-    channel = RpcChannel(
-        endpoint.methods,
-        transport,
-        settings=endpoint.settings,
-        context=context,
-        subprotocol=subprotocol,
-        connect_callbacks=endpoint._on_connect,
-        disconnect_callbacks=endpoint._on_disconnect,
-        error_callbacks=endpoint._on_error,
-        topics=endpoint.topics,
-        interceptors=endpoint.interceptors,
-        peer_features=agreed,
-        speedups=speedups,
-    )
-    cluster = endpoint.cluster
-    attaching = False
-    client_id = ""
-    ended_cleanly = False
-    try:
-        identify: Optional[Callable[[Any], Any]] = endpoint.identify
-        if name is None and identify is not None:
-            name = identify(identify_with)
-            if inspect.isawaitable(name):
-                name = await name
-        client_id = str(name) if name is not None else channel.id
-        attaching = True
+    def __init__(
+        self,
+        owner: str,
+        methods: Optional[RpcMethodsBase] = None,
+        *,
+        on_connect: Optional[List[Any]] = None,
+        on_disconnect: Optional[List[Any]] = None,
+        on_error: Optional[List[Any]] = None,
+        frame_type: str = "text",
+        serializing_socket_cls: Any = None,
+        rpc_channel_get_remote_id: bool = False,
+        connection_config: Optional[RpcConnectionConfig] = None,
+        backpressure_config: Optional[RpcBackpressureConfig] = None,
+        settings: Optional[RpcSettings] = None,
+        debug_mode: Optional[bool] = None,
+        discovery: bool = True,
+        raise_on_error: bool = True,
+        subprotocols: Optional[Sequence[str]] = None,
+        broker: Any = None,
+        identify: Optional[Callable[[Any], Any]] = None,
+        on_duplicate: str = "replace",
+        cluster: Any = None,
+        topic_queue_size: int = DEFAULT_TOPIC_QUEUE,
+        on_slow: str = "disconnect",
+        interceptors: Sequence[RpcInterceptor] = (),
+        allowed_origins: Union[str, Sequence[str], None] = None,
+        **limits: Any,
+    ) -> None:
+        #: Origins whose pages may connect besides the server's own (see :mod:`fastwsrpc.origin`).
+        self.allowed_origins = normalize_allowed_origins(allowed_origins)
+        self.methods = methods if methods is not None else RpcMethodsBase()
+        self.on_connect: List[Any] = list(on_connect or ())
+        self.on_disconnect: List[Any] = list(on_disconnect or ())
+        self.on_error: List[Any] = list(on_error or ())
+        #: Answers go out as binary frames (``frame_type="binary"``), not text.
+        self.binary = str(getattr(frame_type, "value", frame_type)) == "binary"
+        if serializing_socket_cls is not None:
+            logger.warning("serializing_socket_cls is ignored: fastwsrpc always speaks JSON-RPC 2.0 JSON")
+        if rpc_channel_get_remote_id:
+            logger.warning("rpc_channel_get_remote_id is ignored: name connections with identify= or {client_id}")
+        #: Everything each connection's channel obeys, resolved once here.
+        self.settings = RpcSettings.resolve(
+            settings,
+            connection=connection_config,
+            backpressure=backpressure_config,
+            debug=None if debug_mode is None else RpcDebugConfig(debug_mode=debug_mode),
+            owner=owner,
+            discovery=None if discovery else False,
+            raise_on_error=None if raise_on_error else False,
+            **limits,
+        )
+        from .cluster import Cluster  # the cluster layer imports the channel: import it late
+
+        #: Calls, notifications and broadcasts to clients on any node (``fastwsrpc.cluster``).
+        #: With no ``broker`` it is in-process: the same API in a single process.
+        self.cluster: Cluster = cluster if cluster is not None else Cluster(broker, on_duplicate=on_duplicate)
+        #: Wrap every call both ways, the first outermost (see :mod:`fastwsrpc.interceptors`).
+        self.interceptors = tuple(interceptors)
+        #: Features our interceptors need; agreed with each client in the handshake.
+        self.features: FrozenSet[str] = features_of(self.interceptors)
+        #: Topics clients subscribe to (``client.subscribe(...)``); ``publish`` feeds them.
+        self.topics = TopicHub(queue_size=topic_queue_size, on_slow=on_slow)
+        self.cluster.on_topic = self.topics.publish_local
+        #: How a connection is named in the cluster when the route has no ``{client_id}``
+        #: (may be async); ``None``: the channel's id.
+        self.identify = identify
+        if subprotocols is None:
+            offered = connection_config.websocket.subprotocols if connection_config is not None else None
+            subprotocols = offered or (JSONRPC_SUBPROTOCOL,)
+        self.subprotocols = tuple(subprotocols)
+
+    async def publish(self, topic: str, data: Any = None) -> None:
+        """Send ``data`` to every subscriber of ``topic``: on every node when a broker is set, each once."""
+        await self.cluster.publish_topic(topic, data)
+
+    async def serve(
+        self,
+        transport: Transport,
+        *,
+        context: Dict[str, Any],
+        subprotocol: Optional[str],
+        agreed: FrozenSet[str],
+        name: Any,
+        identify_with: Any,
+        speedups: Any = None,
+        channels: Optional[Set[RpcChannel]] = None,
+    ) -> None:
+        """Build the channel for an accepted connection, register it, read until it ends, release it.
+
+        ``name`` is the client id the route gave (``{client_id}``) or the
+        authenticator returned; without one, ``identify(identify_with)`` names
+        it, and failing that the channel's id. ``channels`` is the native
+        server's set of open channels (for drain and shutdown).
+        """
+        from .channel import RpcChannel
+
+        channel = RpcChannel(
+            self.methods,
+            transport,
+            settings=self.settings,
+            context=context,
+            subprotocol=subprotocol,
+            connect_callbacks=self.on_connect,
+            disconnect_callbacks=self.on_disconnect,
+            error_callbacks=self.on_error,
+            topics=self.topics,
+            interceptors=self.interceptors,
+            peer_features=agreed,
+            speedups=speedups,
+        )
+        cluster = self.cluster
+        attaching = False
+        client_id = ""
+        ended_cleanly = False
         try:
-            await cluster.attach(client_id, channel)
-        except RpcDuplicateClientError:
-            logger.warning("client id %r is already connected; refusing %s", client_id, transport.peer or "?")
-            await channel.close(CLOSE_POLICY_VIOLATION, "client id already connected")
-            ended_cleanly = True
-            return
-        if channels is not None:
-            channels.add(channel)
-        await channel.on_connect()
-        await channel.run()
-        ended_cleanly = True
-    finally:
-        if channels is not None:
-            channels.discard(channel)
-        if not channel.is_closed():
-            # identify, attach or on_connect failed, or the serving task was
-            # cancelled: the connection ends here (1011), its watchdog and
-            # timers with it, and the disconnect callbacks run once.
-            if not ended_cleanly:
-                logger.warning("serving %s failed before its read loop ended; closing (1011)", transport.peer or "?")
-            await _quiet_close(channel)
-        if attaching:
+            if name is None and self.identify is not None:
+                name = self.identify(identify_with)
+                if inspect.isawaitable(name):
+                    name = await name
+            client_id = str(name) if name is not None else channel.id
+            attaching = True
             try:
-                await cluster.detach(client_id, channel)
-            except Exception:  # the broker's trouble: the registration expires with its TTL
-                logger.exception("could not detach client %r from the cluster", client_id)
+                await cluster.attach(client_id, channel)
+            except RpcDuplicateClientError:
+                logger.warning("client id %r is already connected; refusing %s", client_id, transport.peer or "?")
+                await channel.close(CLOSE_POLICY_VIOLATION, "client id already connected")
+                ended_cleanly = True
+                return
+            if channels is not None:
+                channels.add(channel)
+            await channel.on_connect()
+            await channel.run()
+            ended_cleanly = True
+        finally:
+            if channels is not None:
+                channels.discard(channel)
+            if not channel.is_closed():
+                # identify, attach or on_connect failed, or the serving task was
+                # cancelled: the connection ends here (1011), its watchdog and
+                # timers with it, and the disconnect callbacks run once.
+                if not ended_cleanly:
+                    logger.warning(
+                        "serving %s failed before its read loop ended; closing (1011)", transport.peer or "?"
+                    )
+                await _quiet_close(channel)
+            if attaching:
+                try:
+                    await cluster.detach(client_id, channel)
+                except Exception:  # the broker's trouble: the registration expires with its TTL
+                    logger.exception("could not detach client %r from the cluster", client_id)
 
 
 async def _quiet_close(channel: RpcChannel) -> None:

@@ -262,7 +262,7 @@ async def test_a_failure_before_the_read_loop_releases_everything(kind: str, fai
         from fastapi import FastAPI
 
         app = FastAPI()
-        endpoint = WebSocketRpcEndpoint(Busy(), **kwargs)
+        endpoint: Any = WebSocketRpcEndpoint(Busy(), **kwargs)
         endpoint.register_route(app, "/ws")
         server: Any = ServerThread(app)
         channels: Any = lambda: endpoint.manager.active_connections  # noqa: E731
