@@ -12,8 +12,10 @@ import json
 from typing import Any, List
 
 from fastwsrpc import RpcMethodsBase, RpcSettings
-from fastwsrpc.channel import RpcChannel
-from fastwsrpc.testing import channel_pair, memory_pair, until
+from fastwsrpc.testing import channel_pair, until
+
+from . import test_flow_control as flow
+from .test_flow_control import stop
 
 
 class Held(RpcMethodsBase):
@@ -59,15 +61,8 @@ def notification(method: str, **params: Any) -> str:
 
 
 async def serve(methods: RpcMethodsBase, speedups: Any, maxsize: int = 64, **limits: Any) -> Any:
-    a, b = memory_pair(maxsize)
-    channel = RpcChannel(methods, a, settings=RpcSettings.resolve(**limits), speedups=speedups)
-    reader = asyncio.ensure_future(channel.run())
-    return channel, reader, b
-
-
-async def stop(channel: RpcChannel, reader: Any) -> None:
-    await channel.close()
-    await reader
+    """A server channel on one end of a memory pair; the test drives the other end by hand."""
+    return await flow.serve(methods, speedups, maxsize, **limits)
 
 
 async def test_past_the_queue_a_call_is_refused_at_once_with_the_limit(speedups: Any) -> None:
