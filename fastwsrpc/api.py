@@ -193,7 +193,9 @@ class ChannelApi:
         """Run the error callbacks for ``error`` (a failing one is logged, never raised)."""
         await self._callbacks.fire_error(error)
 
-    def call(self, name: str, args: Params = None, timeout: Any = _DEFAULT) -> Awaitable[Response]:
+    def call(
+        self, name: str, args: Params = None, timeout: Any = _DEFAULT, *, call_id: Any = None
+    ) -> Awaitable[Response]:
         """Call ``name`` on the other side and wait for its answer.
 
         ``args`` is a dict (named params) or a list (positional). The awaitable
@@ -203,7 +205,7 @@ class ChannelApi:
         as long as the connection lives). Past the peer's limit of calls in
         flight the call waits here first (``max_queued_calls``).
         """
-        return self._calls.call(name, args, timeout)
+        return self._calls.call(name, args, timeout, call_id=call_id)
 
     async def notify(self, name: str, args: Params = None) -> None:
         """Send a notification: returns once the frame is handed to the socket; never answered."""

@@ -35,6 +35,7 @@ from .methods import RpcMethodsBase
 from .outgoing import BatchCall, OutgoingCalls, Params, RpcCaller
 from .protocol import Batch, CancelRequest, MetaNotice, Notification, ProtocolError, Request, Response, RpcProtocol
 from .runner import HandlerRunner
+from .sessions import Session
 from .state import ConnectionState
 from .streams import StreamRegistry
 from .topics import SUBSCRIBE, TopicHub
@@ -53,9 +54,9 @@ class RpcChannel(ChannelApi):
     Settings come as one :class:`~fastwsrpc.config.RpcSettings` (``settings=``),
     or as the legacy keyword names of its fields; an unknown keyword is a
     ``TypeError``. ``context`` is what the endpoint knows of the connection.
-    ``speedups`` is the hot-path twin (default: the one selected at import).
-    ``peer_max_pending`` is the limit the peer advertised: our calls stay under
-    it. ``sync_channel_id`` is accepted for fastapi-ws-rpc and has no effect.
+    ``speedups``: the hot-path twin. ``peer_max_pending``: the limit the peer
+    advertised (our calls stay under it). ``session``: the client's session,
+    whose idempotent calls run once. ``sync_channel_id`` has no effect.
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class RpcChannel(ChannelApi):
         interceptors: Sequence[RpcInterceptor] = (),
         peer_features: FrozenSet[str] = frozenset(),
         peer_max_pending: Optional[int] = None,
+        session: Optional[Session] = None,
         **limits: Any,
     ) -> None:
         s = RpcSettings.resolve(
@@ -118,6 +120,7 @@ class RpcChannel(ChannelApi):
         self._runner = runner = HandlerRunner(
             loop, budget, state, self._dispatcher.invoke, socket.send, pending.resolve, self, self._describe
         )
+        runner.bind(session)
         self._calls = OutgoingCalls(
             loop, state, budget, pending, s, self.id, self, runner, interceptors, peer_features, peer_max_pending
         )

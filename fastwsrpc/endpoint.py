@@ -31,6 +31,7 @@ from .logger import get_logger
 from .methods import RpcMethodsBase
 from .origin import origin_refusal
 from .service import RpcService
+from .sessions import DEFAULT_SESSION_TTL, SESSION_HEADER, SESSION_QUERY
 from .topics import DEFAULT_TOPIC_QUEUE
 from .transport import CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, TransportClosed
 from .uvicorn_direct import FastReader, harden_keepalive, take_over, write_direct
@@ -201,6 +202,7 @@ class WebSocketRpcEndpoint:
         on_slow: str = "disconnect",
         interceptors: Sequence[RpcInterceptor] = (),
         allowed_origins: Union[str, Sequence[str], None] = None,
+        session_ttl: Optional[float] = DEFAULT_SESSION_TTL,
     ) -> None:
         self.manager = manager if manager is not None else ConnectionManager()
         #: Everything but the socket, shared with the native server (:class:`~fastwsrpc.service.RpcService`).
@@ -228,6 +230,7 @@ class WebSocketRpcEndpoint:
             on_slow=on_slow,
             interceptors=interceptors,
             allowed_origins=allowed_origins,
+            session_ttl=session_ttl,
             max_message_size=max_message_size,
             max_pending_requests=max_pending_requests,
             max_connection_duration=max_connection_duration,
@@ -318,9 +321,14 @@ class WebSocketRpcEndpoint:
         # Features both sides understand (say "meta" for trace context) are agreed in the handshake.
         agreed = self.service.features & parse_features(websocket.headers.get(FEATURES_HEADER))
         # The limit our clients keep their calls under (they queue the rest locally).
+        asked = websocket.query_params.get(SESSION_QUERY)
+        session, session_header = self.service.open_session(websocket.headers.get(SESSION_HEADER), asked)
         if type(self.manager).connect is ConnectionManager.connect:
             advertised = format_features(agreed, self.settings.max_pending_requests)
-            await self.manager.connect(websocket, subprotocol, [(FEATURES_HEADER.encode(), advertised.encode())])
+            headers = [(FEATURES_HEADER.encode(), advertised.encode())]
+            if session_header is not None:
+                headers.append((SESSION_HEADER.encode(), session_header.encode()))
+            await self.manager.connect(websocket, subprotocol, headers)
         elif agreed:  # a manager of the user's own: called as it always was
             await self.manager.connect(
                 websocket, subprotocol, [(FEATURES_HEADER.encode(), format_features(agreed).encode())]
@@ -338,6 +346,8 @@ class WebSocketRpcEndpoint:
                 agreed=agreed,
                 name=client_id,
                 identify_with=websocket,
+                session=session,
+                session_notice=asked is not None,
             )
         finally:
             self.manager.disconnect(websocket)

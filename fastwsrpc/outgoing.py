@@ -231,7 +231,13 @@ class OutgoingCalls:
             )
 
     async def call(
-        self, name: str, args: Params = None, timeout: Any = _DEFAULT, *, _icall: Optional[RpcCall] = None
+        self,
+        name: str,
+        args: Params = None,
+        timeout: Any = _DEFAULT,
+        *,
+        call_id: Any = None,
+        _icall: Optional[RpcCall] = None,
     ) -> Response:
         """Call ``name`` on the other side and wait for its answer.
 
@@ -239,16 +245,21 @@ class OutgoingCalls:
         :class:`~fastwsrpc.protocol.Response` (``.result``); a remote error raises
         the matching :class:`~fastwsrpc.errors.RemoteValueError` subclass.
         ``timeout`` defaults to the channel's ``default_response_timeout``
-        (``None``: wait as long as the connection lives).
+        (``None``: wait as long as the connection lives). ``call_id``: the id on
+        the wire, chosen by the caller (the client's idempotent calls); by
+        default the next of this connection.
         """
         if self._state.closed:
             self.check_open()
         if HANDLING.get() is self._owner:
-            return await self._call_nested(lambda: self.call(name, args, timeout))
+            return await self._call_nested(lambda: self.call(name, args, timeout, call_id=call_id))
         if self._interceptors and _icall is None:
             icall = RpcCall(self._owner, name, args, None, False, True)
             return await run_chain(  # type: ignore[no-any-return]
-                self._interceptors, icall, lambda: self.call(name, icall.params, timeout, _icall=icall), True
+                self._interceptors,
+                icall,
+                lambda: self.call(name, icall.params, timeout, call_id=call_id, _icall=icall),
+                True,
             )
         if timeout is _DEFAULT:
             timeout = self.default_response_timeout
@@ -257,7 +268,10 @@ class OutgoingCalls:
         if len(pending) + self._reserved >= self.window or self.waiters:
             timeout = await self._wait_for_slot(timeout)
         future = loop.create_future()
-        call_id = pending.register(future)  # its timeout is the timer below, not a table deadline
+        if call_id is None:
+            call_id = pending.register(future)  # its timeout is the timer below, not a table deadline
+        else:
+            pending.add(call_id, future)
         try:
             if _icall is not None:
                 _icall.id = call_id

@@ -19,6 +19,7 @@ from .budget import RETRY_AFTER, Budget
 from .errors import JsonRpcErrorCode
 from .logger import get_logger
 from .protocol import Invalid, Notification, Request, Response, encode_batch, encode_error
+from .sessions import Session, is_idempotent_id
 from .state import ConnectionState
 from .transport import TransportClosed
 
@@ -77,10 +78,21 @@ class HandlerRunner:
         #: Stream methods: their calls go to the stream registry (set by it).
         self.stream_names: FrozenSet[str] = frozenset()
         self.start_stream: Callable[[Request, int], None] = _no_stream
+        #: The client's session, when it has one: its idempotent calls run once (see sessions.py).
+        self.session: Optional[Session] = None
+        self._deliver = self.spawn_send
+
+    def bind(self, session: Optional[Session]) -> None:
+        """Serve ``session``'s idempotent calls; their answers reach this connection while it lasts."""
+        self.session = session
+        if session is not None:
+            session.attach(self._deliver)
 
     # ------------------------------------------------------------ admission
     def admit(self, msg: Any, size: int) -> None:
         """A call, a notification or a batch just read: start it, queue it, or refuse it."""
+        if self.session is not None and type(msg) is Request and is_idempotent_id(msg.id) and self._repeat(msg.id):
+            return
         budget = self.budget
         if budget.active < budget.max_active and not budget.deferred and budget.fits(size):
             budget.held += size
@@ -95,11 +107,29 @@ class HandlerRunner:
                 self.by_id[msg.id] = None  # queued: $/cancelRequest takes it out before it starts
             return
         if kind is Request:
+            if self.session is not None and is_idempotent_id(msg.id):
+                self.session.finished(msg.id, None)  # refused: it did not run, a repeat may run it
             self.refuse(msg.id, size)
         elif kind is Notification:
             self.overflow(msg, size)
         else:
             self.spawn(self._handle_batch(msg.items, True), units=0)
+
+    def _repeat(self, call_id: Any) -> bool:
+        """An idempotent call: True if it ran (or runs) already for this session, and is answered from there."""
+        session = self.session
+        assert session is not None
+        action, answer = session.admit(call_id)
+        if action == "run":
+            return False
+        if answer is not None:
+            self.spawn_send(answer)  # finished while the client was away, or its answer was lost
+        return True  # "wait": the running handler's answer comes through the session
+
+    def _never_ran(self, call_id: Any) -> None:
+        """A call that will not run after all: a repeat of it (if idempotent) may run it."""
+        if self.session is not None and is_idempotent_id(call_id):
+            self.session.finished(call_id, None)
 
     def overflow(self, msg: Notification, size: int) -> None:
         """A notification past the queue: it has no answer to refuse with.
@@ -172,6 +202,7 @@ class HandlerRunner:
             msg, size = deferred.popleft()
             if cancelled and type(msg) is Request and _hashable(msg.id) and self.was_cancelled(msg.id):
                 budget.held -= size  # cancelled while it waited: it never starts, nobody is answered
+                self._never_ran(msg.id)
                 continue
             self.start(msg, size)
         if budget.room is not None:
@@ -231,6 +262,7 @@ class HandlerRunner:
                         call_id = msg.id
                         if state.closed or (self.cancelled and _hashable(call_id) and self.was_cancelled(call_id)):
                             self._note_done(size)  # cancelled before it started, or nobody left to answer
+                            self._never_ran(call_id)
                             continue
                         coro = self._handle_request(msg)
                     else:
@@ -259,7 +291,11 @@ class HandlerRunner:
                     # This handler suspended: it keeps this task; the rest go on in a new run.
                     self._hand_off(run, i)
                     if type(msg) is Request:
-                        self.notes.discard(me)  # a call is cancelled at close; a notification runs to its end
+                        if self.session is not None and is_idempotent_id(call_id):
+                            # Runs on while its client is away: the session delivers its answer.
+                            self.session.tasks[call_id] = me
+                        else:
+                            self.notes.discard(me)  # a call is cancelled at close; a notification runs to its end
                         if _hashable(call_id) and call_id in by_id:
                             by_id[call_id] = me
                     try:
@@ -294,9 +330,16 @@ class HandlerRunner:
     async def _handle_request(self, req: Request) -> None:
         try:
             data = await self._invoke(req.method, req.params, req.id)
+        except BaseException:
+            if self.session is not None and is_idempotent_id(req.id):
+                self.session.finished(req.id, None)  # cancelled: a repeat runs it again
+            raise
         finally:
             if self.by_id:
                 self.by_id.pop(req.id, None)
+        if self.session is not None and is_idempotent_id(req.id):
+            self.session.finished(req.id, data)  # kept for a repeat, and sent to wherever the client is now
+            return
         if data is not None:
             budget = self.budget
             budget.sending += 1  # send_answer without its own coroutine: every call's path
@@ -307,6 +350,8 @@ class HandlerRunner:
     def cancel(self, call_id: Any) -> None:
         """The caller gave up on a call: cancel its handler, or keep it from starting (LSP's ``$/cancelRequest``)."""
         if not _hashable(call_id) or call_id not in self.by_id:
+            if self.session is not None and is_idempotent_id(call_id):
+                self.session.cancel(call_id)  # running for an earlier connection of this client
             return
         task = self.by_id.pop(call_id)
         if task is not None:
@@ -483,6 +528,11 @@ class HandlerRunner:
         """
         self.by_id.clear()
         self.cancelled.clear()
+        if self.session is not None:
+            self.session.detach(self._deliver)
+            for msg, _ in self.budget.deferred:
+                if type(msg) is Request:
+                    self._never_ran(msg.id)
         self.budget.deferred.clear()
         idle, self.idle = self.idle, None
         if idle is not None and not idle.done():

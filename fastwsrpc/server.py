@@ -59,6 +59,7 @@ from .methods import RpcMethodsBase
 from .native import _MAX_HANDSHAKE, CONNECTING, NativeWebSocket
 from .origin import origin_refusal
 from .service import RpcService
+from .sessions import SESSION_HEADER, SESSION_QUERY, Session
 from .transport import CLOSE_GOING_AWAY
 
 __all__ = ["HandshakeRequest", "WebSocketRpcServer", "run"]
@@ -420,10 +421,14 @@ class WebSocketRpcServer:
         service = target.service
         agreed = service.features & parse_features(request.headers.get(FEATURES_HEADER))
         response.headers[FEATURES_HEADER] = format_features(agreed, service.settings.max_pending_requests)
+        asked = info.query.get(SESSION_QUERY)
+        session, session_header = service.open_session(request.headers.get(SESSION_HEADER), asked)
+        if session_header is not None:
+            response.headers[SESSION_HEADER] = session_header
         if conn.transport is None or conn.transport.is_closing():
             return  # the client left while we decided
         conn.accepted(response, handshake)
-        await target._serve_channel(conn, info, name, agreed, self)
+        await target._serve_channel(conn, info, name, agreed, self, session, asked is not None)
 
     async def _serve_channel(
         self,
@@ -432,8 +437,10 @@ class WebSocketRpcServer:
         name: Any,
         agreed: Any,
         listener: WebSocketRpcServer,
+        session: Optional[Session] = None,
+        session_notice: bool = False,
     ) -> None:
-        """What ``WebSocketRpcEndpoint.main_loop`` does after ``accept``, on the native transport."""
+        """What the FastAPI endpoint does after ``accept``, on the native transport."""
         context: Dict[str, Any] = {**info.path_params, "websocket": conn, "request": info}
         if name is not None:
             context["client_id"] = name
@@ -446,6 +453,8 @@ class WebSocketRpcServer:
             identify_with=info,  # the HandshakeRequest here (a WebSocket on FastAPI)
             speedups=self.speedups,
             channels=listener._channels,
+            session=session,
+            session_notice=session_notice,
         )
 
 

@@ -18,7 +18,7 @@ channels.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, Union
 
 from .config import JSONRPC_SUBPROTOCOL, RpcBackpressureConfig, RpcConnectionConfig, RpcDebugConfig, RpcSettings
 from .errors import RpcDuplicateClientError
@@ -26,6 +26,7 @@ from .interceptors import RpcInterceptor, features_of
 from .logger import get_logger
 from .methods import RpcMethodsBase
 from .origin import normalize_allowed_origins
+from .sessions import DEFAULT_SESSION_TTL, SESSION_NOTICE, Session, SessionStore
 from .topics import DEFAULT_TOPIC_QUEUE, TopicHub
 from .transport import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, Transport
 
@@ -72,6 +73,7 @@ class RpcService:
         on_slow: str = "disconnect",
         interceptors: Sequence[RpcInterceptor] = (),
         allowed_origins: Union[str, Sequence[str], None] = None,
+        session_ttl: Optional[float] = DEFAULT_SESSION_TTL,
         **limits: Any,
     ) -> None:
         #: Origins whose pages may connect besides the server's own (see :mod:`fastwsrpc.origin`).
@@ -116,6 +118,18 @@ class RpcService:
             offered = connection_config.websocket.subprotocols if connection_config is not None else None
             subprotocols = offered or (JSONRPC_SUBPROTOCOL,)
         self.subprotocols = tuple(subprotocols)
+        #: Sessions of clients that asked for one, kept ``session_ttl`` seconds after they leave.
+        self.sessions = SessionStore(session_ttl)
+
+    def open_session(self, header: Optional[str], query: Optional[str]) -> Tuple[Optional[Session], Optional[str]]:
+        """The session a handshake asked for (header, or the query parameter browsers use), and the header to answer.
+
+        ``(None, None)``: no session (none asked for, or ``session_ttl=None``).
+        """
+        session, resumed = self.sessions.open(header or query)
+        if session is None:
+            return None, None
+        return session, f"{session.id}; resumed={int(resumed)}"
 
     async def publish(self, topic: str, data: Any = None) -> None:
         """Send ``data`` to every subscriber of ``topic``: on every node when a broker is set, each once."""
@@ -132,13 +146,17 @@ class RpcService:
         identify_with: Any,
         speedups: Any = None,
         channels: Optional[Set[RpcChannel]] = None,
+        session: Optional[Session] = None,
+        session_notice: bool = False,
     ) -> None:
         """Build the channel for an accepted connection, register it, read until it ends, release it.
 
         ``name`` is the client id the route gave (``{client_id}``) or the
         authenticator returned; without one, ``identify(identify_with)`` names
         it, and failing that the channel's id. ``channels`` is the native
-        server's set of open channels (for drain and shutdown).
+        server's set of open channels (for drain and shutdown). ``session``: the
+        client's (see :mod:`fastwsrpc.sessions`); ``session_notice``: tell it in a
+        first message ``$/session`` too (browsers cannot read handshake headers).
         """
         from .channel import RpcChannel
 
@@ -155,6 +173,7 @@ class RpcService:
             interceptors=self.interceptors,
             peer_features=agreed,
             speedups=speedups,
+            session=session,
         )
         cluster = self.cluster
         attaching = False
@@ -176,6 +195,9 @@ class RpcService:
                 return
             if channels is not None:
                 channels.add(channel)
+            if session is not None and session_notice:
+                ttl = self.sessions.ttl
+                await channel.notify(SESSION_NOTICE, {"id": session.id, "resumed": session.resumed, "ttl": ttl})
             await channel.on_connect()
             await channel.run()
             ended_cleanly = True
