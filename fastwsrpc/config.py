@@ -8,9 +8,10 @@ keepalive config accepts ``max_failures`` as well as 1.2's
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_PENDING_REQUESTS = 1000
@@ -339,6 +340,7 @@ class RpcSettings:
         backpressure: Optional[RpcBackpressureConfig] = None,
         debug: Optional[RpcDebugConfig] = None,
         owner: str = "RpcSettings",
+        suggest: Iterable[str] = (),
         **overrides: Any,
     ) -> RpcSettings:
         """Merge, lowest first: ``base`` (or the defaults), the config objects, then keywords.
@@ -350,7 +352,12 @@ class RpcSettings:
         known = _SETTING_NAMES
         for name in overrides:
             if name not in known:
-                raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}")
+                raise TypeError(
+                    f"{owner}() got an unexpected keyword argument {name!r}{did_you_mean(name, [*known, *suggest])}"
+                )
+        for name, value in overrides.items():
+            if value is not None:
+                _check_type(owner, name, value)
         values: Dict[str, Any] = {}
         if connection is not None:
             values.update(
@@ -380,3 +387,40 @@ class RpcSettings:
 
 
 _SETTING_NAMES = frozenset(f.name for f in fields(RpcSettings))
+#: What each setting must be: its type is checked where the user gave it, naming the class they built.
+_INT_SETTINGS = frozenset(
+    {
+        "max_message_size",
+        "max_pending_requests",
+        "max_send_queue_size",
+        "max_batch_size",
+        "max_depth",
+        "max_queued_requests",
+        "max_connection_bytes",
+        "max_queued_calls",
+    }
+)
+_SECONDS_SETTINGS = frozenset(
+    {
+        "default_response_timeout",
+        "max_connection_duration",
+        "idle_timeout",
+        "message_receive_timeout",
+        "send_timeout",
+        "promise_ttl",
+    }
+)
+
+
+def _check_type(owner: str, name: str, value: Any) -> None:
+    """A limit of the wrong type fails here, naming it, not deep inside at the first comparison."""
+    if name in _INT_SETTINGS and (type(value) is bool or not isinstance(value, int)):
+        raise TypeError(f"{owner}(): {name} must be an int, got {value!r}")
+    if name in _SECONDS_SETTINGS and (type(value) is bool or not isinstance(value, (int, float))):
+        raise TypeError(f"{owner}(): {name} must be a number of seconds (or None), got {value!r}")
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``candidates``, or nothing."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.7)
+    return f" (did you mean {close[0]!r}?)" if close else ""

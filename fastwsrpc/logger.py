@@ -4,8 +4,11 @@ or the ``WS_RPC_LOGGING`` environment variable (``NO_LOGS``, ``UVICORN``, ``SIMP
 
 All loggers live under the ``fastwsrpc`` logger, so the standard ``logging``
 configuration of an application can also override everything. With no
-configuration at all we print nothing (a ``NullHandler``); readable logs are one
-line away: ``logging.basicConfig(level=logging.INFO, format="%(asctime)s
+configuration at all (no handler on the root logger, no mode chosen) warnings
+and errors still reach stderr, with their tracebacks: a method that crashes,
+a client that cannot connect, must never pass in silence. Once the application
+configures logging, that fallback steps aside. Readable logs are one line away:
+``logging.basicConfig(level=logging.INFO, format="%(asctime)s
 %(levelname)s %(name)s: %(message)s")``, or ``WS_RPC_LOGGING=UVICORN``. The per-message
 path logs only behind ``isEnabledFor`` checks, so no string is built unless
 debug logging is on.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from enum import Enum
 from typing import Optional
 
@@ -84,10 +88,29 @@ class LoggingConfig:
 
 logging_config = LoggingConfig()
 
-# A library's good manners: no output of ours unless the application configures
-# logging (or picks a mode above). Without this, Python's last-resort handler
-# would print our warnings bare, with no level, time or source.
-logging.getLogger(ROOT_LOGGER).addHandler(logging.NullHandler())
+
+class _Fallback(logging.StreamHandler):  # type: ignore[type-arg]
+    """Our warnings and errors on stderr while the application has configured no logging at all.
+
+    Python's own last resort would do that without level or source, and a
+    ``NullHandler`` (the usual advice for libraries) hid the traceback of a
+    crashing method on every server but the CLI's: uvicorn configures its
+    own loggers, not the root one. This prints only while the root logger has
+    no handler, so an application's configuration always wins.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setLevel(logging.WARNING)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers and logging_config._mode in (None, LoggingModes.SIMPLE):
+            self.stream = sys.stderr  # the stderr of now (tests and daemons replace it)
+            super().emit(record)
+
+
+logging.getLogger(ROOT_LOGGER).addHandler(_Fallback())
 
 
 def get_logger(name: str) -> logging.Logger:

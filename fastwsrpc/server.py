@@ -29,6 +29,7 @@ import asyncio
 import dataclasses
 import re
 import ssl as _ssl
+import sys
 from contextlib import asynccontextmanager
 from typing import (
     Any,
@@ -216,7 +217,7 @@ class WebSocketRpcServer:
         **endpoint_kwargs: Any,
     ) -> None:
         #: Everything but the socket, shared with the FastAPI endpoint (:class:`~fastwsrpc.service.RpcService`).
-        self.service = RpcService("WebSocketRpcServer", methods, **endpoint_kwargs)
+        self.service = RpcService("WebSocketRpcServer", methods, suggest=_SERVER_NAMES, **endpoint_kwargs)
         self.authenticate = authenticate
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -458,6 +459,10 @@ class WebSocketRpcServer:
         )
 
 
+#: The server's own keywords, for "did you mean" on a misspelt one.
+_SERVER_NAMES = ("authenticate", "ping_interval", "ping_timeout", "open_timeout", "close_timeout", "routes", "speedups")
+
+
 async def _quiet(awaitable: Awaitable[Any]) -> None:
     try:
         await awaitable
@@ -481,7 +486,15 @@ def run(
 
     async def main() -> None:
         server = WebSocketRpcServer(methods, **server_kwargs)
-        await server.serve(host, port, path, ssl)
+        async with server.listen(host, port, path, ssl):
+            for sock in server.sockets:
+                address = sock.getsockname()
+                # A program's own entry point says where it is, whatever logging says.
+                print(
+                    f"fastwsrpc: serving on ws{'s' if ssl else ''}://{address[0]}:{address[1]}{path}", file=sys.stderr
+                )
+            assert server._stop is not None
+            await server._stop.wait()
 
     try:
         import uvloop

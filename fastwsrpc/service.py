@@ -74,8 +74,15 @@ class RpcService:
         interceptors: Sequence[RpcInterceptor] = (),
         allowed_origins: Union[str, Sequence[str], None] = None,
         session_ttl: Optional[float] = DEFAULT_SESSION_TTL,
+        suggest: Sequence[str] = (),
         **limits: Any,
     ) -> None:
+        if isinstance(methods, type):
+            raise TypeError(
+                f"{owner}() takes an instance of your methods class: {owner}({methods.__name__}()), not the class"
+            )
+        if methods is not None and not isinstance(methods, RpcMethodsBase):
+            raise TypeError(f"{owner}(): methods must be an RpcMethodsBase instance, got {type(methods).__name__}")
         #: Origins whose pages may connect besides the server's own (see :mod:`fastwsrpc.origin`).
         self.allowed_origins = normalize_allowed_origins(allowed_origins)
         self.methods = methods if methods is not None else RpcMethodsBase()
@@ -95,6 +102,7 @@ class RpcService:
             backpressure=backpressure_config,
             debug=None if debug_mode is None else RpcDebugConfig(debug_mode=debug_mode),
             owner=owner,
+            suggest=[*_SERVICE_NAMES, *suggest],
             discovery=None if discovery else False,
             raise_on_error=None if raise_on_error else False,
             **limits,
@@ -218,6 +226,14 @@ class RpcService:
                     await cluster.detach(client_id, channel)
                 except Exception:  # the broker's trouble: the registration expires with its TTL
                     logger.exception("could not detach client %r from the cluster", client_id)
+
+
+#: The service's own keywords, for "did you mean" on a misspelt one.
+_SERVICE_NAMES = tuple(
+    name
+    for name in inspect.signature(RpcService.__init__).parameters
+    if name not in ("self", "owner", "limits", "suggest")
+)
 
 
 async def _quiet_close(channel: RpcChannel) -> None:
