@@ -135,6 +135,14 @@ class StarletteTransport:
         return isinstance(reader, asyncio.StreamReader) and bool(getattr(reader, "_buffer", None))
 
 
+async def _deny(websocket: WebSocket, status: int, text: str) -> None:
+    """Refuse a handshake with an HTTP status and a reason (a bare 403 where the server cannot say more)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(PlainTextResponse(text + "\n", status_code=status))
+    else:  # a server without the denial extension answers a close before accept with a bare 403
+        await websocket.close(CLOSE_POLICY_VIOLATION)
+
+
 class ConnectionManager:
     """Keeps the list of open connections (as ``fastapi-ws-rpc`` does)."""
 
@@ -312,10 +320,10 @@ class WebSocketRpcEndpoint:
         if refusal is not None:
             peer = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "?"
             logger.info("refused %s at %s with HTTP 403: %s", peer, websocket.url.path, refusal)
-            if "websocket.http.response" in websocket.scope.get("extensions", {}):
-                await websocket.send_denial_response(PlainTextResponse(refusal + "\n", status_code=403))
-            else:  # a server without the denial extension answers a close before accept with a bare 403
-                await websocket.close(CLOSE_POLICY_VIOLATION)
+            await _deny(websocket, 403, refusal)
+            return
+        if self.service.draining:
+            await _deny(websocket, 503, "draining: this server is restarting, try another")
             return
         subprotocol = self._choose_subprotocol(websocket)
         # Features both sides understand (say "meta" for trace context) are agreed in the handshake.
@@ -351,6 +359,19 @@ class WebSocketRpcEndpoint:
             )
         finally:
             self.manager.disconnect(websocket)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Drain for a deploy: refuse new connections (HTTP 503), let calls in flight finish, then
+        close every connection with 1012, spread over ``timeout`` (see :meth:`RpcService.drain`).
+
+        Point your health route at :attr:`draining` so the load balancer stops sending clients here.
+        """
+        await self.service.drain(timeout)
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` has begun: answer 503 on your health route while it is true."""
+        return self.service.draining
 
     async def publish(self, topic: str, data: Any = None) -> None:
         """Send ``data`` to every subscriber of ``topic``: on every node when a broker is set, each once.

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import signal
 import ssl as _ssl
 import sys
 from contextlib import asynccontextmanager
@@ -214,6 +215,7 @@ class WebSocketRpcServer:
         close_timeout: float = 10.0,
         routes: Optional[Mapping[str, WebSocketRpcServer]] = None,
         speedups: Any = None,
+        health_path: str = "/healthz",
         **endpoint_kwargs: Any,
     ) -> None:
         #: Everything but the socket, shared with the FastAPI endpoint (:class:`~fastwsrpc.service.RpcService`).
@@ -224,6 +226,8 @@ class WebSocketRpcServer:
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
         self.speedups = speedups
+        #: A plain GET here answers 200 "ok", or 503 while draining (for load balancers).
+        self.health_path = health_path
         self._routes: List[_Route] = [_Route(path, srv) for path, srv in (routes or {}).items()]
         self._server: Any = None  # asyncio's Server (its type is not public before Python 3.12)
         self._tasks: Set[asyncio.Task[None]] = set()
@@ -322,6 +326,22 @@ class WebSocketRpcServer:
             assert self._stop is not None
             await self._stop.wait()
 
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Drain for a deploy: refuse new connections (HTTP 503; the health route says 503 too),
+        let calls in flight finish, then close every connection with 1012, spread over ``timeout``.
+
+        The listener stays open (a load balancer reads the health route) until :meth:`close`.
+        """
+        others = {route.server for route in self._routes} - {self}
+        for server in (self, *others):
+            server.service.draining = True
+        await asyncio.gather(self.service.drain(timeout), *(server.service.drain(timeout) for server in others))
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` has begun (new connections are refused)."""
+        return self.service.draining
+
     def close(self) -> None:
         """Stop serving: ``serve`` returns once every connection is closed."""
         if self._stop is not None:
@@ -381,6 +401,13 @@ class WebSocketRpcServer:
             return None
 
         handshake = ServerProtocol(select_subprotocol=choose, max_size=None)
+        if path == self.health_path and "upgrade" not in request.headers.get("Connection", "").lower():
+            health = (503, "draining\n") if self.service.draining else (200, "ok\n")
+            conn.refused(handshake.reject(*health), handshake)
+            return
+        if target.service.draining:
+            conn.refused(handshake.reject(503, "draining: this server is restarting, try another\n"), handshake)
+            return
         if found is None:
             conn.refused(handshake.reject(404, f"no WebSocket endpoint at {path}\n"), handshake)
             return
@@ -459,8 +486,40 @@ class WebSocketRpcServer:
         )
 
 
+def drain_on_sigterm(server: WebSocketRpcServer, timeout: float) -> None:
+    """On SIGTERM: drain ``server`` over ``timeout`` seconds, then close it (POSIX; elsewhere nothing)."""
+    loop = asyncio.get_running_loop()
+
+    async def drain_then_close() -> None:
+        logger.warning("SIGTERM: draining for up to %.3g s, then stopping", timeout)
+        try:
+            await server.drain(timeout)
+        finally:
+            server.close()
+
+    def on_sigterm() -> None:
+        if not server.draining:
+            task = loop.create_task(drain_then_close())
+            server._tasks.add(task)
+            task.add_done_callback(server._tasks.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - Windows, or not the main thread
+        pass
+
+
 #: The server's own keywords, for "did you mean" on a misspelt one.
-_SERVER_NAMES = ("authenticate", "ping_interval", "ping_timeout", "open_timeout", "close_timeout", "routes", "speedups")
+_SERVER_NAMES = (
+    "authenticate",
+    "ping_interval",
+    "ping_timeout",
+    "open_timeout",
+    "close_timeout",
+    "routes",
+    "speedups",
+    "health_path",
+)
 
 
 async def _quiet(awaitable: Awaitable[Any]) -> None:
@@ -477,9 +536,13 @@ def run(
     *,
     path: str = "/ws",
     ssl: Optional[_ssl.SSLContext] = None,
+    drain_timeout: float = 30.0,
     **server_kwargs: Any,
 ) -> None:
     """Serve ``methods`` until interrupted (Ctrl-C), on uvloop when it is installed.
+
+    SIGTERM drains (see :meth:`WebSocketRpcServer.drain`, over ``drain_timeout``
+    seconds), then stops: a rolling restart drops no call.
 
     ``server_kwargs`` are :class:`WebSocketRpcServer`'s (hence the endpoint's).
     """
@@ -493,6 +556,7 @@ def run(
                 print(
                     f"fastwsrpc: serving on ws{'s' if ssl else ''}://{address[0]}:{address[1]}{path}", file=sys.stderr
                 )
+            drain_on_sigterm(server, drain_timeout)
             assert server._stop is not None
             await server._stop.wait()
 

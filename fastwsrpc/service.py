@@ -17,6 +17,7 @@ channels.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, Union
 
@@ -28,13 +29,16 @@ from .methods import RpcMethodsBase
 from .origin import normalize_allowed_origins
 from .sessions import DEFAULT_SESSION_TTL, SESSION_NOTICE, Session, SessionStore
 from .topics import DEFAULT_TOPIC_QUEUE, TopicHub
-from .transport import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, Transport
+from .transport import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_SERVICE_RESTART, Transport
 
 if TYPE_CHECKING:
     from .channel import RpcChannel
     from .cluster import Cluster
 
 logger = get_logger("endpoint")
+
+#: How often a drain looks again at a connection's running calls (seconds).
+_DRAIN_POLL = 0.02
 
 
 class RpcService:
@@ -128,6 +132,38 @@ class RpcService:
         self.subprotocols = tuple(subprotocols)
         #: Sessions of clients that asked for one, kept ``session_ttl`` seconds after they leave.
         self.sessions = SessionStore(session_ttl)
+        #: The channels this service serves now.
+        self.channels: Set[RpcChannel] = set()
+        #: Set by :meth:`drain`: new connections are refused (HTTP 503), health routes say so.
+        self.draining = False
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Stop taking connections, let calls in flight finish, then close each connection with 1012.
+
+        The closes are spread over the ``timeout`` window (connection *i* of *n*
+        no sooner than ``timeout * i / n`` seconds in), so that clients do not
+        all come back in the same second; each waits for its running calls
+        until then, but not past the window. 1012 is "service restart": our
+        clients reconnect (to the next URL they know), with their sessions.
+        """
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        targets = sorted(self.channels, key=lambda ch: ch.id)
+        count = len(targets)
+        if count:
+            logger.info("draining %d connections over %.3g s", count, timeout)
+
+        async def close_one(index: int, channel: RpcChannel) -> None:
+            delay = start + timeout * index / count - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # its turn in the window
+            while channel.running_count and not channel.is_closed() and loop.time() < start + timeout:
+                await asyncio.sleep(_DRAIN_POLL)  # calls in flight finish first
+            if not channel.is_closed():
+                await _quiet_close(channel, CLOSE_SERVICE_RESTART, "service restart")
+
+        await asyncio.gather(*(close_one(i, ch) for i, ch in enumerate(targets)), return_exceptions=True)
 
     def open_session(self, header: Optional[str], query: Optional[str]) -> Tuple[Optional[Session], Optional[str]]:
         """The session a handshake asked for (header, or the query parameter browsers use), and the header to answer.
@@ -201,6 +237,7 @@ class RpcService:
                 await channel.close(CLOSE_POLICY_VIOLATION, "client id already connected")
                 ended_cleanly = True
                 return
+            self.channels.add(channel)
             if channels is not None:
                 channels.add(channel)
             if session is not None and session_notice:
@@ -210,6 +247,7 @@ class RpcService:
             await channel.run()
             ended_cleanly = True
         finally:
+            self.channels.discard(channel)
             if channels is not None:
                 channels.discard(channel)
             if not channel.is_closed():
@@ -236,8 +274,8 @@ _SERVICE_NAMES = tuple(
 )
 
 
-async def _quiet_close(channel: RpcChannel) -> None:
+async def _quiet_close(channel: RpcChannel, code: int = CLOSE_INTERNAL_ERROR, reason: str = "internal error") -> None:
     try:
-        await channel.close(CLOSE_INTERNAL_ERROR, "internal error")
+        await channel.close(code, reason)
     except BaseException:  # the socket is gone, or we are being cancelled: the channel is closed all the same
-        channel.abort("internal error")
+        channel.abort(reason)

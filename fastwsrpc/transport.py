@@ -29,6 +29,8 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
+#: The server restarts (a deploy): come back, to another node if you know one.
+CLOSE_SERVICE_RESTART = 1012
 
 
 class TransportClosed(RpcError):
