@@ -110,7 +110,7 @@ class RpcChannel(ChannelApi):
         builtins = None
         if topics is not None:
             hub = topics
-            builtins = {SUBSCRIBE: lambda topics, on_slow=None: hub.subscribe(self, topics, on_slow)}
+            builtins = {SUBSCRIBE: lambda topics, on_slow=None, since=None: hub.subscribe(self, topics, on_slow, since)}
         self._intercepted = bool(interceptors)
         self._dispatcher = Dispatcher(
             self.methods, s.discovery, s.debug_mode, self._callbacks.internal_error, builtins, interceptors, self,

@@ -208,6 +208,8 @@ class WebSocketRpcEndpoint:
         cluster: Any = None,
         topic_queue_size: int = DEFAULT_TOPIC_QUEUE,
         on_slow: str = "disconnect",
+        topic_history: int = 0,
+        topic_history_ttl: Optional[float] = None,
         interceptors: Sequence[RpcInterceptor] = (),
         allowed_origins: Union[str, Sequence[str], None] = None,
         session_ttl: Optional[float] = DEFAULT_SESSION_TTL,
@@ -236,6 +238,8 @@ class WebSocketRpcEndpoint:
             cluster=cluster,
             topic_queue_size=topic_queue_size,
             on_slow=on_slow,
+            topic_history=topic_history,
+            topic_history_ttl=topic_history_ttl,
             interceptors=interceptors,
             allowed_origins=allowed_origins,
             session_ttl=session_ttl,
@@ -373,13 +377,13 @@ class WebSocketRpcEndpoint:
         """Whether :meth:`drain` has begun: answer 503 on your health route while it is true."""
         return self.service.draining
 
-    async def publish(self, topic: str, data: Any = None) -> None:
+    async def publish(self, topic: str, data: Any = None) -> Optional[Tuple[str, int]]:
         """Send ``data`` to every subscriber of ``topic``: on every node when a broker is set, each once.
 
         A subscriber that cannot keep up meets the endpoint's ``on_slow``
         policy (or the one it asked for): it is never buffered without bound.
         """
-        await self.service.publish(topic, data)
+        return await self.service.publish(topic, data)
 
     def register_route(self, router: Any, path: str = "/ws", dependencies: Optional[Sequence[Any]] = None) -> None:
         """Add this endpoint as a WebSocket route of ``router`` (a FastAPI app or APIRouter)."""

@@ -274,9 +274,9 @@ class WebSocketRpcServer:
         """The open connections' channels."""
         return set(self._channels)
 
-    async def publish(self, topic: str, data: Any = None) -> None:
+    async def publish(self, topic: str, data: Any = None) -> Optional[Tuple[str, int]]:
         """Send ``data`` to every subscriber of ``topic`` (see :meth:`WebSocketRpcEndpoint.publish`)."""
-        await self.service.publish(topic, data)
+        return await self.service.publish(topic, data)
 
     def route(self, path: str, server: WebSocketRpcServer) -> None:
         """Serve ``server``'s methods at ``path`` (a template such as ``"/rooms/{room}"``) on this listener."""

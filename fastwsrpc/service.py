@@ -75,6 +75,8 @@ class RpcService:
         cluster: Any = None,
         topic_queue_size: int = DEFAULT_TOPIC_QUEUE,
         on_slow: str = "disconnect",
+        topic_history: int = 0,
+        topic_history_ttl: Optional[float] = None,
         interceptors: Sequence[RpcInterceptor] = (),
         allowed_origins: Union[str, Sequence[str], None] = None,
         session_ttl: Optional[float] = DEFAULT_SESSION_TTL,
@@ -121,8 +123,10 @@ class RpcService:
         #: Features our interceptors need; agreed with each client in the handshake.
         self.features: FrozenSet[str] = features_of(self.interceptors)
         #: Topics clients subscribe to (``client.subscribe(...)``); ``publish`` feeds them.
-        self.topics = TopicHub(queue_size=topic_queue_size, on_slow=on_slow)
-        self.cluster.on_topic = self.topics.publish_local
+        self.topics = TopicHub(
+            queue_size=topic_queue_size, on_slow=on_slow, history=topic_history, history_ttl=topic_history_ttl
+        )
+        self.topics.attach(self.cluster)
         #: How a connection is named in the cluster when the route has no ``{client_id}``
         #: (may be async); ``None``: the channel's id.
         self.identify = identify
@@ -175,9 +179,12 @@ class RpcService:
             return None, None
         return session, f"{session.id}; resumed={int(resumed)}"
 
-    async def publish(self, topic: str, data: Any = None) -> None:
-        """Send ``data`` to every subscriber of ``topic``: on every node when a broker is set, each once."""
-        await self.cluster.publish_topic(topic, data)
+    async def publish(self, topic: str, data: Any = None) -> Optional[Tuple[str, int]]:
+        """Send ``data`` to every subscriber of ``topic``: on every node when a broker is set, each once.
+
+        With topic history on, returns the publication's ``(epoch, offset)``.
+        """
+        return await self.cluster.publish_topic(topic, data)
 
     async def serve(
         self,

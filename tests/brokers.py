@@ -171,7 +171,9 @@ class NatsServer(BrokerServer):
         return f"nats://127.0.0.1:{self.port}"
 
     def command(self) -> List[str]:
-        return [self.path, "-a", "127.0.0.1", "-p", str(self.port)]
+        # JetStream on (topic history), its store in the server's directory: a restart
+        # on the same port keeps the history, as a real deployment's would.
+        return [self.path, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", os.path.join(self.dir, "js")]
 
     def ready(self, sock: socket.socket) -> bool:
         return sock.recv(4096).startswith(b"INFO ")

@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable, Collection, Dict, List, Mapping, Op
 import msgspec
 
 from ..errors import RpcBrokerUnavailableError, RpcChannelClosedError, RpcTimeoutError
+from ..topics import HistoryPolicy, HistorySlice, Position
 
 try:
     from typing import Protocol
@@ -32,6 +33,7 @@ except ImportError:  # pragma: no cover - Python < 3.8
 __all__ = [
     "Broker",
     "Head",
+    "HistoryBroker",
     "MessageHandler",
     "NotifyHandler",
     "PendingReplies",
@@ -78,6 +80,8 @@ class Head(msgspec.Struct, omit_defaults=True, gc=False):
     * ``f`` and ``i``: the calling node and its number for the call (to cancel it).
     * ``s`` and ``m``: in a reply, the status (``ok`` means the body is the JSON-RPC
       response; anything else is a routing failure) and a message.
+    * ``e`` and ``o``: in a ``topic`` message with history, the publication's epoch
+      and offset (absent otherwise, so a node without history reads it as before).
     """
 
     op: str = ""
@@ -88,6 +92,8 @@ class Head(msgspec.Struct, omit_defaults=True, gc=False):
     i: int = 0
     s: str = ""
     m: str = ""
+    e: str = ""
+    o: int = 0
 
 
 _head_encoder = msgspec.json.Encoder()
@@ -169,6 +175,34 @@ class Broker(Protocol):
 
     async def check_peers(self) -> None:
         """Fail requests waiting on nodes that are gone (called every heartbeat)."""
+
+
+class HistoryBroker(Protocol):
+    """What a broker adds to keep topic history (LocalBroker, RedisBroker and NatsBroker do).
+
+    The broker, not the nodes, numbers the publications of a topic, so that every
+    node agrees on them: it stores the publication and delivers it to every node
+    (as a ``topic`` message whose header carries ``e`` and ``o``) in offset order.
+    """
+
+    def enable_history(self, policy: HistoryPolicy) -> None:
+        """Keep the last ``policy.size`` publications of every topic, each at most
+        ``policy.ttl`` seconds; called once, before or after ``start``."""
+
+    async def publish_history(self, topic: str, body: bytes) -> Position:
+        """Store ``body`` (JSON) as ``topic``'s next publication and deliver it to every
+        node's ``on_message``; its ``(epoch, offset)``. Raises
+        ``RpcBrokerUnavailableError`` when the engine cannot be reached."""
+
+    async def read_history(self, topic: str, since: Optional[Position]) -> HistorySlice:
+        """``topic``'s current epoch and newest offset, and the publications after
+        ``since`` still held (see :class:`~fastwsrpc.topics.HistorySlice`). A topic
+        without history gets an epoch now, so that the position answered is one a
+        later loss would change. When it returns, the publications up to ``top``
+        should have reached this node's ``on_message`` already (a new subscriber
+        starts from the first one it was offered): LocalBroker delivers in the same
+        step, NATS waits for its live feed, Redis writes a ``PUBLISH`` to its
+        subscribers before it answers a later command."""
 
 
 class PendingReplies:

@@ -30,7 +30,7 @@ import asyncio
 import itertools
 import logging
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, cast
 
 import msgspec
 
@@ -48,7 +48,8 @@ from ..errors import (
     error_for_code,
 )
 from ..protocol import Response, encode_error, encode_notification, encode_request, encode_result
-from .base import Broker, Head, RpcNodeGoneError, join_frame, spawn, split_frame
+from ..topics import HistoryPolicy, HistorySlice, Position
+from .base import Broker, Head, HistoryBroker, RpcNodeGoneError, join_frame, spawn, split_frame
 from .local import LocalBroker
 
 logger = logging.getLogger("fastwsrpc.cluster")
@@ -128,8 +129,11 @@ class Cluster:
             raise ValueError(f"max_routed_calls must be > 0, got {max_routed_calls}")
         self.broker: Broker = broker if broker is not None else LocalBroker()
         self.on_duplicate = on_duplicate
-        #: Called with ``(topic, data)`` for every topic message on this node (the endpoint's TopicHub).
-        self.on_topic: Optional[Callable[[str, Any], Any]] = None
+        #: Called with ``(topic, data)`` for every topic message on this node (the endpoint's TopicHub),
+        #: and with ``(topic, data, epoch, offset)`` for a publication kept in the topic's history.
+        self.on_topic: Optional[Callable[..., Any]] = None
+        #: What every topic's history keeps (see :meth:`enable_topic_history`); ``None``: no history.
+        self.topic_history: Optional[HistoryPolicy] = None
         self.presence_ttl = float(presence_ttl)
         self.heartbeat_interval = float(heartbeat_interval)
         self.max_routed_calls = max_routed_calls
@@ -474,10 +478,40 @@ class Cluster:
         await self._ensure_started()
         await self.broker.publish(join_frame(Head(op="bcast", g=group), encode_notification(method, params)))
 
-    async def publish_topic(self, topic: str, data: Any = None) -> None:
-        """Offer ``data`` to the subscribers of ``topic`` on every node (each node's ``on_topic``)."""
+    def enable_topic_history(self, policy: HistoryPolicy) -> None:
+        """Keep every topic's last ``policy.size`` publications in the broker (``TopicHub.attach`` calls it).
+
+        Raises ``TypeError`` for a broker that keeps no history (one written
+        before history existed): a hub must not believe it can recover from one.
+        """
+        enable = getattr(self.broker, "enable_history", None)
+        if enable is None:
+            raise TypeError(
+                f"{type(self.broker).__name__} keeps no topic history (no enable_history): "
+                "use LocalBroker, RedisBroker or NatsBroker, or topic_history=0"
+            )
+        enable(policy)
+        self.topic_history = policy
+
+    async def publish_topic(self, topic: str, data: Any = None) -> Optional[Position]:
+        """Offer ``data`` to the subscribers of ``topic`` on every node (each node's ``on_topic``).
+
+        With history on, the broker numbers it first (so that every node agrees on
+        its offset) and the answer is its ``(epoch, offset)``; else ``None``.
+        """
         await self._ensure_started()
-        await self.broker.publish(join_frame(Head(op="topic", g=topic), msgspec.json.encode(data)))
+        body = msgspec.json.encode(data)
+        if self.topic_history is None:
+            await self.broker.publish(join_frame(Head(op="topic", g=topic), body))
+            return None
+        return await cast(HistoryBroker, self.broker).publish_history(topic, body)
+
+    async def read_topic_history(self, topic: str, since: Optional[Position]) -> HistorySlice:
+        """``topic``'s position and the publications after ``since`` its history still holds."""
+        if self.topic_history is None:
+            raise RuntimeError("topic history is off on this cluster (see enable_topic_history)")
+        await self._ensure_started()
+        return await cast(HistoryBroker, self.broker).read_history(topic, since)
 
     async def join(self, client_id: str, group: str) -> None:
         """Add the connection ``client_id`` (on any node) to ``group``.
@@ -606,7 +640,10 @@ class Cluster:
             on_topic = self.on_topic
             if on_topic is not None and head.g is not None:
                 try:
-                    on_topic(head.g, msgspec.json.decode(body))
+                    if head.e:
+                        on_topic(head.g, msgspec.json.decode(body), head.e, head.o)
+                    else:
+                        on_topic(head.g, msgspec.json.decode(body))
                 except msgspec.DecodeError:
                     logger.warning("cluster node %s: malformed topic message dropped", self.node_id)
             return

@@ -17,6 +17,7 @@ import logging
 from typing import Any, Collection, Dict, List, Mapping, Optional, Set, Tuple
 
 from ..errors import RpcBrokerUnavailableError, RpcTimeoutError
+from ..topics import HistoryPolicy, HistorySlice, MemoryHistory, Position
 from .base import Head, MessageHandler, NotifyHandler, RequestHandler, RpcNodeGoneError, join_frame, spawn
 
 logger = logging.getLogger("fastwsrpc.cluster")
@@ -34,7 +35,9 @@ class _Node:
 
 
 class LocalHub:
-    """The shared state of in-process nodes: who listens, who is connected where, groups."""
+    """The shared state of in-process nodes: who listens, who is connected where, groups,
+    and topic history (one history for all its nodes, as Redis or NATS would hold it;
+    a new hub, as after a restart, has new epochs)."""
 
     _named: Dict[str, LocalHub] = {}
 
@@ -42,6 +45,7 @@ class LocalHub:
         self.nodes: Dict[str, _Node] = {}
         self.presence: Dict[str, Tuple[str, float]] = {}
         self.groups: Dict[str, Dict[str, str]] = {}
+        self.history = MemoryHistory()
 
     @classmethod
     def named(cls, name: str) -> LocalHub:
@@ -70,6 +74,7 @@ class LocalBroker:
         self.hub = hub if hub is not None else LocalHub()
         self.node_id = ""
         self._started = False
+        self._history: Optional[HistoryPolicy] = None
 
     def __repr__(self) -> str:
         return f"LocalBroker(node={self.node_id or None})"
@@ -139,6 +144,28 @@ class LocalBroker:
         self._check()
         for node in list(self.hub.nodes.values()):
             node.on_message(data)
+
+    def enable_history(self, policy: HistoryPolicy) -> None:
+        self._history = policy
+
+    def _policy(self) -> HistoryPolicy:
+        if self._history is None:
+            raise RuntimeError("topic history is not enabled on this broker (see Cluster.enable_topic_history)")
+        return self._history
+
+    async def publish_history(self, topic: str, body: bytes) -> Position:
+        """Number and keep the publication, then hand it to every node, in the same step:
+        nothing can come between, so every node sees a topic's offsets in order."""
+        self._check()
+        epoch, offset = self.hub.history.append(topic, body, self._policy(), self._now())
+        frame = join_frame(Head(op="topic", g=topic, e=epoch, o=offset), body)
+        for node in list(self.hub.nodes.values()):
+            node.on_message(frame)
+        return epoch, offset
+
+    async def read_history(self, topic: str, since: Optional[Position]) -> HistorySlice:
+        self._check()
+        return self.hub.history.read(topic, since, self._policy(), self._now())
 
     async def register(self, client_id: str, node_id: str, ttl: float) -> Optional[str]:
         self._check()

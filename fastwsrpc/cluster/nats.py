@@ -20,17 +20,41 @@ When the connection drops, every request waiting for a reply fails with
 ``RpcBrokerUnavailableError`` (its reply could be lost); the broker reconnects with
 tenacity (exponential backoff with jitter), subscribes again and the cluster
 re-announces its clients.
+
+Topic history (only when enabled; it needs JetStream, ``nats-server -js``): one
+stream ``{ns}_topics`` on the subjects ``{ns}.topic.>``, one subject per topic
+(``{ns}.topic.<topic>`` when the topic is made of ``[A-Za-z0-9_-]`` tokens joined by
+dots, else ``{ns}.topic.~.<base64url>``), ``max_msgs_per_subject`` = N and
+``max_age`` = the TTL. Each message carries its topic's epoch and offset in the
+headers ``Fastwsrpc-Epoch`` and ``Fastwsrpc-Offset``. JetStream numbers messages per
+stream, not per subject, so the offset is assigned by the publisher with optimistic
+concurrency: it publishes offset n+1 with ``Nats-Expected-Last-Subject-Sequence`` set
+to the stream sequence of offset n, and if another node got there first, the server
+refuses it and the publisher reads the subject's last message and tries again. The
+epoch lives in those headers too: a topic whose messages all expired (or a stream that
+was lost) starts a new epoch; a read of a topic with no message stores an epoch
+marker (offset 0, no data) so that the position answered is a real one.
+
+Every node follows the whole stream with one ordered push consumer, which delivers a
+topic's publications in stream order (so in offset order); after a reconnect it
+resumes after the last stream sequence it saw, so an outage loses no publication.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import logging
-from typing import Any, Collection, Dict, List, Mapping, Optional, Set
+import random
+import re
+from collections import OrderedDict
+from typing import Any, AsyncIterator, Collection, Dict, List, Mapping, Optional, Set, Tuple
 
 import msgspec
 
 from ..errors import RpcBrokerUnavailableError, RpcMessageTooLargeError, RpcTimeoutError
+from ..topics import HistoryPolicy, HistorySlice, Position, new_epoch
 from .base import (
     Head,
     MessageHandler,
@@ -51,6 +75,44 @@ __all__ = ["NatsBroker"]
 #: Full-state announcements are split into messages of about this size (NATS'
 #: default max_payload is 1 MiB).
 _STATE_CHUNK_BYTES = 256 * 1024
+
+
+#: Headers of a history message: its topic's epoch and its offset (0: an epoch marker).
+_EPOCH = "Fastwsrpc-Epoch"
+_OFFSET = "Fastwsrpc-Offset"
+_EXPECT = "Nats-Expected-Last-Subject-Sequence"
+#: JetStream's error code for a failed Nats-Expected-Last-Subject-Sequence.
+_WRONG_LAST_SEQUENCE = 10071
+#: JetStream's error code for a stream that does not exist.
+_STREAM_NOT_FOUND = 10059
+#: Attempts at an offset before a publication gives up (each lost to another node's publication).
+_CAS_ATTEMPTS = 200
+#: Topics whose last stream sequence a node remembers (an optimisation: the server checks anyway).
+_TOPS_CACHE = 10_000
+#: Topics that map to a subject as they are (dot-separated tokens of these characters).
+_PLAIN_TOPIC = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+
+
+class _TopicLocks:
+    """One lock per topic while it is held or awaited, then forgotten: a node numbers
+    its own publications of a topic one at a time (they would only race each other)."""
+
+    def __init__(self) -> None:
+        self._locks: Dict[str, List[Any]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, topic: str) -> AsyncIterator[None]:
+        entry = self._locks.get(topic)
+        if entry is None:
+            entry = self._locks[topic] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._locks[topic]
 
 
 class _Gossip(msgspec.Struct, omit_defaults=True, gc=False):
@@ -89,7 +151,9 @@ class NatsBroker:
     """A :class:`~fastwsrpc.cluster.Broker` on NATS: ``NatsBroker("nats://localhost:4222")``.
 
     ``namespace`` separates clusters sharing one NATS (it must be a valid subject
-    token). Other keywords go to ``nats.connect`` (credentials, TLS, ...).
+    token). ``history_storage`` is JetStream's storage for topic history (``"file"``
+    survives a NATS restart, ``"memory"`` does not). Other keywords go to
+    ``nats.connect`` (credentials, TLS, ...).
     """
 
     def __init__(
@@ -99,8 +163,11 @@ class NatsBroker:
         namespace: str = "fastwsrpc",
         connect_timeout: float = 2.0,
         max_reconnect_wait: float = 2.0,
+        history_storage: str = "file",
         **nats_kwargs: Any,
     ) -> None:
+        if history_storage not in ("file", "memory"):
+            raise ValueError(f'history_storage must be "file" or "memory", got {history_storage!r}')
         if not namespace or any(ch in namespace for ch in " *>\t\r\n"):
             raise ValueError(f"namespace must be a valid NATS subject token, got {namespace!r}")
         self._nats = _import_nats()
@@ -123,6 +190,20 @@ class NatsBroker:
         self._on_request: Optional[RequestHandler] = None
         self._on_message: Optional[MessageHandler] = None
         self._on_announce: Optional[NotifyHandler] = None
+        self.history_storage = history_storage
+        self._history: Optional[HistoryPolicy] = None
+        #: JetStream context of the current connection, once the history stream is set up.
+        self._js: Any = None
+        self._js_setup: Optional[asyncio.Lock] = None
+        self._live_sub: Any = None
+        #: Stream sequence this node has followed the history stream up to, and that stream's creation time.
+        self._live_seq = 0
+        self._stream_created: Any = None
+        #: topic -> (stream sequence, epoch, offset) of its newest message, as last seen.
+        self._tops: OrderedDict[str, Tuple[int, str, int]] = OrderedDict()
+        self._topic_locks = _TopicLocks()
+        #: Reads waiting for the live consumer to reach a stream sequence: (sequence, future).
+        self._seq_waiters: List[Tuple[int, asyncio.Future[None]]] = []
 
     def __repr__(self) -> str:
         return f"NatsBroker({self.url!r}, namespace={self.namespace!r})"
@@ -195,7 +276,11 @@ class NatsBroker:
         self._generation = generation
         lost.clear()
         self._connected = True
+        self._js = None
+        self._live_sub = None
         await self._gossip(_Gossip(op="sync", n=self.node_id))
+        if self._history is not None:
+            await self._setup_history_quietly()
         if self._on_announce is not None:
             self._on_announce()
 
@@ -327,7 +412,13 @@ class NatsBroker:
         await self._publish(f"{self.namespace}.all", data)
 
     async def check_peers(self) -> None:
-        """Probe each node that calls wait on: the server answers "no responders" for a dead one."""
+        """Probe each node that calls wait on: the server answers "no responders" for a dead one.
+
+        Also sets up topic history again if it failed (JetStream was not ready):
+        until then this node would receive no publication kept in history.
+        """
+        if self._history is not None and self._js is None and self._connected:
+            await self._setup_history_quietly()
         nodes = self._pending.nodes()
         if nodes:
             await asyncio.gather(*(self._probe(node) for node in nodes))
@@ -354,6 +445,324 @@ class NatsBroker:
                 self._pending.fail_node(node_id, RpcNodeGoneError(f"node {node_id} is gone (no heartbeat)"))
         except RpcBrokerUnavailableError:
             pass
+
+    # ------------------------------------------------------------ topic history
+    @property
+    def _stream_name(self) -> str:
+        return f"{self.namespace}_topics"
+
+    def _topic_subject(self, topic: str) -> str:
+        if _PLAIN_TOPIC.fullmatch(topic):
+            return f"{self.namespace}.topic.{topic}"
+        encoded = base64.urlsafe_b64encode(topic.encode()).decode().rstrip("=")
+        return f"{self.namespace}.topic.~.{encoded or '~'}"
+
+    def _subject_topic(self, subject: str) -> Optional[str]:
+        prefix = f"{self.namespace}.topic."
+        if not subject.startswith(prefix):
+            return None
+        rest = subject[len(prefix) :]
+        if not rest.startswith("~."):
+            return rest
+        encoded = rest[2:]
+        if encoded == "~":
+            return ""
+        try:
+            return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def enable_history(self, policy: HistoryPolicy) -> None:
+        self._history = policy
+        if self._connected and self._js is None:
+            spawn(self._tasks, self._setup_history_quietly())
+
+    async def _setup_history_quietly(self) -> None:
+        try:
+            await self._setup_history()
+        except Exception as exc:
+            logger.error(
+                "cluster: NATS topic history unavailable (is JetStream on? nats-server -js): %s: %s",
+                type(exc).__name__,
+                exc,
+            )
+
+    async def _setup_history(self) -> Any:
+        """Make (or adjust) the history stream and follow it; the JetStream context.
+
+        One at a time, and for the current connection only: a reconnect sets it up
+        again, resuming after the last stream sequence seen (unless the stream was
+        made anew meanwhile: its old sequences mean nothing then).
+        """
+        if self._js_setup is None:
+            self._js_setup = asyncio.Lock()
+        async with self._js_setup:
+            if self._js is not None:
+                return self._js
+            self._check()
+            assert self._history is not None
+            from nats.js import api
+            from nats.js.errors import NotFoundError
+
+            nc = self._nc
+            js = nc.jetstream(timeout=self.connect_timeout)
+            policy = self._history
+            config = api.StreamConfig(
+                name=self._stream_name,
+                subjects=[f"{self.namespace}.topic.>"],
+                max_msgs_per_subject=policy.size,
+                max_age=policy.ttl or 0,
+                storage=api.StorageType.FILE if self.history_storage == "file" else api.StorageType.MEMORY,
+                discard=api.DiscardPolicy.OLD,
+                num_replicas=1,
+            )
+            try:
+                info = await js.stream_info(self._stream_name)
+            except NotFoundError:
+                info = await js.add_stream(config)
+            else:
+                current = info.config
+                if current.max_msgs_per_subject != policy.size or (current.max_age or 0) != (policy.ttl or 0):
+                    logger.warning(
+                        "cluster: NATS stream %s kept %s messages per topic for %s s; now %s for %s s",
+                        self._stream_name,
+                        current.max_msgs_per_subject,
+                        current.max_age,
+                        policy.size,
+                        policy.ttl,
+                    )
+                    current.max_msgs_per_subject = policy.size
+                    current.max_age = policy.ttl or 0
+                    info = await js.update_stream(current)
+            if info.created != self._stream_created:
+                # A stream we have not followed yet (or one made anew): follow it from now on.
+                self._stream_created = info.created
+                self._live_seq = info.state.last_seq
+                self._tops.clear()
+            if self._live_sub is not None:
+                with contextlib.suppress(Exception):
+                    await self._live_sub.unsubscribe()
+                self._live_sub = None
+            consumer = api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self._live_seq + 1
+            )
+            self._live_sub = await js.subscribe(
+                f"{self.namespace}.topic.>",
+                stream=self._stream_name,
+                cb=self._on_history_msg,
+                ordered_consumer=True,
+                idle_heartbeat=5.0,
+                config=consumer,
+            )
+            self._js = js
+            return js
+
+    async def _history_js(self) -> Any:
+        self._check()
+        if self._history is None:
+            raise RuntimeError("topic history is not enabled on this broker (see Cluster.enable_topic_history)")
+        if self._js is not None:
+            return self._js
+        try:
+            return await self._setup_history()
+        except RpcBrokerUnavailableError:
+            raise
+        except Exception as exc:
+            raise RpcBrokerUnavailableError(
+                f"NATS topic history is unavailable (is JetStream on? nats-server -js): {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _on_history_msg(self, msg: Any) -> None:
+        """A message of the history stream, in stream order: to this node's topic subscribers."""
+        assert self._on_message is not None
+        headers = msg.headers or {}
+        try:
+            epoch = headers[_EPOCH]
+            offset = int(headers[_OFFSET])
+            seq = msg.metadata.sequence.stream
+        except (KeyError, ValueError, TypeError, AttributeError):
+            return  # not one of ours
+        self._live_seq = max(self._live_seq, seq)
+        if self._seq_waiters:
+            self._wake_readers()
+        topic = self._subject_topic(msg.subject)
+        if topic is None:
+            return
+        known = self._tops.get(topic)
+        if known is not None and known[0] < seq:
+            self._tops[topic] = (seq, epoch, offset)
+        if offset > 0:  # 0: an epoch marker, not a publication
+            self._on_message(join_frame(Head(op="topic", g=topic, e=epoch, o=offset), msg.data))
+
+    def _wake_readers(self) -> None:
+        waiting = []
+        for seq, future in self._seq_waiters:
+            if seq <= self._live_seq:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((seq, future))
+        self._seq_waiters = waiting
+
+    async def _delivered(self, seq: int) -> None:
+        """Wait (at most ``connect_timeout``) until the live consumer has handed this node
+        the stream up to ``seq``: a read's top must not overtake the live feed, or a new
+        subscriber would skip a publication still on its way here (see TopicHub)."""
+        if seq <= self._live_seq or self._live_sub is None:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._seq_waiters.append((seq, future))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self.connect_timeout)
+        except asyncio.TimeoutError:
+            logger.debug("cluster: NATS live feed still behind stream sequence %d", seq)
+        finally:
+            self._seq_waiters = [(s, f) for s, f in self._seq_waiters if f is not future]
+
+    async def _last_of(self, js: Any, subject: str) -> Tuple[int, str, int]:
+        """``(stream sequence, epoch, offset)`` of the subject's newest message; ``(0, "", 0)`` if none."""
+        from nats.js.errors import NotFoundError
+
+        try:
+            msg = await js.get_last_msg(self._stream_name, subject)
+        except NotFoundError:
+            return 0, "", 0
+        headers = msg.headers or {}
+        try:
+            return int(msg.seq), headers[_EPOCH], int(headers[_OFFSET])
+        except (KeyError, ValueError):
+            return int(msg.seq), "", 0  # a message that is not ours: the next one starts an epoch
+
+    def _remember(self, topic: str, top: Tuple[int, str, int]) -> None:
+        self._tops[topic] = top
+        self._tops.move_to_end(topic)
+        if len(self._tops) > _TOPS_CACHE:
+            self._tops.popitem(last=False)
+
+    async def _append(self, js: Any, topic: str, subject: str, body: bytes, marker: bool) -> Position:
+        """Publish the topic's next offset (or, ``marker``, an epoch marker on an empty subject)
+        with optimistic concurrency; see the module docstring."""
+        from nats.js.errors import APIError
+
+        #: The subject's last stream sequence as the server reported it, when newer than our view.
+        stale = 0
+        for attempt in range(_CAS_ATTEMPTS):
+            known = self._tops.get(topic)
+            if known is not None and known[0] < stale:
+                # Lost to another node: our live feed brings its message (usually has already),
+                # so the retry costs one round trip, as the other node's next publication does.
+                await self._delivered(stale)
+                known = self._tops.get(topic)
+            if known is None or known[0] < stale:
+                known = await self._last_of(js, subject)
+            seq, epoch, offset = known
+            if marker and epoch:
+                return epoch, offset  # the topic has an epoch already
+            if not epoch:
+                epoch, offset = new_epoch(), 0
+            number = offset if marker else offset + 1
+            headers = {_EXPECT: str(seq), _EPOCH: epoch, _OFFSET: str(number)}
+            try:
+                ack = await js.publish(subject, body, headers=headers, stream=self._stream_name)
+            except APIError as exc:
+                if exc.err_code != _WRONG_LAST_SEQUENCE:
+                    raise
+                reported = re.search(r"(\d+)\s*$", exc.description or "")
+                last = int(reported.group(1)) if reported else seq + 1
+                if last < seq:  # the subject lost messages we remembered (expired): read it afresh
+                    self._tops.pop(topic, None)
+                    stale = 0
+                else:
+                    stale = max(seq + 1, last)
+                if attempt:  # a little jitter, so that two nodes that keep colliding stop doing so
+                    await asyncio.sleep(random.random() * min(0.0005 * attempt, 0.01))
+                continue
+            self._remember(topic, (int(ack.seq), epoch, number))
+            return epoch, number
+        raise RpcBrokerUnavailableError(
+            f"NATS: gave up numbering a publication on topic {topic!r} after {_CAS_ATTEMPTS} attempts (contention)"
+        )
+
+    async def publish_history(self, topic: str, body: bytes) -> Position:
+        js = await self._history_js()
+        async with self._topic_locks.hold(topic):
+            position: Position = await self._history_call(
+                self._append(js, topic, self._topic_subject(topic), body, False)
+            )
+        return position
+
+    async def read_history(self, topic: str, since: Optional[Position]) -> HistorySlice:
+        js = await self._history_js()
+        subject = self._topic_subject(topic)
+        policy = self._history
+        assert policy is not None
+        seq, epoch, top = await self._history_call(self._last_of(js, subject))
+        if not epoch:
+            self._tops.pop(topic, None)  # the subject is empty: what we remembered of it expired
+            async with self._topic_locks.hold(topic):
+                epoch, top = await self._history_call(self._append(js, topic, subject, b"", True))
+            return HistorySlice(epoch, top, [])
+        entries: List[Tuple[int, bytes]] = []
+        if since is not None and since[0] == epoch and 0 < top - since[1] <= policy.size:
+            entries = await self._history_call(self._fetch(js, subject, epoch, since[1], seq, top))
+        await self._delivered(seq)
+        return HistorySlice(epoch, top, entries)
+
+    async def _fetch(
+        self, js: Any, subject: str, epoch: str, after: int, last_seq: int, top: int
+    ) -> List[Tuple[int, bytes]]:
+        """The subject's publications with offsets ``after`` < o <= ``top``, oldest first.
+
+        JetStream cannot seek a subject by our offsets, so this reads the subject's
+        messages from its oldest (at most N+1 of them) with a short-lived ordered
+        consumer, up to the newest message seen by the caller's read.
+        """
+        from nats.js import api
+
+        entries: List[Tuple[int, bytes]] = []
+        sub = await js.subscribe(
+            subject,
+            stream=self._stream_name,
+            ordered_consumer=True,
+            idle_heartbeat=2.0,
+            config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL, inactive_threshold=10.0),
+        )
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=self.connect_timeout)
+                headers = msg.headers or {}
+                try:
+                    offset = int(headers[_OFFSET])
+                except (KeyError, ValueError):
+                    offset = 0
+                if after < offset <= top and headers.get(_EPOCH) == epoch:
+                    entries.append((offset, msg.data))
+                meta = msg.metadata
+                if meta.sequence.stream >= last_seq or not meta.num_pending:
+                    return entries
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _history_call(self, awaitable: Any) -> Any:
+        """A JetStream operation: a connection problem or a timeout becomes RpcBrokerUnavailableError."""
+        errors = self._nats.errors
+        from nats.js.errors import Error as JsError
+        from nats.js.errors import NoStreamResponseError
+
+        try:
+            return await awaitable
+        except RpcBrokerUnavailableError:
+            raise
+        except (errors.Error, JsError, OSError, asyncio.TimeoutError) as exc:
+            if getattr(exc, "err_code", None) == _STREAM_NOT_FOUND or isinstance(
+                exc, (errors.NoRespondersError, NoStreamResponseError)
+            ):
+                # The stream was deleted (or NATS lost it): make it anew on the next call,
+                # which starts new epochs; the consumer following the old one is gone too.
+                self._js = None
+                self._tops.clear()
+            raise unavailable("NATS JetStream", exc) from exc
 
     # ------------------------------------------------------------ presence
     async def _gossip(self, message: _Gossip) -> None:

@@ -9,7 +9,14 @@ What lives in Redis, under a namespace (default ``fastwsrpc``):
 * key ``{ns}:n:{node_id}`` with a TTL: the node's own heartbeat;
 * hash ``{ns}:g:{group}``: ``client_id -> node_id``; a membership counts only while
   that node still holds that client, so a crashed node's memberships are ignored
-  (and cleaned when seen) without a per-field TTL.
+  (and cleaned when seen) without a per-field TTL;
+* with topic history on: stream ``{ns}:th:{topic}`` (the last N publications, each
+  entry ``o`` = offset, ``d`` = the JSON) and hash ``{ns}:tm:{topic}`` (``e`` = epoch,
+  ``s`` = newest offset), both expiring ``ttl`` after the topic's last publication.
+  One Lua script numbers a publication (``HINCRBY``), stores it (``XADD MAXLEN``,
+  ``XTRIM MINID`` for the TTL) and ``PUBLISH``es it to every node: atomic, so every
+  node receives a topic's publications in offset order. A flushed or restarted Redis
+  has no meta hash any more: the next publication or read makes a new epoch.
 
 A request is a ``PUBLISH`` to the node's channel with a header naming the sender and a
 number; the reply is a ``PUBLISH`` back to the sender's channel. ``PUBLISH`` answers how
@@ -39,6 +46,7 @@ from typing import Any, Collection, Dict, List, Mapping, Optional, Set, Tuple
 import msgspec
 
 from ..errors import RpcBrokerUnavailableError
+from ..topics import HistoryPolicy, HistorySlice, Position, new_epoch
 from .base import (
     Head,
     MessageHandler,
@@ -63,6 +71,54 @@ for i = 2, #KEYS do
   if redis.call('HGET', KEYS[i], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[i], ARGV[2]) end
 end
 return 0
+"""
+
+
+#: Number, keep and deliver one publication (see the module docstring). KEYS: stream, meta.
+#: ARGV: size, ttl in ms (0: none), a fresh epoch (used if the topic has none), the
+#: channel, the routing header up to the epoch's opening quote, the JSON body.
+_PUBLISH_HISTORY = """
+local epoch = redis.call('HGET', KEYS[2], 'e')
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'e', epoch, 's', 0)
+end
+local offset = redis.call('HINCRBY', KEYS[2], 's', 1)
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'o', offset, 'd', ARGV[6])
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then
+  local ms = tonumber(string.match(id, '^(%d+)'))
+  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', ms - ttl))
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+redis.call('PUBLISH', ARGV[4], ARGV[5] .. epoch .. '","o":' .. string.format('%d', offset) .. '}\\n' .. ARGV[6])
+return {epoch, offset}
+"""
+
+#: A topic's position and the entries after ``since``, in one atomic read. KEYS: stream,
+#: meta. ARGV: a fresh epoch (kept if the topic has none), ttl in ms (0: none), since's
+#: epoch ('' for none), since's offset, size. Entries come newest first (XREVRANGE).
+_READ_HISTORY = """
+local meta = redis.call('HMGET', KEYS[2], 'e', 's')
+local epoch, top = meta[1], tonumber(meta[2])
+if not epoch then
+  epoch = ARGV[1]
+  top = 0
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'e', epoch, 's', 0)
+  local ttl = tonumber(ARGV[2])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+local items = {}
+if ARGV[3] == epoch then
+  local want = top - tonumber(ARGV[4])
+  if want > 0 and want <= tonumber(ARGV[5]) then
+    items = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', want)
+  end
+end
+return {epoch, top, items}
 """
 
 
@@ -243,6 +299,9 @@ class RedisBroker:
         self._on_announce: Optional[NotifyHandler] = None
         self._unregister: Any = None
         self._publisher: Optional[_Publisher] = None
+        self._history: Optional[HistoryPolicy] = None
+        self._publish_history: Any = None
+        self._read_history: Any = None
 
     def __repr__(self) -> str:
         return f"RedisBroker({self.url!r}, namespace={self.namespace!r})"
@@ -256,6 +315,9 @@ class RedisBroker:
 
     def _group_key(self, group: str) -> str:
         return f"{self.namespace}:g:{group}"
+
+    def _history_keys(self, topic: str) -> List[str]:
+        return [f"{self.namespace}:th:{topic}", f"{self.namespace}:tm:{topic}"]
 
     @property
     def available(self) -> bool:
@@ -280,6 +342,8 @@ class RedisBroker:
             **self._redis_kwargs,
         )
         self._unregister = self._redis.register_script(_UNREGISTER)
+        self._publish_history = self._redis.register_script(_PUBLISH_HISTORY)
+        self._read_history = self._redis.register_script(_READ_HISTORY)
         self._publisher = _Publisher(self._redis, self._tasks)
         try:
             await asyncio.wait_for(self._subscribe(), 2 * self.connect_timeout + 1)
@@ -470,6 +534,43 @@ class RedisBroker:
                     node, RpcNodeGoneError(f"node {node} is gone (left its Redis channel)"), upto=upto
                 )
 
+    # ------------------------------------------------------------ topic history
+    def enable_history(self, policy: HistoryPolicy) -> None:
+        self._history = policy
+
+    def _policy(self) -> HistoryPolicy:
+        if self._history is None:
+            raise RuntimeError("topic history is not enabled on this broker (see Cluster.enable_topic_history)")
+        return self._history
+
+    async def publish_history(self, topic: str, body: bytes) -> Position:
+        """Number, keep and publish in one script (one round trip; atomic, so in order)."""
+        self._check()
+        policy = self._policy()
+        head = b'{"op":"topic","g":' + msgspec.json.encode(topic) + b',"e":"'
+        ttl = 0 if policy.ttl is None else _ms(policy.ttl)
+        epoch, offset = await self._run(
+            self._publish_history(
+                keys=self._history_keys(topic),
+                args=[policy.size, ttl, new_epoch(), f"{self.namespace}:all", head, body],
+            )
+        )
+        return _text(epoch), int(offset)
+
+    async def read_history(self, topic: str, since: Optional[Position]) -> HistorySlice:
+        self._check()
+        policy = self._policy()
+        ttl = 0 if policy.ttl is None else _ms(policy.ttl)
+        epoch, offset = since if since is not None else ("", 0)
+        answer = await self._run(
+            self._read_history(keys=self._history_keys(topic), args=[new_epoch(), ttl, epoch, offset, policy.size])
+        )
+        entries: List[Tuple[int, bytes]] = []
+        for _, fields in reversed(answer[2]):
+            values = dict(zip(fields[::2], fields[1::2]))
+            entries.append((int(values[b"o"]), values[b"d"]))
+        return HistorySlice(_text(answer[0]), int(answer[1]), entries)
+
     # ------------------------------------------------------------ presence
     async def register(self, client_id: str, node_id: str, ttl: float) -> Optional[str]:
         self._check()
@@ -551,6 +652,10 @@ def _broker_error(exc: BaseException) -> BaseException:
         error.__cause__ = exc
         return error
     return exc
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _ms(seconds: float) -> int:
