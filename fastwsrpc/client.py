@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import random
 import socket as _socket
 import ssl as _ssl
 from dataclasses import replace
-from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Union
+from functools import partial
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Union
 
-import tenacity
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.datastructures import Headers
@@ -63,8 +62,13 @@ from .methods import RpcMethodsBase
 from .native import NATIVE_CONNECT_KWARGS, NativeWebSocket, connect_native
 from .outgoing import _DEFAULT
 from .protocol import Response
+from .retry import backoff_retrying
+from .sender import WRITE_HIGH_WATER, CoalescingSender
 from .streams import RpcStream
 from .transport import CLOSE_NORMAL, TransportClosed
+
+if TYPE_CHECKING:
+    import tenacity
 
 logger = get_logger("client")
 
@@ -74,74 +78,63 @@ def _closed(exc: ConnectionClosed) -> TransportClosed:
     return TransportClosed(frame.code if frame else 1006, frame.reason if frame else "")
 
 
+def _write_frame(ws: ClientConnection, data: bytes) -> None:
+    _write_frames(ws, (data,))
+
+
+def _write_frames(ws: ClientConnection, frames: Sequence[bytes]) -> None:
+    """Frame ``frames`` with websockets' sans-I/O protocol (masking) and write them at once."""
+    protocol = ws.protocol
+    if protocol.state is not State.OPEN:
+        return  # closing: the reader reports the close; senders see it next time
+    for data in frames:
+        protocol.send_text(data)
+    chunks = protocol.data_to_send()
+    if all(chunks):
+        ws.transport.write(b"".join(chunks))
+    else:  # an empty chunk asks for a half-close: let websockets handle it
+        for chunk in chunks:
+            if chunk:
+                ws.transport.write(chunk)
+        ws.send_data()
+
+
 class WebsocketsTransport:
     """A ``websockets`` client connection as a :class:`~fastwsrpc.transport.Transport`.
 
-    Outgoing frames are coalesced: the first frame of an event-loop iteration
-    is written at once (the server can start on it while we produce the rest);
-    the rest go through websockets' sans-I/O protocol (framing, masking) and out
-    in a single ``transport.write`` at the end of the iteration. With many calls
-    in flight that is two syscalls per batch instead of one per frame, and no
-    async context manager per message. (One write per iteration, the first frame
-    included, made the two processes take turns: 64 calls in flight ran 2.6x
-    slower.) Flow control is kept: a sender
-    waits while the socket's write buffer is over its high-water mark.
+    Outgoing frames are coalesced by the :class:`~fastwsrpc.sender.CoalescingSender`
+    of the native transport (see :mod:`fastwsrpc.sender` for its rules); a batch
+    goes through websockets' sans-I/O protocol (framing, masking) and out in a
+    single ``transport.write``, with no async context manager per message. The
+    socket's flow control is websockets' own: a sender waits in ``ws.drain()``
+    while the write buffer is over :data:`~fastwsrpc.sender.WRITE_HIGH_WATER`.
     """
 
-    __slots__ = ("_loop", "_protocol", "_queue", "_scheduled", "_transport", "ws")
+    __slots__ = ("_protocol", "_sender", "_transport", "ws")
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self._protocol = ws.protocol
         self._transport = ws.transport
-        self._loop = asyncio.get_running_loop()
-        self._queue: List[bytes] = []
-        self._scheduled = False
+        # 256 frames a batch, as this transport always had: the rule of 32 was measured on the native path only.
+        # The writers hold the connection, not this object: no reference cycle through the sender.
+        self._sender = CoalescingSender(
+            partial(_write_frame, ws),
+            asyncio.get_running_loop(),
+            write_batch=partial(_write_frames, ws),
+            max_frames=256,
+        )
 
     async def send(self, data: bytes) -> None:
         """Queue one frame for the next coalesced write; waits while the socket buffer is over its mark."""
         if self._protocol.state is not State.OPEN:
             raise TransportClosed(self.ws.close_code or 1006, self.ws.close_reason or "")
-        queue = self._queue
-        queue.append(data)
-        if not self._scheduled:
-            # The first frame of a loop iteration goes out now (the server can
-            # start on it while we produce the rest); the rest are coalesced into
-            # one write at the end of the iteration.
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
-            self._write(queue)
-        elif len(queue) >= _MAX_QUEUED:
-            # A sender that never yields (a tight notify loop) must not grow the
-            # queue without bound: hand it to the socket now, whose buffer the
-            # drain below bounds.
-            self._write(queue)
-        if self._transport.get_write_buffer_size() > _HIGH_WATER:
+        self._sender.send(data)
+        if self._transport.get_write_buffer_size() > WRITE_HIGH_WATER:
             try:
                 await self.ws.drain()
             except ConnectionClosed as exc:
                 raise _closed(exc) from exc
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        if self._queue:
-            self._write(self._queue)
-
-    def _write(self, queue: List[bytes]) -> None:
-        self._queue = []
-        protocol = self._protocol
-        if protocol.state is not State.OPEN:
-            return  # closing: the reader reports the close; senders see it next time
-        for data in queue:
-            protocol.send_text(data)
-        chunks = protocol.data_to_send()
-        if all(chunks):
-            self._transport.write(b"".join(chunks))
-        else:  # an empty chunk asks for a half-close: let websockets handle it
-            for chunk in chunks:
-                if chunk:
-                    self._transport.write(chunk)
-            self.ws.send_data()
 
     async def receive(self) -> Union[str, bytes]:
         """The next whole message (text stays UTF-8 bytes); TransportClosed when the connection ends."""
@@ -154,8 +147,7 @@ class WebsocketsTransport:
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Flush what is queued, then close with a closing handshake."""
-        if self._queue:
-            self._write(self._queue)
+        self._sender.flush()
         await self.ws.close(code, reason)  # returns once the connection is lost (or aborted)
         self._release()
 
@@ -190,11 +182,6 @@ NO_RECONNECT_CODES = frozenset({1002, 1003, 1007, 1008, 1011, 4000})
 
 #: The transport of clients that name none: ``"native"`` (a test run may switch it to ``"websockets"``).
 DEFAULT_TRANSPORT = "native"
-
-#: Above this many bytes waiting in the socket's buffer, senders wait for it to drain.
-_HIGH_WATER = 1024 * 1024
-#: At most this many frames wait for the next coalesced write.
-_MAX_QUEUED = 256
 
 
 def _server_closed_first(ws: Union[ClientConnection, NativeWebSocket]) -> bool:
@@ -258,21 +245,7 @@ _CONNECT_KWARGS: FrozenSet[str] = frozenset(
 )
 
 
-class _BackoffWithJitter:
-    """Exponential backoff from ``min_wait`` capped at ``max_wait``, plus 0-25% jitter."""
-
-    def __init__(self, config: RpcRetryConfig) -> None:
-        self.config = config
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        cfg = self.config
-        delay: float = min(cfg.max_wait, cfg.min_wait * (2 ** (retry_state.attempt_number - 1)))
-        if cfg.jitter:
-            delay *= 1 + random.uniform(0, 0.25)
-        return min(delay, cfg.max_wait * 1.25)
-
-
-def _log_retry(uri: str, attempts: int) -> Any:
+def _log_retry(uri: str, attempts: int) -> Callable[[tenacity.RetryCallState], None]:
     """One WARNING per retry, so a client waiting on a dead server says so."""
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -291,23 +264,35 @@ def _log_retry(uri: str, attempts: int) -> Any:
     return before_sleep
 
 
-def _retrying(
-    retry: Union[RpcRetryConfig, Dict[str, Any], bool, None], uri: str = "", sleep: Any = None
+def _connect_retrying(
+    uri: str, attempts: int, min_wait: float, max_wait: float, jitter: bool, sleep: Callable[[float], Awaitable[None]]
 ) -> tenacity.AsyncRetrying:
-    extra: Dict[str, Any] = {"sleep": sleep} if sleep is not None else {}
-    if isinstance(retry, dict):  # the original library's form: tenacity's own kwargs
-        return tenacity.AsyncRetrying(**{"reraise": True, **extra, **retry})
-    if retry is False or retry is None or (isinstance(retry, RpcRetryConfig) and not retry.enabled):
-        return tenacity.AsyncRetrying(stop=tenacity.stop_after_attempt(1), reraise=True)
-    cfg = retry if isinstance(retry, RpcRetryConfig) else RpcRetryConfig()
-    return tenacity.AsyncRetrying(
-        stop=tenacity.stop_after_attempt(cfg.max_attempts),
-        wait=_BackoffWithJitter(cfg),
-        retry=tenacity.retry_if_exception(_is_transient),
-        before_sleep=_log_retry(uri, cfg.max_attempts),
-        reraise=True,
-        **extra,
+    """Connect attempts: transient failures (see :func:`_is_transient`) retried with backoff, each logged."""
+    return backoff_retrying(
+        max_attempts=attempts,
+        min_wait=min_wait,
+        max_wait=max_wait,
+        jitter=jitter,
+        transient=_is_transient,
+        before_sleep=_log_retry(uri, attempts),
+        sleep=sleep,
     )
+
+
+def _retrying(
+    retry: Union[RpcRetryConfig, Dict[str, Any], bool, None],
+    uri: str = "",
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> tenacity.AsyncRetrying:
+    """The first connect's retrying, from any form of ``retry_config`` users pass."""
+    if isinstance(retry, dict):  # the original library's form: tenacity's own kwargs
+        import tenacity
+
+        return tenacity.AsyncRetrying(**{"reraise": True, "sleep": sleep, **retry})
+    if retry is False or retry is None or (isinstance(retry, RpcRetryConfig) and not retry.enabled):
+        return _connect_retrying(uri, 1, 0.0, 0.0, False, sleep)
+    cfg = retry if isinstance(retry, RpcRetryConfig) else RpcRetryConfig()
+    return _connect_retrying(uri, cfg.max_attempts, cfg.min_wait, cfg.max_wait, cfg.jitter, sleep)
 
 
 class WebSocketRpcClient:
@@ -464,7 +449,7 @@ class WebSocketRpcClient:
         native = self._uses_native(options)
         ws: Optional[Union[ClientConnection, NativeWebSocket]] = None
         try:
-            async for attempt in retrying or _retrying(self.retry_config, self.uri):
+            async for attempt in retrying or _retrying(self.retry_config, self.uri, self._sleep):
                 with attempt:
                     ws = await (connect_native(self.uri, **options) if native else connect(self.uri, **options))
         except Exception as exc:
@@ -572,20 +557,14 @@ class WebSocketRpcClient:
     def _reconnect_retrying(self) -> tenacity.AsyncRetrying:
         """``max_reconnect_attempts`` tries, backing off from ``reconnect_delay`` up to ``retry.max_wait``."""
         connection = self.config.connection
-        retry = self.config.retry
-        cfg = RpcRetryConfig(
-            max_attempts=connection.max_reconnect_attempts,
-            min_wait=2 * connection.reconnect_delay,  # after the first wait: 2d, 4d, ... as in 1.2
-            max_wait=max(retry.max_wait, connection.reconnect_delay),
-            jitter=retry.jitter,
-        )
-        return tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(cfg.max_attempts),
-            wait=_BackoffWithJitter(cfg),
-            retry=tenacity.retry_if_exception(_is_transient),
-            before_sleep=_log_retry(self.uri, cfg.max_attempts),
-            sleep=self._sleep,
-            reraise=True,
+        delay = connection.reconnect_delay
+        return _connect_retrying(
+            self.uri,
+            connection.max_reconnect_attempts,
+            2 * delay,  # after the first wait: 2d, 4d, ... as in 1.2
+            max(self.config.retry.max_wait, delay),
+            self.config.retry.jitter,
+            self._sleep,
         )
 
     async def __aenter__(self) -> WebSocketRpcClient:

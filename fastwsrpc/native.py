@@ -12,13 +12,11 @@ including any frame the peer sent right behind its handshake.
 
 Flow control is TCP's, as the transport contract asks: at most ``_HIGH``
 messages wait for the channel, then the socket stops being read
-(``pause_reading``) until the channel has taken them down to ``_LOW``; a send
-waits while the socket's write buffer is above its high-water mark
-(``pause_writing`` / ``resume_writing``). The first outgoing frame of an event-loop
-turn is written at once, so the peer starts on it while we produce the rest;
-the rest are coalesced into writes of at most ``_MAX_QUEUED`` frames. Holding
-the first frame back too made the two processes take turns instead of working
-at once (64 calls in flight: 2.6x slower). While the channel's budget has room,
+(``pause_reading``) until the channel has taken them down to ``_LOW``. Outgoing
+frames go through the :class:`~fastwsrpc.sender.CoalescingSender` the client's
+``websockets`` transport uses too (the first frame of a loop turn at once, the
+rest in few writes; a send waits while the socket's write buffer is above its
+high-water mark). While the channel's budget has room,
 incoming messages are pushed to its reader straight from ``data_received`` (see
 ``RpcChannel.run``). Keepalive uses real protocol pings: every ``ping_interval``
 seconds a ping, and no pong within ``ping_timeout`` drops the connection (close
@@ -45,6 +43,7 @@ from . import _accel
 from .errors import RpcMessageTooLargeError
 from .frames import FrameError
 from .logger import get_logger
+from .sender import WRITE_HIGH_WATER, CoalescingSender
 from .transport import CLOSE_NORMAL, TransportClosed
 
 __all__ = ["NativeWebSocket", "connect_native"]
@@ -56,16 +55,6 @@ CONNECTING, OPEN, CLOSING, CLOSED = range(4)
 #: Messages waiting for the channel before the socket stops being read, and when it resumes.
 _HIGH = 64
 _LOW = 16
-#: Frames coalesced into one write at most; past it, they are written at once.
-#: Small on purpose: with 64 calls in flight, a write of all 64 answers made
-#: client and server take turns (about 95k calls/s in most runs); in pieces of
-#: 32 the peer starts on the first while we produce the rest (140-180k/s).
-#: A flood of notifications pays for it with more syscalls (about 0.85x).
-_MAX_QUEUED = 32
-#: A frame this large is written at once: the coalescing buffer stays small.
-_BIG = 64 * 1024
-#: Write buffer above which senders wait (the peer is not reading).
-WRITE_HIGH_WATER = 1024 * 1024
 #: Bytes of an HTTP handshake request or response we keep before giving up on it.
 _MAX_HANDSHAKE = 64 * 1024
 
@@ -114,17 +103,15 @@ class NativeWebSocket(asyncio.Protocol):
         self._waiter: Optional[asyncio.Future[None]] = None
         self._end: Optional[BaseException] = None  # what receive raises once the stream is over
         self._reading_paused = False
-        self._writing_paused = False
-        self._drain_waiters: List[asyncio.Future[None]] = []
-        self._queue: List[bytes] = []
+        self._sender: CoalescingSender  # made with the socket's transport, in connection_made
         #: Set by a reader that can take a message at once (see RpcChannel.run):
         #: messages go to it straight from data_received, with no wake-up of the
         #: reader's task, whenever none are queued (order is kept).
         self.push: Optional[Callable[[bytes], None]] = None
         self._push_error: Optional[Exception] = None
-        self._scheduled = False
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._pings: Dict[bytes, asyncio.Future[float]] = {}
+        self._sent_at = 0.0  # when the last ping went out: a pong answers it or a later one
         self._ping_handle: Optional[asyncio.TimerHandle] = None
         self._ping_deadline: Optional[asyncio.TimerHandle] = None
         self._close_handle: Optional[asyncio.TimerHandle] = None
@@ -138,6 +125,7 @@ class NativeWebSocket(asyncio.Protocol):
         # uvloop's transports have the interface without the base class: no isinstance check.
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self._sender = CoalescingSender(self.transport.write, self._loop)
 
     def data_received(self, data: bytes) -> None:
         if self.state is CONNECTING:
@@ -162,11 +150,7 @@ class NativeWebSocket(asyncio.Protocol):
             self._end = TransportClosed(1006, f"connection lost{': ' + str(exc) if exc else ''}")
         self._wake()
         closed = self._closed_error()
-        for fut in self._drain_waiters:
-            if not fut.done():
-                fut.set_exception(closed)
-                fut.exception()  # retrieved: a sender that gave up must not log it
-        self._drain_waiters.clear()
+        self._sender.connection_lost(closed)
         for ping in self._pings.values():
             if not ping.done():
                 ping.set_exception(closed)
@@ -176,14 +160,10 @@ class NativeWebSocket(asyncio.Protocol):
             self._lost.set_result(None)
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
+        self._sender.pause_writing()
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
-        for fut in self._drain_waiters:
-            if not fut.done():
-                fut.set_result(None)
-        self._drain_waiters.clear()
+        self._sender.resume_writing()
 
     # ------------------------------------------------------------ opening
     def _handshake_data(self, data: bytes) -> None:  # pragma: no cover - subclasses handle it
@@ -217,7 +197,7 @@ class NativeWebSocket(asyncio.Protocol):
                         messages.append(payload)
             elif opcode == _OP_PING:
                 if self.state is OPEN:
-                    self._write_now(self._build(_OP_PONG, payload, self.is_client))
+                    self._sender.send_control(self._build(_OP_PONG, payload, self.is_client))
             elif opcode == _OP_PONG:
                 self._on_pong(payload)
             else:
@@ -239,8 +219,7 @@ class NativeWebSocket(asyncio.Protocol):
             # The peer closes first: echo its frame (RFC 6455 5.5.1), as websockets does.
             self.close_rcvd_then_sent = True
             self._close_sent = (code, reason)
-            self._flush()
-            self._write_now(self._build(_OP_CLOSE, payload, self.is_client))
+            self._sender.send_control(self._build(_OP_CLOSE, payload, self.is_client))
             self.state = CLOSING
         if self._end is None:
             self._end = TransportClosed(code, reason)
@@ -302,51 +281,18 @@ class NativeWebSocket(asyncio.Protocol):
         return message
 
     async def send(self, data: bytes) -> None:
-        """Frame ``data`` for the next coalesced write; wait while the peer does not read."""
+        """Frame ``data`` for the sender (see :mod:`fastwsrpc.sender`); wait while the peer does not read."""
         if self.state is not OPEN:
             raise self._closed_error()
-        frame = self._build(self._opcode, data, self.is_client)
-        if not self._scheduled:
-            # The first frame of this loop iteration goes out now (the peer can
-            # start on it while we produce the rest); the rest are coalesced into
-            # one write at the end of the iteration.
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
-            if self.transport is not None:
-                self.transport.write(frame)
-        else:
-            queue = self._queue
-            queue.append(frame)
-            if len(queue) >= _MAX_QUEUED or len(frame) >= _BIG:
-                self._flush_now()
-        if self._writing_paused:
-            waiter: asyncio.Future[None] = self._loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        self._flush_now()
-
-    def _flush_now(self) -> None:
-        queue = self._queue
-        if not queue:
-            return
-        self._queue = []
-        if self.transport is not None and self.state is not CLOSED:
-            self.transport.write(queue[0] if len(queue) == 1 else b"".join(queue))
-
-    def _write_now(self, frame: bytes) -> None:
-        """Write a control frame, after the data frames already queued (their order is the peer's order)."""
-        if self._queue:
-            self._flush()
-        if self.transport is not None and self.state is not CLOSED:
-            self.transport.write(frame)
+        sender = self._sender
+        sender.send(self._build(self._opcode, data, self.is_client))
+        if sender.paused:
+            await sender.drain()
 
     def _send_close(self, code: int, reason: str) -> None:
         payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:123]
         self._close_sent = (code, reason)
-        self._write_now(self._build(_OP_CLOSE, payload, self.is_client))
+        self._sender.send_control(self._build(_OP_CLOSE, payload, self.is_client))
         self.state = CLOSING
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
@@ -427,14 +373,14 @@ class NativeWebSocket(asyncio.Protocol):
         waiter: asyncio.Future[float] = self._loop.create_future()
         self._pings[payload] = waiter
         self._sent_at = self._loop.time()
-        self._write_now(self._build(_OP_PING, payload, self.is_client))
+        self._sender.send_control(self._build(_OP_PING, payload, self.is_client))
         return waiter
 
     def _on_pong(self, payload: bytes) -> None:
         """A pong answers its ping and every earlier one (RFC 6455 allows skipping pongs)."""
         if payload not in self._pings:
             return
-        latency = self._loop.time() - getattr(self, "_sent_at", self._loop.time())
+        latency = self._loop.time() - self._sent_at
         for key in list(self._pings):
             waiter = self._pings.pop(key)
             if not waiter.done():
@@ -456,7 +402,7 @@ class NativeWebSocket(asyncio.Protocol):
         payload = os.urandom(4)
         self._pings[payload] = self._loop.create_future()
         self._sent_at = self._loop.time()
-        self._write_now(self._build(_OP_PING, payload, self.is_client))
+        self._sender.send_control(self._build(_OP_PING, payload, self.is_client))
         if self.ping_timeout:
             self._ping_deadline = self._loop.call_later(self.ping_timeout, self._ping_expired)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import random
 from typing import Any, Awaitable, Callable, Collection, Dict, List, Mapping, Optional, Set, Tuple
 
 import msgspec
@@ -289,25 +288,22 @@ def spawn(tasks: Set[asyncio.Task[Any]], coro: Any) -> asyncio.Task[Any]:
 
 
 def reconnect_retrying(max_wait: float) -> Any:
-    """Tenacity, retrying forever: exponential backoff from 50 ms up to ``max_wait``, plus
-    0-25% jitter (so that nodes that lost the broker together do not return in lockstep).
-
-    Built from ``wait_exponential`` and a plain callable, which every tenacity since 8.2
-    has (``wait_exponential_jitter``'s arguments changed in 9.x).
+    """Retrying forever: exponential backoff from 50 ms up to ``max_wait``, plus 0-25% jitter
+    (so that nodes that lost the broker together do not return in lockstep); the one builder
+    the client uses too (:func:`fastwsrpc.retry.backoff_retrying`).
     """
-    import tenacity
-
-    exponential = tenacity.wait_exponential(multiplier=0.05, max=max_wait)
-
-    def wait(state: Any) -> float:
-        return float(exponential(state)) * (1.0 + 0.25 * random.random())
+    from ..retry import backoff_retrying
 
     def log(state: Any) -> None:
         if _logger.isEnabledFor(logging.DEBUG) and state.outcome is not None:
             _logger.debug("cluster: reconnect attempt %d failed: %r", state.attempt_number, state.outcome.exception())
 
-    return tenacity.AsyncRetrying(
-        wait=wait, retry=tenacity.retry_if_exception_type(Exception), before_sleep=log, reraise=True
+    return backoff_retrying(
+        max_attempts=None,
+        min_wait=0.05,
+        max_wait=max_wait,
+        transient=lambda exc: isinstance(exc, Exception),
+        before_sleep=log,
     )
 
 
