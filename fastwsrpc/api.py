@@ -235,7 +235,21 @@ class ChannelApi:
         """Consume the stream method ``name`` of the other side (see :class:`~fastwsrpc.streams.RpcStream`)."""
         return RpcStream(self._streams, name, args, buffer, timeout, result_type)
 
-    def subscribe(self, *topics: str, on_slow: Optional[str] = None, buffer: int = DEFAULT_STREAM_BUFFER) -> RpcStream:
-        """Events the other side publishes on ``topics``, as :class:`~fastwsrpc.topics.TopicEvent` items."""
-        params: Dict[str, Any] = {"topics": list(topics), **({"on_slow": on_slow} if on_slow is not None else {})}
+    def subscribe(
+        self,
+        *topics: str,
+        on_slow: Optional[str] = None,
+        buffer: int = DEFAULT_STREAM_BUFFER,
+        since: Optional[Mapping[str, Any]] = None,
+    ) -> RpcStream:
+        """Events the other side publishes on ``topics``, as :class:`~fastwsrpc.topics.TopicEvent` items.
+
+        ``since``: ``{topic: {"epoch": e, "offset": n}}``, positions to recover
+        from (see docs/guide/recovery.md); ``{}`` asks where each topic starts.
+        """
+        params: Dict[str, Any] = {"topics": list(topics)}
+        if on_slow is not None:
+            params["on_slow"] = on_slow
+        if since is not None:
+            params["since"] = dict(since)
         return RpcStream(self._streams, SUBSCRIBE, params, buffer, None, TopicEvent)

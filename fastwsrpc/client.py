@@ -21,11 +21,26 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 import socket as _socket
 import ssl as _ssl
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Dict,
+    FrozenSet,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Union,
+)
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
@@ -48,7 +63,16 @@ from .config import (
     RpcSettings,
     WebSocketRpcClientConfig,
 )
-from .errors import RpcConnectionError, RpcHandshakeRejectedError, RpcInvalidStateError, RpcUsageError
+from .errors import (
+    RemoteValueError,
+    RpcChannelClosedError,
+    RpcConnectionError,
+    RpcHandshakeRejectedError,
+    RpcInvalidStateError,
+    RpcNotConnectedError,
+    RpcTimeoutError,
+    RpcUsageError,
+)
 from .interceptors import (
     FEATURES_HEADER,
     RpcInterceptor,
@@ -64,7 +88,9 @@ from .outgoing import _DEFAULT
 from .protocol import Response
 from .retry import backoff_retrying
 from .sender import WRITE_HIGH_WATER, CoalescingSender
+from .sessions import IDEMPOTENT_PREFIX, SESSION_HEADER
 from .streams import RpcStream
+from .topics import HISTORY_UNAVAILABLE, REASON_NEW, TopicEvent
 from .transport import CLOSE_NORMAL, TransportClosed
 
 if TYPE_CHECKING:
@@ -304,7 +330,7 @@ class WebSocketRpcClient:
 
     def __init__(
         self,
-        uri: str,
+        uri: Union[str, Sequence[str]],
         methods: Optional[RpcMethodsBase] = None,
         config: Any = None,
         on_connect: Optional[List[OnConnectCallback]] = None,
@@ -327,6 +353,8 @@ class WebSocketRpcClient:
         await_connect_callbacks: bool = False,
         interceptors: Sequence[RpcInterceptor] = (),
         transport: Optional[str] = None,
+        idempotent_methods: Iterable[str] = (),
+        session: Optional[bool] = None,
         **kwargs: Any,
     ) -> None:
         # The original library's third positional argument was retry_config.
@@ -371,7 +399,6 @@ class WebSocketRpcClient:
             )
         self.config = replace(cfg, connection=connection, backpressure=backpressure, keepalive=keepalive)
         self.retry_config = self.config.retry if retry_config is _DEFAULT else retry_config
-        self.uri = uri
         self.methods = methods if methods is not None else RpcMethodsBase()
         self._on_connect = list(on_connect or ())
         self._on_disconnect = list(on_disconnect or ())
@@ -386,7 +413,23 @@ class WebSocketRpcClient:
                     f"WebSocketRpcClient() got an unexpected keyword argument {name!r} "
                     "(neither a setting of ours nor a websockets.connect option)"
                 )
-        _check_uri(uri)
+        uris = [uri] if isinstance(uri, str) else list(uri)
+        if not uris:
+            raise RpcUsageError("WebSocketRpcClient() needs a URL (or a list of them, tried in turn)")
+        for one in uris:
+            _check_uri(one)
+        #: The URLs to connect to, in turn: a reconnect goes to the next one (another node of the service).
+        self.uris: List[str] = uris
+        #: The URL of the current (or next) connection.
+        self.uri: str = uris[0]
+        #: Methods whose calls are idempotent by default: re-sent after a reconnect, run once (see ``call``).
+        self.idempotent_methods: FrozenSet[str] = frozenset(idempotent_methods)
+        #: Whether to ask the server for a session (default: with ``auto_reconnect``): see docs/guide/sessions.md.
+        self.use_session = self.config.connection.auto_reconnect if session is None else session
+        #: The session the server gave us, if any, and whether the last connection resumed it.
+        self.session_id: Optional[str] = None
+        self.session_resumed = False
+        self._idempotent_count = 0
         transport = transport or DEFAULT_TRANSPORT
         if transport not in ("native", "websockets"):
             raise RpcUsageError(f"transport must be 'native' or 'websockets', not {transport!r}")
@@ -419,6 +462,7 @@ class WebSocketRpcClient:
         #: Wrap every call both ways, the first outermost (see :mod:`fastwsrpc.interceptors`).
         self.interceptors = tuple(interceptors)
         self._features = features_of(self.interceptors)
+        self._caller: Optional[RpcCaller] = None
 
     # ------------------------------------------------------------ connect
     def _websockets_kwargs(self) -> Dict[str, Any]:
@@ -432,12 +476,20 @@ class WebSocketRpcClient:
         if ws_cfg.ping_timeout is not None:
             options["ping_timeout"] = ws_cfg.ping_timeout
         options.update(self.connect_kwargs)
-        if self._features:
-            # Offer what our interceptors need (say "meta" for trace context); the server echoes what it shares.
+        if self._features or self.use_session:
             headers = Headers(options.get("additional_headers") or {})
-            headers[FEATURES_HEADER] = format_features(self._features)
+            if self._features:
+                # Offer what our interceptors need (say "meta" for trace context); the server echoes what it shares.
+                headers[FEATURES_HEADER] = format_features(self._features)
+            if self.use_session:
+                headers[SESSION_HEADER] = self.session_id or "new"
             options["additional_headers"] = headers
         return options
+
+    def _next_uri(self) -> None:
+        """Move on to the next URL of the list (another node): after a failed connect, or to reconnect."""
+        if len(self.uris) > 1:
+            self.uri = self.uris[(self.uris.index(self.uri) + 1) % len(self.uris)]
 
     async def _open(self, retrying: Optional[tenacity.AsyncRetrying] = None) -> RpcChannel:
         """Connect (retrying transient failures with tenacity) and build the channel.
@@ -451,7 +503,12 @@ class WebSocketRpcClient:
         try:
             async for attempt in retrying or _retrying(self.retry_config, self.uri, self._sleep):
                 with attempt:
-                    ws = await (connect_native(self.uri, **options) if native else connect(self.uri, **options))
+                    try:
+                        ws = await (connect_native(self.uri, **options) if native else connect(self.uri, **options))
+                    except Exception as exc:
+                        if _is_transient(exc):
+                            self._next_uri()  # the next attempt tries the next node
+                        raise
         except Exception as exc:
             mapped = _connection_error(exc, self.uri)
             if mapped is exc:
@@ -466,6 +523,7 @@ class WebSocketRpcClient:
             advertised = response.headers.get(FEATURES_HEADER)
             agreed = self._features & parse_features(advertised)
             peer_max_pending = parse_max_pending(advertised)
+            self._take_session(response.headers.get(SESSION_HEADER))
         channel = RpcChannel(
             self.methods,
             ws if isinstance(ws, NativeWebSocket) else WebsocketsTransport(ws),
@@ -482,6 +540,21 @@ class WebSocketRpcClient:
         if self._connected is not None:
             self._connected.set()
         return channel
+
+    def _take_session(self, value: Optional[str]) -> None:
+        """The server's answer to our session request: ``<id>; resumed=<0|1>`` (none: it keeps no sessions)."""
+        if not self.use_session:
+            return
+        if not value:
+            self.session_id, self.session_resumed = None, False
+            return
+        session_id, _, rest = value.partition(";")
+        self.session_id = session_id.strip()
+        self.session_resumed = rest.strip() == "resumed=1"
+        if not self.session_resumed and self.reconnects:
+            logger.info(
+                "%s: a new session (the old one was not kept): idempotent calls in flight are sent again", self.uri
+            )
 
     def _uses_native(self, options: Dict[str, Any]) -> bool:
         """The native transport, unless asked otherwise or given an option only ``websockets`` has."""
@@ -534,15 +607,22 @@ class WebSocketRpcClient:
                 )
                 return
             connection = self.config.connection
+            lost = self.uri
+            self._next_uri()
+            # Full jitter: after a drain (1012) or a crash, every client of a node comes back; spread them out.
+            delay = (
+                random.uniform(0.0, connection.reconnect_delay) if len(self.uris) > 1 else connection.reconnect_delay
+            )
             logger.warning(
-                "connection to %s lost (%s); reconnecting in %.2f s",
-                self.uri,
+                "connection to %s lost (%s); reconnecting to %s in %.2f s",
+                lost,
                 channel.close_reason,
-                connection.reconnect_delay,
+                self.uri,
+                delay,
             )
             self._reconnecting = True
             try:
-                await self._sleep(connection.reconnect_delay)
+                await self._sleep(delay)
                 if self._closing:
                     return
                 channel = await self._open(self._reconnect_retrying())
@@ -651,27 +731,82 @@ class WebSocketRpcClient:
     @property
     def other(self) -> RpcCaller:
         """Proxy of the server's methods: ``await client.other.add(a=1, b=2)``."""
-        return self._require_channel().other
+        self._require_channel()
+        caller = self._caller
+        if caller is None:
+            caller = self._caller = RpcCaller(self)
+        return caller
 
-    async def call(self, name: str, args: Params = None, timeout: Any = _DEFAULT) -> Response:
-        """Call ``name`` on the server and wait for its answer (see :meth:`RpcChannel.call`)."""
+    @property
+    def id(self) -> str:
+        """The current connection's channel id (``""`` when not connected)."""
+        return self.channel.id if self.channel is not None else ""
+
+    def call(
+        self, name: str, args: Params = None, timeout: Any = _DEFAULT, *, idempotent: Optional[bool] = None
+    ) -> Awaitable[Response]:
+        """Call ``name`` on the server and wait for its answer (see :meth:`RpcChannel.call`).
+
+        ``idempotent=True`` (or ``name`` in ``idempotent_methods``): safe to run
+        twice, so if the connection drops before the answer arrives, the call
+        is sent again on the next connection (with ``auto_reconnect``), under
+        the same id; with a session (see docs/guide/sessions.md) the server runs
+        it once and answers the repeat from its record. ``timeout`` covers the
+        whole, reconnects included. Other calls in flight fail with
+        ``RpcChannelClosedError`` when the connection drops.
+        """
+        if idempotent or (idempotent is None and name in self.idempotent_methods):
+            return self._call_idempotent(name, args, timeout)
+        return self._require_channel().call(name, args, timeout)
+
+    async def _call_idempotent(self, name: str, args: Params, timeout: Any) -> Response:
+        self._idempotent_count += 1
+        call_id = f"{IDEMPOTENT_PREFIX}{self._idempotent_count}"
         channel = self._require_channel()
         if timeout is _DEFAULT:
-            return await channel.call(name, args)
-        return await channel.call(name, args, timeout=timeout)
+            timeout = channel.default_response_timeout
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            channel = self._require_channel()
+            left = None if deadline is None else max(0.001, deadline - loop.time())
+            try:
+                return await channel.call(name, args, left, call_id=call_id)
+            except (RpcChannelClosedError, RpcNotConnectedError):
+                if self._closing or not self.config.connection.auto_reconnect or self._reader_task is None:
+                    raise
+                if self._reader_task.done():
+                    raise  # the reconnect loop gave up
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    raise RpcTimeoutError(f"no answer to {name!r} within {timeout} s (reconnecting)") from None
+                try:
+                    await self.wait_connected(left)
+                except asyncio.TimeoutError:
+                    raise RpcTimeoutError(f"no answer to {name!r} within {timeout} s (reconnecting)") from None
 
     def stream(self, name: str, args: Params = None, **options: Any) -> RpcStream:
         """Consume the server's stream method ``name`` (``async for``; see :meth:`RpcChannel.stream`)."""
         return self._require_channel().stream(name, args, **options)
 
-    def subscribe(self, *topics: str, on_slow: Optional[str] = None, buffer: int = 16) -> RpcStream:
+    def subscribe(
+        self, *topics: str, on_slow: Optional[str] = None, buffer: int = 16, since: Optional[Mapping[str, Any]] = None
+    ) -> Subscription:
         """Events published on ``topics`` (``async for event in client.subscribe("prices.btc")``).
 
         Each event is a :class:`~fastwsrpc.topics.TopicEvent` (``topic``, ``data``,
-        ``dropped``); ``on_slow`` asks for a policy when we cannot keep up
-        (``"disconnect"``, ``"drop_oldest"``, ``"drop_new"``; default: the server's).
+        ``dropped``, and with the server's topic history ``epoch`` and ``offset``);
+        ``on_slow`` asks for a policy when we cannot keep up (``"disconnect"``,
+        ``"drop_oldest"``, ``"drop_new"``; default: the server's). With
+        ``auto_reconnect`` the subscription survives reconnects: it subscribes
+        again from the last event it saw, and the server replays what was
+        missed (``subscription.recovered``), or says it cannot with a notice
+        event (``event.is_notice``, ``event.recovered`` False, ``event.reason``),
+        never a silent hole. ``since``: ``{topic: (epoch, offset)}`` to start
+        after a position you kept.
         """
-        return self._require_channel().subscribe(*topics, on_slow=on_slow, buffer=buffer)
+        self._require_channel()
+        return Subscription(self, topics, on_slow, buffer, since)
 
     async def notify(self, name: str, args: Params = None) -> None:
         """Send a notification to the server; it is never answered."""
@@ -721,3 +856,126 @@ class WebSocketRpcClient:
     def close_reason(self) -> Optional[str]:
         """The close reason of the last connection, once it closed."""
         return self.ws.close_reason if self.ws is not None else None
+
+
+class Subscription:
+    """A client's subscription to topics; with ``auto_reconnect``, it outlives its connections.
+
+    Iterate it (``async for event in subscription``), or ``await open()`` then
+    ``await next()``, as an :class:`~fastwsrpc.streams.RpcStream`. It keeps the
+    position (``epoch``, ``offset``) of the last event per topic; after a
+    reconnect it subscribes again from there and the server's topic history
+    fills the gap: ``recovered`` is True when it did, False when it could not
+    (a notice event comes first, saying why). See docs/guide/recovery.md.
+    """
+
+    def __init__(
+        self,
+        client: WebSocketRpcClient,
+        topics: Sequence[str],
+        on_slow: Optional[str],
+        buffer: int,
+        since: Optional[Mapping[str, Any]],
+    ) -> None:
+        self._client = client
+        self.topics = tuple(topics)
+        self._on_slow = on_slow
+        self._buffer = buffer
+        #: The last position seen, per topic: what a resubscription asks from.
+        self.positions: Dict[str, Dict[str, Any]] = {}
+        for topic, position in (since or {}).items():
+            epoch, offset = position if isinstance(position, (tuple, list)) else (position["epoch"], position["offset"])
+            self.positions[topic] = {"epoch": epoch, "offset": offset}
+        #: After a resubscription: whether every topic's missed events were replayed (None before any).
+        self.recovered: Optional[bool] = None
+        #: How many times it subscribed again after a lost connection.
+        self.resubscribes = 0
+        self._stream: Optional[RpcStream] = None
+        self._first = True
+        self._closed = False
+
+    async def __aenter__(self) -> Subscription:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncIterator[TopicEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[TopicEvent]:
+        try:
+            while True:
+                try:
+                    event = await self.next()
+                except StopAsyncIteration:
+                    return
+                yield event
+        finally:
+            await self.aclose()
+
+    async def open(self) -> None:
+        """Subscribe (once): nothing published after this returns is missed."""
+        if self._stream is None and not self._closed:
+            stream = self._client._require_channel().subscribe(
+                *self.topics, on_slow=self._on_slow, buffer=self._buffer, since=self.positions
+            )
+            await stream.open()
+            self._stream = stream
+
+    async def next(self) -> TopicEvent:
+        """The next event (a recovery notice only when events were lost); ``StopAsyncIteration`` at the end."""
+        client = self._client
+        while True:
+            try:
+                await self.open()
+                if self._stream is None:
+                    raise StopAsyncIteration
+                event: TopicEvent = await self._stream.next()
+            except (RpcChannelClosedError, RpcNotConnectedError):
+                if self._closed or not self._can_come_back():
+                    raise
+                await self._resubscribe(client.wait_connected())
+                continue
+            except RemoteValueError as exc:
+                if exc.code != HISTORY_UNAVAILABLE or self._closed:
+                    raise
+                # The broker cannot read the history now: ask again shortly.
+                await self._resubscribe(client._sleep(client.config.connection.reconnect_delay))
+                continue
+            if event.epoch is not None and event.offset is not None:
+                self.positions[event.topic] = {"epoch": event.epoch, "offset": event.offset}
+            if not event.is_notice:
+                return event
+            if self._first or event.reason == REASON_NEW:
+                continue  # where a subscription starts: nothing was missed
+            if event.recovered:
+                if self.recovered is None:
+                    self.recovered = True
+                continue
+            self.recovered = False
+            return event  # told, never given a silent hole
+
+    def _can_come_back(self) -> bool:
+        client = self._client
+        reader = client._reader_task
+        return (
+            not client._closing and client.config.connection.auto_reconnect and reader is not None and not reader.done()
+        )
+
+    async def _resubscribe(self, wait: Awaitable[Any]) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.aclose()
+        await wait
+        self._first = False
+        self.resubscribes += 1
+        self.recovered = None
+
+    async def aclose(self) -> None:
+        """Stop the subscription (the server forgets it)."""
+        self._closed = True
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.aclose()

@@ -103,9 +103,10 @@ class TypedResponse(Protocol[_R]):
 
 
 class _Owner(Protocol):
-    """What the proxies call through: the channel, as far as this module needs it."""
+    """What the proxies call through: the channel (or the client), as far as this module needs it."""
 
-    id: str
+    @property
+    def id(self) -> str: ...
 
     def call(self, name: str, args: Params = None, timeout: Any = ...) -> Awaitable[Response]: ...
 

@@ -60,8 +60,8 @@ from .transport import CLOSE_POLICY_VIOLATION
 from .watchdog import spawn_background
 
 if TYPE_CHECKING:
-    from .channel import RpcChannel
     from .cluster import Cluster
+    from .conversation import Conversation as RpcChannel
 
 logger = get_logger("topics")
 
