@@ -946,6 +946,9 @@ class Subscription:
                 continue
             if event.epoch is not None and event.offset is not None:
                 self.positions[event.topic] = {"epoch": event.epoch, "offset": event.offset}
+            elif event.is_notice and event.topic not in self.positions:
+                # The topic had no publication yet: start "before its first" (see docs/guide/recovery.md).
+                self.positions[event.topic] = {"epoch": None, "offset": 0}
             if not event.is_notice:
                 return event
             if self._first or event.reason == REASON_NEW:

@@ -84,6 +84,8 @@ REASON_AHEAD = "ahead"  #: the position is past the newest publication of its ep
 
 #: A position in a topic's history: ``(epoch, offset)``.
 Position = Tuple[str, int]
+#: A subscriber's ``since`` for one topic: a position, or ``(None, 0)``, "before its first publication".
+Since = Tuple[Optional[str], int]
 
 
 class TopicEvent(msgspec.Struct, gc=False):
@@ -145,7 +147,7 @@ def new_epoch() -> str:
     return secrets.token_hex(8)
 
 
-def covers(since: Optional[Position], history: HistorySlice) -> Tuple[bool, str, List[Tuple[int, bytes]]]:
+def covers(since: Optional[Since], history: HistorySlice) -> Tuple[bool, str, List[Tuple[int, bytes]]]:
     """Whether ``history`` holds every publication after ``since``: ``(recovered, reason, missed)``.
 
     ``missed`` (when recovered) are exactly the publications ``since.offset + 1``
@@ -156,6 +158,8 @@ def covers(since: Optional[Position], history: HistorySlice) -> Tuple[bool, str,
     if since is None:
         return False, REASON_NEW, []
     epoch, offset = since
+    if epoch is None:
+        epoch = history.epoch  # "before the first publication": whatever epoch exists began after it (see _read)
     if epoch != history.epoch:
         return False, REASON_EPOCH, []
     if offset > history.top:
@@ -474,19 +478,22 @@ class TopicHub:
                     del self._topics[name]
 
 
-def _parse_since(since: Any, names: List[str]) -> Optional[Dict[str, Position]]:
+def _parse_since(since: Any, names: List[str]) -> Optional[Dict[str, Since]]:
     """``since`` as ``{topic: (epoch, offset)}``; -32602 for anything else than the spec's shape."""
     if since is None:
         return None
     if not isinstance(since, Mapping):
         raise RemoteValueError('Invalid params: since must be {topic: {"epoch": str, "offset": int}}', code=-32602)
     known = set(names)
-    positions: Dict[str, Position] = {}
+    positions: Dict[str, Since] = {}
     for topic, where in since.items():
         if topic not in known:
             raise RemoteValueError(f"Invalid params: since names {topic!r}, which is not subscribed", code=-32602)
         epoch = where.get("epoch") if isinstance(where, Mapping) else None
         offset = where.get("offset") if isinstance(where, Mapping) else None
+        if epoch is None and offset == 0:
+            positions[topic] = (None, 0)  # before the topic's first publication (it had none then)
+            continue
         if (
             not isinstance(epoch, str)
             or isinstance(offset, bool)
@@ -514,9 +521,7 @@ class _Events:
 
     __slots__ = ("_closed", "_hub", "_names", "_positions", "_ready", "_since", "_started", "_sub")
 
-    def __init__(
-        self, hub: TopicHub, sub: _Subscription, names: List[str], since: Optional[Dict[str, Position]]
-    ) -> None:
+    def __init__(self, hub: TopicHub, sub: _Subscription, names: List[str], since: Optional[Dict[str, Since]]) -> None:
         self._hub = hub
         self._sub = sub
         self._names = names
@@ -589,9 +594,19 @@ class _Events:
             "offset": offset,
         }
 
-    async def _read(self, topic: str, since: Optional[Position]) -> HistorySlice:
+    async def _read(self, topic: str, since: Optional[Since]) -> HistorySlice:
+        """The history after ``since``; ``(None, 0)`` reads from the first publication of today's epoch."""
+        position: Optional[Position] = None
+        if since is not None:
+            if since[0] is None:
+                top = await self._read(topic, None)
+                if top.epoch is None or top.top == 0:
+                    return top
+                position = (top.epoch, 0)  # the topic had no publication when the subscriber started
+            else:
+                position = (since[0], since[1])
         try:
-            return await self._hub.read_history(topic, since)
+            return await self._hub.read_history(topic, position)
         except (RpcBrokerUnavailableError, RpcTimeoutError) as exc:
             data = {"topic": topic, "epoch": since[0], "offset": since[1]} if since is not None else {"topic": topic}
             raise RemoteValueError(
