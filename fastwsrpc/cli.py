@@ -1,12 +1,15 @@
-"""The ``fastwsrpc`` command: call a server, list its methods, serve a methods class.
+"""The ``fastwsrpc`` command: call a server, list its methods, subscribe, serve a methods class.
 
     fastwsrpc call ws://127.0.0.1:9000/ws add a=1 b=2     # named params (values are JSON, else strings)
     fastwsrpc call ws://127.0.0.1:9000/ws subtract 42 23  # positional params
     fastwsrpc call URL add --params '{"a": 1, "b": 2}'    # params as one JSON object or array
     echo '[42, 23]' | fastwsrpc call URL subtract --params -
     fastwsrpc call URL whoami --header 'Authorization: Bearer TOKEN'
+    fastwsrpc call URL ticks n=3                          # a stream method: one JSON line per item
+    fastwsrpc subscribe URL prices.btc prices.eth         # one JSON line per event, until Ctrl-C
     fastwsrpc methods ws://127.0.0.1:9000/ws              # via rpc.discover
     fastwsrpc serve mypackage.module:MyMethods --port 9000
+    fastwsrpc serve app:Methods --workers 4 --broker redis://127.0.0.1:6379/0
     fastwsrpc --version                                   # version and active implementation
 
 Exit codes: 0 success; 1 the server answered with a JSON-RPC error (printed to
@@ -24,12 +27,15 @@ import argparse
 import asyncio
 import errno
 import importlib
+import inspect
 import json
+import os
 import re
+import signal
 import socket
 import ssl
 import sys
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 EXIT_OK = 0
@@ -253,6 +259,88 @@ def _client(args: argparse.Namespace) -> Any:
     return WebSocketRpcClient(args.url, RpcMethodsBase(), retry_config=False, **options)
 
 
+# --------------------------------------------------------------------- streams
+def _answer_or_stream(client: Any, method: str, params: Any, timeout: Optional[float]) -> Any:
+    """A call whose answer decides what it is: a plain result, or a stream to read to its end.
+
+    Built on :class:`~fastwsrpc.streams.RpcStream` (registered as a consumer before
+    the request goes out, so that items sent right behind the answer find it).
+    Decided from the answer, not from ``rpc.discover``: discovery may be off, and
+    the stream protocol itself says what a stream's answer is, ``{"stream": <the
+    request's id>}``, which no plain method can give by accident.
+    """
+    from .protocol import Response, encode_notification, encode_request
+    from .streams import STREAM_CREDIT, RpcStream
+
+    class AnswerOrStream(RpcStream):
+        #: The answer when it is not a stream (``None`` once a stream opened).
+        answer: Optional[Response] = None
+
+        async def open(self) -> None:
+            if self._opened:
+                return
+            self._opened = True
+            registry = self._registry
+            calls = registry.calls
+            calls.check_open()
+            future = registry.loop.create_future()
+            call_id = calls.pending.register(future)
+            self.id = call_id
+            registry.consumers[call_id] = self
+            send = registry.runner.send_counted
+            try:
+                await send(encode_request(call_id, self.method, self._params))
+                response: Response = await registry.wait_answer(future, timeout)
+            except BaseException:
+                calls.pending.discard(call_id)
+                self._finish()
+                raise
+            result = response.result
+            if response.error is None and isinstance(result, dict) and result == {"stream": call_id}:
+                # A stream: the producer started on its initial credits; now our window.
+                await send(encode_notification(STREAM_CREDIT, {"stream": call_id, "window": self.buffer}))
+                return
+            self.answer = response
+            self._finish()  # a plain answer: nothing more comes for this id
+
+    channel = client.channel
+    if channel is None:  # pragma: no cover - the client is connected when this is called
+        raise RuntimeError("not connected")
+    return AnswerOrStream(channel._streams, method, params)
+
+
+async def _print_items(stream: Any, args: argparse.Namespace) -> int:
+    """Print each item of an open stream as one JSON line (flushed) until it ends."""
+    from .errors import RemoteValueError
+
+    args.streaming = True  # from now on Ctrl-C is the user's way to stop: exit 0
+    count = getattr(args, "count", None)
+    printed = 0
+    try:
+        while count is None or printed < count:
+            try:
+                item = await stream.next()
+            except StopAsyncIteration:
+                break
+            _print_json(item, args.pretty)
+            sys.stdout.flush()
+            printed += 1
+    except RemoteValueError as exc:  # the producer failed: what it sent is printed, its error follows
+        return _print_remote_error(exc.code, exc.message, exc.data, args.pretty)
+    except BrokenPipeError:  # the reader went away (``| head -3``): stop quietly
+        _silence_stdout()
+    return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: later flushes (at exit, too) must not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - stdout is not a real file
+        pass
+
+
 # --------------------------------------------------------------------- commands
 async def _call(args: argparse.Namespace) -> int:
     from .errors import RemoteValueError
@@ -264,16 +352,43 @@ async def _call(args: argparse.Namespace) -> int:
             if args.notify:
                 await client.notify(args.method, args.params_value)
                 return EXIT_OK
-            response = await client.call(args.method, args.params_value, timeout=args.timeout)
+            async with _answer_or_stream(client, args.method, args.params_value, args.timeout) as request:
+                response = request.answer
+                if response is None:
+                    return await _print_items(request, args)
     except RemoteValueError as exc:
         return _print_remote_error(exc.code, exc.message, exc.data, args.pretty)
     except Exception as exc:
         return _fail(*describe_failure(exc, args.url, connected, args.timeout))
     error = getattr(response, "error", None)
-    if error is not None:  # a client built with raise_on_error=False answers instead of raising
+    if error is not None:  # a remote error answered rather than raised
         return _print_remote_error(error.code, error.message, error.data, args.pretty)
     _print_json(response.result, args.pretty)
     return EXIT_OK
+
+
+async def _subscribe(args: argparse.Namespace) -> int:
+    from .errors import RemoteValueError
+    from .topics import SUBSCRIBE
+
+    params: Dict[str, Any] = {"topics": list(args.topics)}
+    if args.on_slow is not None:
+        params["on_slow"] = args.on_slow
+    connected = False
+    try:
+        async with _client(args) as client:
+            connected = True
+            async with _answer_or_stream(client, SUBSCRIBE, params, args.timeout) as subscription:
+                answer = subscription.answer
+                if answer is None:
+                    return await _print_items(subscription, args)
+    except RemoteValueError as exc:
+        return _print_remote_error(exc.code, exc.message, exc.data, args.pretty)
+    except Exception as exc:
+        return _fail(*describe_failure(exc, args.url, connected, args.timeout))
+    if getattr(answer, "error", None) is not None:
+        return _print_remote_error(answer.error.code, answer.error.message, answer.error.data, args.pretty)
+    return _fail(EXIT_REMOTE_ERROR, f"the server does not serve subscriptions ({SUBSCRIBE} answered {answer.result!r})")
 
 
 async def _methods(args: argparse.Namespace) -> int:
@@ -380,44 +495,442 @@ def format_methods(doc: Dict[str, Any]) -> List[str]:
 
 
 def _load(target: str) -> Any:
+    """The ``module:Class`` (or ``module:instance``) to serve, imported and checked; not built yet."""
     from .methods import RpcMethodsBase
 
     module_name, _, attr = target.partition(":")
     if not attr:
         raise ValueError(f"expected module:Class, got {target!r}")
     obj = getattr(importlib.import_module(module_name), attr)
-    if isinstance(obj, RpcMethodsBase):
+    if isinstance(obj, RpcMethodsBase) or (isinstance(obj, type) and issubclass(obj, RpcMethodsBase)):
         return obj
-    if isinstance(obj, type) and issubclass(obj, RpcMethodsBase):
-        return obj()
     raise ValueError(f"{target} is neither an RpcMethodsBase subclass nor an instance of one")
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _build_methods(target: Any, cluster: Any) -> Any:
+    """An instance as it is; a class built with no argument, or ``cluster=`` when its constructor takes one.
+
+    That is how served methods reach clients on other workers: ``await
+    self.cluster.call(client_id, ...)`` goes through the node's cluster (the broker's).
+    """
+    if not isinstance(target, type):
+        return target
+    try:
+        takes_cluster = "cluster" in inspect.signature(target).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a constructor without a signature
+        takes_cluster = False
+    return target(cluster=cluster) if takes_cluster else target()
+
+
+#: A worker that dies is restarted, but not more than this many times ...
+MAX_RESTARTS = 5
+#: ... within this many seconds (all workers together); then the server gives up.
+RESTART_WINDOW = 60.0
+#: After the drain (or at once on Ctrl-C), how long workers get to exit before they are killed.
+STOP_GRACE = 15.0
+
+
+def _redact(url: str) -> str:
+    """A broker URL fit to print: without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _check_serve(args: argparse.Namespace) -> Optional[str]:
+    """What makes this ``serve`` command line unworkable (exit 2 before anything starts), else ``None``."""
+    if args.worker is not None and args.supervisor_fd is None:
+        return "--worker is for the workers a supervisor starts (use --workers N)"
+    if args.workers < 1:
+        return f"--workers must be at least 1, got {args.workers}"
+    if args.drain_timeout < 0:
+        return f"--drain-timeout must be 0 or more seconds, got {args.drain_timeout:g}"
+    if args.broker is not None:
+        from .cluster import broker_from_url
+
+        try:
+            broker_from_url(args.broker)  # the scheme, and the extra it needs (redis, nats-py)
+        except (ValueError, ImportError) as exc:
+            return f"--broker {_redact(args.broker)}: {exc}"
+    if args.workers == 1:
+        return None
+    if args.broker is None or urlsplit(args.broker).scheme.lower() == "memory":
+        return (
+            f"--workers {args.workers} needs --broker redis://... or nats://...: each worker holds its own "
+            "connections, and without a shared broker a call to a client held by another worker could not "
+            "be routed (nor a topic published on one worker reach subscribers on the others)"
+        )
+    if not hasattr(socket, "SO_REUSEPORT"):
+        return (
+            f"--workers {args.workers} needs SO_REUSEPORT (several processes listening on one port), which "
+            "this platform does not have: run one process per port behind a load balancer instead"
+        )
+    if args.port == 0:
+        return "--workers needs a fixed --port: every worker listens on the same one"
+    return None
+
+
+def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A listening TCP socket on ``host:port``; with ``reuse_port``, one of several on the port (SO_REUSEPORT)."""
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = found[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if os.name == "posix":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _port_in_use(host: str, port: int) -> Optional[str]:
+    """Why ``host:port`` cannot be listened on (bound without SO_REUSEPORT: anyone on it counts), or ``None``."""
+    try:
+        _bind(host, port, reuse_port=False).close()
+    except OSError as exc:
+        return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
+def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     sys.path.insert(0, ".")
     try:
-        methods = _load(args.target)
+        target = _load(args.target)
     except (ImportError, AttributeError, ValueError) as exc:
         return _fail(EXIT_USAGE, f"cannot serve {args.target}: {exc}")
-    print(f"serving {args.target} on ws://{args.host}:{args.port}{args.path}", flush=True)
+    problem = _check_serve(args)
+    if problem is not None:
+        return _fail(EXIT_USAGE, problem)
+    if args.worker is not None:  # one of the workers a supervisor started (see _supervise)
+        return _run_node(args, target, worker=True)
+    where = f"serving {args.target} on ws://{args.host}:{args.port}{args.path}"
+    if args.workers > 1:
+        problem = _port_in_use(args.host, args.port)
+        if problem is not None:
+            return _fail(EXIT_USAGE, problem)
+        print(f"{where} with {args.workers} workers, cluster broker {_redact(args.broker)}", flush=True)
+        return _supervise(args, argv)
+    print(where + (f", cluster broker {_redact(args.broker)}" if args.broker else ""), flush=True)
+    return _run_node(args, target, worker=False)
+
+
+# --------------------------------------------------------------------- one server process
+def _run_node(args: argparse.Namespace, target: Any, worker: bool) -> int:
+    """Serve in this process until Ctrl-C, or SIGTERM and a drain; as a worker, on a SO_REUSEPORT socket."""
+    supervisor: Optional[socket.socket] = None
+    sock: Optional[socket.socket] = None
+    if worker:
+        supervisor = socket.socket(fileno=args.supervisor_fd)
+        try:
+            sock = _bind(args.host, args.port, reuse_port=True)
+        except OSError as exc:
+            return _fail(EXIT_USAGE, f"worker {args.worker}: cannot listen on {args.host}:{args.port}: {exc}")
+        _watch_supervisor(supervisor)
     if args.asgi:
-        import uvicorn
-        from fastapi import FastAPI
-
-        from .endpoint import WebSocketRpcEndpoint
-
-        app = FastAPI()
-        WebSocketRpcEndpoint(methods).register_route(app, args.path)
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-        return EXIT_OK
+        return _run_uvicorn(args, target, sock, supervisor)
     import logging
-
-    from .server import run
 
     level = logging.DEBUG if args.log_level == "trace" else getattr(logging, args.log_level.upper())
     logging.basicConfig(level=level, format="%(levelname)s: %(name)s: %(message)s")
-    run(methods, args.host, args.port, path=args.path)
+
+    async def main() -> None:
+        from .cluster import Cluster, broker_from_url
+        from .server import WebSocketRpcServer, drain_on_sigterm
+
+        cluster = Cluster(broker_from_url(args.broker) if args.broker else None)
+        try:
+            server = WebSocketRpcServer(_build_methods(target, cluster), cluster=cluster)
+            where: Dict[str, Any] = {"sock": sock} if sock is not None else {"host": args.host, "port": args.port}
+            async with server.listen(path=args.path, **where):
+                drain_on_sigterm(server, args.drain_timeout)  # a rolling restart drops no call
+                if supervisor is not None:
+                    supervisor.sendall(b"ready\n")
+                assert server._stop is not None
+                await server._stop.wait()  # until close(): after the drain, on SIGTERM (as server.run does)
+        finally:
+            await cluster.close()  # this node's clients leave the cluster now, not at their TTL
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on CPython/POSIX
+        runner: Any = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        runner(main())
+    except KeyboardInterrupt:
+        pass
     return EXIT_OK
+
+
+def _watch_supervisor(supervisor: socket.socket) -> None:
+    """A worker whose supervisor is gone (killed, even with SIGKILL) drains and exits, as on SIGTERM."""
+    import threading
+
+    def watch() -> None:
+        try:
+            while supervisor.recv(64):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="fastwsrpc-supervisor-watch", daemon=True).start()
+
+
+def _run_uvicorn(
+    args: argparse.Namespace, target: Any, sock: Optional[socket.socket], supervisor: Optional[socket.socket]
+) -> int:
+    """``--asgi``: a FastAPI app with the endpoint at ``--path`` and ``/healthz``, under uvicorn; SIGTERM drains."""
+    import uvicorn
+    from fastapi import FastAPI
+    from fastapi.responses import PlainTextResponse
+
+    from .cluster import Cluster, broker_from_url
+    from .endpoint import WebSocketRpcEndpoint
+
+    cluster = Cluster(broker_from_url(args.broker) if args.broker else None)
+    endpoint = WebSocketRpcEndpoint(_build_methods(target, cluster), cluster=cluster)
+    app = FastAPI()
+    endpoint.register_route(app, args.path)
+    if args.path != HEALTH_PATH:
+
+        async def health() -> PlainTextResponse:
+            """200 "ok", or 503 "draining" once SIGTERM began the drain (for load balancers)."""
+            if endpoint.draining:
+                return PlainTextResponse("draining\n", status_code=503)
+            return PlainTextResponse("ok\n")
+
+        app.add_api_route(HEALTH_PATH, health, methods=["GET"], include_in_schema=False)
+
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level)
+    server = _draining_uvicorn_class()(config, endpoint, args.drain_timeout)
+    if supervisor is not None:
+        supervisor.sendall(b"ready\n")
+    server.run(sockets=[sock] if sock is not None else None)
+    return EXIT_OK
+
+
+#: Where ``serve`` answers health checks (the native server's ``health_path``; added to the ``--asgi`` app).
+HEALTH_PATH = "/healthz"
+
+
+def _draining_uvicorn_class() -> Any:
+    import uvicorn
+
+    class DrainingUvicorn(uvicorn.Server):
+        """uvicorn that drains the endpoint on SIGTERM before its own shutdown (Ctrl-C stops at once).
+
+        While the drain runs, uvicorn still listens: new upgrades get HTTP 503 and
+        ``/healthz`` says 503, so a load balancer moves on; then each connection is
+        closed with 1012, spread over the drain window, and uvicorn shuts down.
+        """
+
+        def __init__(self, config: Any, endpoint: Any, drain_timeout: float) -> None:
+            super().__init__(config)
+            self.endpoint = endpoint
+            self.drain_timeout = drain_timeout
+            self.drain_requested = False
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # uvicorn's own rule, without re-raising the signal once stopped (exit 0 after a drain).
+            if sig == signal.SIGTERM and not self.should_exit:
+                self.drain_requested = True
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            else:
+                self.should_exit = True
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            if self.drain_requested:
+                import logging
+
+                logging.getLogger("uvicorn.error").warning(
+                    "SIGTERM: draining for up to %.3g s, then stopping", self.drain_timeout
+                )
+                drain = asyncio.ensure_future(self.endpoint.drain(self.drain_timeout))
+                while not drain.done() and not self.force_exit:  # a Ctrl-C during the drain ends it
+                    await asyncio.wait({drain}, timeout=0.1)
+                if not drain.done():
+                    drain.cancel()
+                await asyncio.gather(drain, return_exceptions=True)
+            await super().shutdown(sockets=sockets)
+            await self.endpoint.cluster.close()  # this node's clients leave the cluster now, not at their TTL
+
+    return DrainingUvicorn
+
+
+# --------------------------------------------------------------------- several workers
+class _Worker:
+    """One worker process and the supervisor's end of its socket pair (``ready``, then EOF when it dies)."""
+
+    def __init__(self, index: int, proc: Any, link: socket.socket) -> None:
+        self.index = index
+        self.proc = proc
+        self.link = link
+        self.ready = False
+
+
+def _supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Start ``--workers`` processes on one port, restart those that die (bounded), pass SIGTERM on as a drain."""
+    import collections
+    import selectors
+    import subprocess
+    import time
+
+    def say(message: str) -> None:
+        print(f"fastwsrpc: {message}", file=sys.stderr, flush=True)
+
+    def start(index: int) -> _Worker:
+        ours, theirs = socket.socketpair()
+        command = [
+            sys.executable,
+            "-m",
+            "fastwsrpc",
+            *argv,
+            "--worker",
+            str(index),
+            "--supervisor-fd",
+            str(theirs.fileno()),
+        ]
+        try:
+            # A session of its own: a Ctrl-C at the terminal reaches the supervisor only, which passes it on.
+            proc = subprocess.Popen(command, pass_fds=(theirs.fileno(),), start_new_session=True)
+        finally:
+            theirs.close()
+        worker = _Worker(index, proc, ours)
+        selector.register(ours, selectors.EVENT_READ, worker)
+        return worker
+
+    def send(worker: _Worker, sig: int) -> None:
+        if worker.proc.poll() is None:
+            try:
+                worker.proc.send_signal(sig)
+            except ProcessLookupError:  # pragma: no cover - it exited a moment ago
+                pass
+
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    selector = selectors.DefaultSelector()
+    selector.register(wake_r, selectors.EVENT_READ, None)
+    asked: List[int] = []
+
+    def on_signal(sig: int, frame: Any) -> None:
+        asked.append(sig)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    old_wakeup = signal.set_wakeup_fd(wake_w.fileno())
+    workers: Dict[int, _Worker] = {}
+    restarts: Deque[float] = collections.deque()
+    stopping: Optional[int] = None  # the signal passed on to the workers, once stopping
+    deadline = 0.0
+    code = EXIT_OK
+    try:
+        for index in range(1, args.workers + 1):
+            workers[index] = start(index)
+        while workers:
+            now = time.monotonic()
+            for sig in asked:
+                if stopping is None:
+                    # SIGTERM (or giving up): each worker drains; Ctrl-C: each stops at once.
+                    stopping = signal.SIGINT if sig == signal.SIGINT else signal.SIGTERM
+                    grace = args.drain_timeout + STOP_GRACE if stopping == signal.SIGTERM else STOP_GRACE
+                    deadline = now + grace
+                    if sig in (signal.SIGTERM, signal.SIGINT):
+                        what = "draining" if stopping == signal.SIGTERM else "stopping"
+                        say(f"{signal.Signals(sig).name}: {what} {len(workers)} workers")
+                    for worker in workers.values():
+                        send(worker, stopping)
+                elif sig == signal.SIGINT:  # a second Ctrl-C: no more waiting
+                    say("stopping now")
+                    deadline = now
+            asked.clear()
+            if stopping is not None and now >= deadline:
+                for worker in workers.values():
+                    if worker.proc.poll() is None:
+                        say(f"worker {worker.index} (pid {worker.proc.pid}) did not stop in time; killing it")
+                        send(worker, signal.SIGKILL)
+                deadline = float("inf")
+            timeout = 1.0 if stopping is None else max(0.0, min(1.0, deadline - now))
+            for key, _ in selector.select(timeout):
+                if key.data is None:  # a signal arrived: it is in ``asked``
+                    try:
+                        while wake_r.recv(512):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    continue
+                worker = key.data
+                try:
+                    said = worker.link.recv(64)
+                except OSError:
+                    said = b""
+                if said and not worker.ready:
+                    worker.ready = True
+                    say(f"worker {worker.index} (pid {worker.proc.pid}) listening")
+                elif not said:
+                    selector.unregister(worker.link)  # EOF: it is gone, or going
+            for index, worker in list(workers.items()):
+                if worker.proc.poll() is None:
+                    continue
+                try:
+                    selector.unregister(worker.link)
+                except KeyError:
+                    pass
+                worker.link.close()
+                del workers[index]
+                if stopping is not None or code != EXIT_OK:
+                    continue
+                status = worker.proc.returncode
+                how = f"was killed by {_signal_name(-status)}" if status < 0 else f"exited with code {status}"
+                now = time.monotonic()
+                while restarts and restarts[0] <= now - RESTART_WINDOW:
+                    restarts.popleft()
+                if len(restarts) >= MAX_RESTARTS:
+                    say(
+                        f"worker {index} (pid {worker.proc.pid}) {how}; {MAX_RESTARTS} restarts within "
+                        f"{RESTART_WINDOW:g} s already: giving up (draining the other workers)"
+                    )
+                    code = EXIT_REMOTE_ERROR
+                    asked.append(_GIVE_UP)
+                    continue
+                restarts.append(now)
+                say(f"worker {index} (pid {worker.proc.pid}) {how}; restarting it")
+                workers[index] = start(index)
+    finally:
+        for worker in workers.values():
+            if worker.proc.poll() is None:
+                worker.proc.kill()
+                worker.proc.wait()
+        signal.set_wakeup_fd(old_wakeup)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        selector.close()
+        wake_r.close()
+        wake_w.close()
+    if code == EXIT_OK:
+        say("all workers stopped")
+    return code
+
+
+#: Not a signal: what the supervisor tells itself when it gives up (the workers drain, as on SIGTERM).
+_GIVE_UP = -1
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 # --------------------------------------------------------------------- parser
@@ -493,8 +1006,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     call = sub.add_parser(
         "call",
-        help="call a method and print its result as JSON",
-        description="Call a method and print its result as JSON (a JSON-RPC error goes to stderr, exit 1).",
+        help="call a method and print its result as JSON (a stream: one JSON line per item)",
+        description=(
+            "Call a method and print its result as JSON (a JSON-RPC error goes to stderr, exit 1).\n\n"
+            "A stream method (an async generator on the server) is read to its end, one JSON line per\n"
+            "item, flushed as each arrives; Ctrl-C stops it (exit 0). What a method is, is decided from\n"
+            'its answer, not from rpc.discover: a stream answers {"stream": <the request\'s id>}, which\n'
+            "works with discovery off and with any server that speaks the stream protocol. --timeout\n"
+            "bounds the answer; a stream's items are awaited as long as it lasts. A stream that ends\n"
+            "with an error prints the items it sent, then the error on stderr (exit 1)."
+        ),
         formatter_class=_HelpFormatter,
     )
     _connection_options(call)
@@ -513,6 +1034,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     call.add_argument("--notify", action="store_true", help="send a notification (never answered) instead of a call")
 
+    subscribe = sub.add_parser(
+        "subscribe",
+        help="print the events published on topics, one JSON line each, until Ctrl-C",
+        description=(
+            "Subscribe to topics and print each event as one JSON line, as the server sends it\n"
+            '({"topic": ..., "data": ..., "dropped": n}, plus "epoch" and "offset" when the server keeps\n'
+            "topic history), until Ctrl-C (exit 0), --count events, or the connection's end (exit 3;\n"
+            "a server that drains closes with 1012: subscribe again, to another server)."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    _connection_options(subscribe)
+    subscribe.set_defaults(command_parser=subscribe)
+    subscribe.add_argument("topics", nargs="+", metavar="topic", help="a topic to subscribe to; several may be given")
+    subscribe.add_argument(
+        "--on-slow",
+        choices=["disconnect", "drop_oldest", "drop_new"],
+        help="what the server does when we cannot keep up (default: the server's policy)",
+    )
+    subscribe.add_argument("--count", type=int, metavar="N", help="exit 0 after N events")
+
     methods = sub.add_parser(
         "methods",
         help="list the server's methods (rpc.discover)",
@@ -527,15 +1069,23 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve an RpcMethodsBase subclass (native server; --asgi: FastAPI on uvicorn)",
         description=(
-            "Serve the public async methods of an RpcMethodsBase subclass over WebSocket, on the native "
-            "server (fastwsrpc.server, uvloop when installed), or with --asgi on a FastAPI app under uvicorn."
+            "Serve the public methods of an RpcMethodsBase subclass over WebSocket, on the native server\n"
+            "(fastwsrpc.server, uvloop when installed), or with --asgi on a FastAPI app under uvicorn.\n"
+            "A class whose constructor takes a `cluster` argument is given the node's cluster, to call\n"
+            "clients on any worker: await self.cluster.call(client_id, method, params).\n\n"
+            "SIGTERM drains: new connections get HTTP 503 (so does GET /healthz), calls in flight finish,\n"
+            "then each connection is closed with 1012 (service restart), spread over --drain-timeout.\n"
+            "Ctrl-C stops at once (connections closed with 1001).\n\n"
+            "--workers N starts N processes listening on the one port (SO_REUSEPORT), each a node of the\n"
+            "cluster on --broker; a worker that dies is restarted (at most 5 restarts a minute, then the\n"
+            "server gives up and exits 1); SIGTERM drains every worker. Exit: 0 stopped, 1 gave up, 2 bad usage."
         ),
         formatter_class=_HelpFormatter,
     )
     serve.add_argument("target", help="module:Class or module:instance, importable from the current directory")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=9000, help="TCP port to listen on")
-    serve.add_argument("--path", default="/ws", help="URL path of the WebSocket endpoint")
+    serve.add_argument("--path", default="/ws", help="URL path of the WebSocket endpoint ({client_id} names a client)")
     serve.add_argument(
         "--log-level",
         default="info",
@@ -547,28 +1097,55 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve a FastAPI app with uvicorn instead of the native server",
     )
+    serve.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, the window over which connections are closed with 1012 and calls in flight may finish",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port (SO_REUSEPORT); more than 1 needs --broker; one per core",
+    )
+    serve.add_argument(
+        "--broker",
+        metavar="URL",
+        help="cluster broker shared by the workers and other servers: redis://host:6379/0 or nats://host:4222",
+    )
+    # What a supervisor passes to the workers it starts; not for people.
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--supervisor-fd", type=int, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line; returns the exit code (argparse exits 2 itself on bad usage)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(arguments)
     if args.command == "serve":
-        return _serve(args)
+        return _serve(args, arguments)
     subparser: argparse.ArgumentParser = args.command_parser
     try:  # everything the server cannot change is checked before connecting
         check_url(args.url)
         args.header_pairs = parse_headers(args.headers)
         if args.command == "call":
             args.params_value = parse_params(args.params, args.params_json)
+        if args.command == "subscribe" and args.count is not None and args.count < 1:
+            raise UsageError(f"--count must be at least 1, got {args.count}")
     except UsageError as exc:
         subparser.error(str(exc))  # prints usage and exits 2
-    runner = _call if args.command == "call" else _methods
+    runner = {"call": _call, "subscribe": _subscribe, "methods": _methods}[args.command]
+    args.streaming = args.command == "subscribe"
     try:
         return asyncio.run(runner(args))
     except KeyboardInterrupt:
-        return 130
+        # Ctrl-C is how a subscription or a stream ends: a success; anywhere else, an interruption.
+        return EXIT_OK if args.streaming else 130
 
 
 if __name__ == "__main__":  # pragma: no cover

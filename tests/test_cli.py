@@ -128,14 +128,23 @@ def test_version_names_the_active_implementation() -> None:
 def test_every_option_has_help_and_meaningful_defaults_are_shown(capsys: Any) -> None:
     parser = cli.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert set(commands) == {"call", "methods", "serve"}
+    assert set(commands) == {"call", "methods", "serve", "subscribe"}
     for name, sub in commands.items():
         for action in sub._actions:
             assert action.help, f"{name} {action.option_strings or action.dest} has no help text"
     expected = {
         "call": ["(default: 30.0)", "(default: 10.0)", "--header", "--params JSON", "standard input"],
         "methods": ["(default: 30.0)", "(default: 10.0)", "--header", "--json"],
-        "serve": ["(default: 127.0.0.1)", "(default: 9000)", "(default: /ws)", "(default: info)"],
+        "subscribe": ["(default: 30.0)", "(default: 10.0)", "--header", "--on-slow", "--count N", "Ctrl-C"],
+        "serve": [
+            "(default: 127.0.0.1)",
+            "(default: 9000)",
+            "(default: /ws)",
+            "(default: info)",
+            "--drain-timeout SECONDS",
+            "--workers N",
+            "--broker URL",
+        ],
     }
     for name, fragments in expected.items():
         code, out, _ = run(capsys, name, "--help")
@@ -144,7 +153,7 @@ def test_every_option_has_help_and_meaningful_defaults_are_shown(capsys: Any) ->
         for fragment in fragments:
             assert fragment in text, (name, fragment)
     code, out, _ = run(capsys, "--help")
-    assert code == 0 and "--version" in out and "Exit codes" in out
+    assert code == 0 and "--version" in out and "Exit codes" in out and "subscribe" in out
 
 
 # ---------------------------------------------------------------- exit 1
