@@ -5,18 +5,29 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fastwsrpc-installed
 PYTEST := $(BIN)/pytest -p no:cacheprovider
 
-.PHONY: install demo test bench compare lint docs clean
+.PHONY: help install demo test bench compare lint docs clean
+
+# `make` alone lists the targets (rather than quietly making a .venv).
+help:
+	@echo "make demo     make .venv, install, run a demo server and call it both ways"
+	@echo "make test     the whole suite (uses redis-server, nats-server, Chromium, Node if present)"
+	@echo "make install  .venv with fastwsrpc installed editable, compiled hot path built in place"
+	@echo "make docs     the documentation site into site/ (Python 3.10+)"
+	@echo "make lint     ruff and mypy, pinned"
+	@echo "make bench    micro benchmarks; make compare: end to end against other servers"
+	@echo "make clean    remove build products"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # Editable install builds the compiled speedups in place when a C compiler is
-# there (and warns, then carries on with the pure twin, when it is not).
+# there (and warns, then carries on with the pure twin, when it is not: setup.py's
+# warning says why; the check below says it again for a pip too old to relay it).
 $(STAMP): $(BIN)/python pyproject.toml setup.py fastwsrpc/_speedups.pyx
 	$(BIN)/python -m pip install -q -e ".[test,bench,redis,nats,otel]"
 	@$(BIN)/python -c "import fastwsrpc._speedups" 2>/dev/null || \
-	  echo "WARNING: the compiled speedups were not built (no C compiler or Cython?): running on the pure-Python twin. 'pip install -v .' shows why."
+	  echo "WARNING: the compiled speedups were not built (no C compiler or Cython?): running on the pure-Python twin. 'pip install -v -e .' shows the compiler's output."
 	@if $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then \
 	  $(BIN)/python -m pip install -q --no-deps "fastapi-ws-rpc==1.2.0"; \
 	else echo "Python < 3.10: fastapi-ws-rpc 1.2 (compatibility tests) not installed"; fi
@@ -65,4 +76,4 @@ lint: install
 	$(BIN)/mypy
 
 clean:
-	rm -rf build dist *.egg-info fastwsrpc/_speedups.c fastwsrpc/_speedups*.so fastwsrpc/_speedups.html
+	rm -rf build dist site *.egg-info fastwsrpc/_speedups.c fastwsrpc/_speedups*.so fastwsrpc/_speedups.html

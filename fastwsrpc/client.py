@@ -326,6 +326,96 @@ class WebSocketRpcClient:
 
     ``client.other.method(**kw)`` calls the server; ``methods`` is what the
     server may call back.
+
+    :param uri: The server's WebSocket URL (``ws://host:port/path`` or ``wss://...``),
+        or a list of them: after a failed connect attempt, and to reconnect, the
+        client moves on to the next one (another node of the service). Anything
+        else is refused here with ``RpcUsageError``.
+    :param methods: What the server may call on this client: an instance of an
+        ``RpcMethodsBase`` subclass. ``None``: an ``RpcMethodsBase()``, which answers
+        only ``ping``.
+    :param config: A ``WebSocketRpcClientConfig`` (fastapi-ws-rpc 1.2's form): the
+        connection, backpressure, keepalive, retry and websocket settings in one
+        object; the keywords below win over it. Any other value here is taken as
+        ``retry_config``, which the older fastapi-ws-rpc took third. ``None``: the
+        defaults.
+    :param on_connect: Async callbacks ``cb(channel)``, run on every connection
+        (the first and each reconnect) once its read loop is going, so they may
+        call the server. They run in the background unless
+        ``await_connect_callbacks``; one that raises is logged and skipped.
+    :param on_disconnect: Async callbacks ``cb(channel)``, run once each time a
+        connection ends.
+    :param on_error: Async callbacks ``cb(channel, exc)``, run when one of this
+        client's methods raises an unexpected exception while the server calls it
+        (the server gets -32603).
+    :param serializing_socket_cls: Accepted for fastapi-ws-rpc compatibility and
+        ignored, with a warning: fastwsrpc always speaks JSON-RPC 2.0 in JSON.
+    :param retry_config: How the first connect retries a transient failure (refused
+        connection, timeout, HTTP 5xx or 429); a refusal (HTTP 401, 403, 404, a bad
+        URL, a failed TLS verification) is never retried. An ``RpcRetryConfig``
+        (default: ``config.retry``, 10 attempts, waits growing from 0.1 s to at most
+        60 s, with jitter), a ``dict`` of ``tenacity.AsyncRetrying`` keywords (the
+        original library's form), or ``False`` / ``None``: one attempt. With an
+        ``RpcRetryConfig`` each retry logs a WARNING.
+    :param default_response_timeout: Seconds a call waits for its answer when it
+        gives no ``timeout`` (then ``RpcTimeoutError``). ``None``: from ``config``
+        (default: no timeout).
+    :param keep_alive: Seconds between keepalive pings (WebSocket pings; an RPC
+        ``ping`` call with ``RpcKeepaliveConfig(use_protocol_ping=False)``), each
+        to be answered within the same time. ``None``: from ``config`` (default 0:
+        off). The transport's own pings (``ping_interval``, below) are separate.
+    :param max_consecutive_ping_failures: Keepalive pings missed in a row after
+        which the connection is dropped without a closing handshake (pending calls
+        fail; with ``auto_reconnect`` the client reconnects). ``None``: from
+        ``config`` (default 3).
+    :param max_message_size: Largest frame accepted from the server, in bytes
+        (default 10 MB); a larger one closes the connection with 1009.
+    :param max_pending_requests: The server's calls to this client running at once
+        (default 1000), and the most of this client's own calls in flight: past it,
+        or past the limit the server advertises, calls wait locally, in order.
+    :param max_queued_calls: This client's calls that may wait locally for room
+        under that limit (default 10,000); past it a call fails at once with
+        ``RpcBackpressureError``.
+    :param max_connection_duration: Seconds after which the connection is closed
+        (code 1000); with ``auto_reconnect`` the client connects again. ``None``:
+        from ``config`` (default: no limit).
+    :param auto_reconnect: ``True``: when the connection drops, connect again
+        (after ``reconnect_delay``, up to ``max_reconnect_attempts`` tries), except
+        after a close by the server with 1002, 1003, 1007, 1008, 1011 or 4000
+        (``NO_RECONNECT_CODES``). Calls made while disconnected fail at once with
+        ``RpcNotConnectedError``. ``None``: from ``config`` (default ``False``).
+    :param reconnect_delay: Seconds before the first reconnect attempt (default
+        5; with several URLs, a random delay up to it); later attempts back off 2x
+        each time, up to ``config.retry.max_wait`` (60 s).
+    :param max_reconnect_attempts: Attempts per lost connection before the client
+        gives up (default 10); ``client.last_error`` then says why.
+    :param raise_on_error: ``True`` (default): an error answer raises (a
+        ``RemoteValueError`` subclass per JSON-RPC code). ``False``: the call returns
+        the ``Response`` with ``.error`` set, as fastapi-ws-rpc 1.2 did.
+    :param await_connect_callbacks: ``True``: ``async with`` enters only once the
+        ``on_connect`` callbacks have finished, as in fastapi-ws-rpc 1.2. ``False``
+        (default): they run in the background.
+    :param interceptors: Interceptors (``RpcInterceptor``) run around every call both ways, the
+        first outermost (for example ``fastwsrpc.otel.OpenTelemetryInterceptor()``).
+        Default: none.
+    :param transport: ``"native"`` (default): fastwsrpc's own frame codec;
+        ``"websockets"``: a ``websockets`` connection. A keyword only ``websockets``
+        implements (``compression="deflate"``, for one) selects ``"websockets"`` by
+        itself. Any other value is an ``RpcUsageError``.
+    :param idempotent_methods: Names of server methods whose calls are idempotent by
+        default: with ``auto_reconnect``, a call whose answer was lost with the
+        connection is sent again on the next one under the same id, and a server
+        with sessions runs it once (see ``call(..., idempotent=True)``).
+    :param session: Ask the server for a session, so that a reconnect within the
+        server's ``session_ttl`` resumes it. ``None`` (default): only with
+        ``auto_reconnect``.
+    :param kwargs: Options for the connection, as ``websockets.connect`` takes
+        them: ``ssl``, ``additional_headers`` (``extra_headers``, the older name, is
+        accepted), ``open_timeout`` (10 s), ``ping_interval`` / ``ping_timeout``
+        (20 s each; the transport's WebSocket pings), ``close_timeout``,
+        ``subprotocols``, ``compression``, any other ``websockets.connect`` keyword,
+        and the socket options of ``asyncio``'s ``create_connection``. Any other
+        name is a ``TypeError``.
     """
 
     def __init__(

@@ -170,6 +170,141 @@ class WebSocketRpcEndpoint:
 
     The keyword arguments are those of ``fastapi-ws-rpc`` 1.x; the limits default
     to the project page's (10 MB messages, 1000 calls in flight per connection).
+
+    :param methods: What clients may call: an *instance* of an ``RpcMethodsBase``
+        subclass (its public ``async def`` and ``def`` methods). Each connection gets
+        a shallow copy bound to its channel (``self.channel``). The class itself, or an
+        object that is not an ``RpcMethodsBase``, is refused here with a ``TypeError``.
+        ``None``: an ``RpcMethodsBase()``, which answers only ``ping``.
+    :param manager: Keeps the list of open WebSockets (``manager.active_connections``)
+        and accepts each one (``connect(websocket, subprotocol, headers)``).
+        ``None``: a new ``ConnectionManager``. A manager of your own is called as
+        fastapi-ws-rpc called it; the handshake headers that advertise this server's
+        limit and sessions are sent only through the default one.
+    :param on_disconnect: Async callbacks ``cb(channel)``, each run once when a
+        connection ends, however it ends. One that raises is logged and skipped.
+    :param on_connect: Async callbacks ``cb(channel)``, run for each new connection
+        once its read loop is going, so they may call the client
+        (``await channel.other.whoami()``). Each runs in its own task; one that raises
+        is logged and skipped.
+    :param frame_type: ``WebSocketFrameType.Text`` (default; the JSON-RPC norm) or
+        ``WebSocketFrameType.Binary`` (or ``"binary"``): the frame type of what the
+        server sends. Incoming frames may be either.
+    :param serializing_socket_cls: Accepted for fastapi-ws-rpc compatibility and
+        ignored, with a warning: fastwsrpc always speaks JSON-RPC 2.0 in JSON.
+    :param rpc_channel_get_remote_id: Accepted for fastapi-ws-rpc compatibility and
+        ignored, with a warning: name connections with ``{client_id}`` in the route
+        or with ``identify``.
+    :param max_message_size: Largest incoming frame, in bytes (default 10 MB). A
+        larger one is refused before it is parsed and the connection is closed with
+        1009. uvicorn refuses frames over its own ``ws_max_size`` (16 MiB by default)
+        first: raise that too to go above it.
+    :param max_pending_requests: Incoming calls, notifications and batch items
+        running at once on one connection (default 1000); more wait in a queue of
+        ``max_queued_requests``. Advertised to our clients in the handshake, which
+        then keep their calls under it. Also the most of the server's own calls to
+        that client waiting for answers; more wait locally.
+    :param max_connection_duration: Seconds after which a connection is closed
+        (code 1000), whatever it is doing. ``None`` (default): no limit.
+    :param connection_config: An ``RpcConnectionConfig``: the server uses its
+        timeouts (``default_response_timeout``, ``max_connection_duration``,
+        ``idle_timeout``, ``message_receive_timeout``, ``send_timeout``), its
+        ``debug`` and its ``websocket.subprotocols``; the reconnect fields are the
+        client's and are not used here. Keywords given here win over it.
+    :param on_error: Async callbacks ``cb(channel, exc)``, run when one of the
+        methods raises an unexpected exception (the caller gets -32603). One that
+        raises is logged and skipped.
+    :param default_response_timeout: Seconds a call from the server to a client
+        waits for its answer when the call gives no ``timeout`` (then
+        ``RpcTimeoutError``). ``None`` (default): it waits as long as the connection
+        lives.
+    :param debug_mode: ``True``: an error answer for a method that crashed carries
+        the exception's text (it may hold secrets: development only). ``None``
+        (default): from ``connection_config.debug``, else off, and the answer says
+        only ``"Internal error"``.
+    :param subprotocols: WebSocket subprotocols accepted when a client offers them,
+        in order of preference; none is ever forced on a client that offered none.
+        ``None`` (default): ``connection_config.websocket.subprotocols`` if given,
+        else ``("jsonrpc2.0",)``.
+    :param discovery: ``True`` (default): ``rpc.discover`` answers an OpenRPC
+        document of the exposed methods (names, docstrings, JSON Schemas of params
+        and results). ``False``: it is an unknown method (-32601).
+    :param settings: An ``RpcSettings`` to start from; the config objects and then
+        the keywords given here override its fields. ``None``: the defaults.
+    :param backpressure_config: An ``RpcBackpressureConfig`` holding the limits of
+        one connection (the ``max_*`` keywords in one object). Keywords given here
+        win over it.
+    :param max_send_queue_size: Answers handed to the socket and not yet taken by
+        it, per connection (default 1000). At the limit the server stops reading
+        that connection until its client reads.
+    :param max_batch_size: Items in one incoming batch (default 1000). A longer
+        batch is refused whole with one -32600 error.
+    :param max_depth: Nesting depth of an incoming frame's JSON (default 128),
+        checked before parsing. A deeper frame is answered -32700; the connection
+        goes on.
+    :param max_queued_requests: Incoming messages that may wait past
+        ``max_pending_requests`` (default 1000). Past it a call is refused at once
+        with -32001 (``data`` names the limit and gives ``retry_after``); a
+        notification, which has no answer to refuse with, is queued and reading
+        stops until the queue drains.
+    :param max_connection_bytes: Bytes one connection may hold for its client:
+        frames of work running or queued, answers not yet taken by the socket
+        (default 64 MiB). Past it calls are refused with -32001 and answers stop the
+        reading. One message up to ``max_message_size`` is always admitted to an
+        empty budget.
+    :param idle_timeout: Seconds without a message either way and with no call in
+        flight either way, after which a connection is closed (code 1001, "idle
+        timeout"). ``None`` (default): never.
+    :param message_receive_timeout: Seconds a client may take to finish a message
+        it has begun (default 60); a slower one is closed with 1008 (slowloris).
+        ``None``: no limit.
+    :param send_timeout: Seconds a client may go without reading anything the
+        server sends (default 60); then its socket is dropped, with a WARNING naming
+        its address. ``None``: no limit.
+    :param raise_on_error: ``True`` (default): an error answer to a call the server
+        makes to a client raises (a ``RemoteValueError`` subclass). ``False``: the
+        call returns the ``Response`` with ``.error`` set, as fastapi-ws-rpc 1.2 did.
+    :param broker: The cluster broker shared by the server processes (a
+        ``RedisBroker``, ``NatsBroker`` or ``LocalBroker``; ``broker_from_url(url)``
+        builds one), so that ``endpoint.cluster`` reaches clients connected to any
+        of them and ``publish`` reaches every subscriber. ``None`` (default): this
+        process alone. Ignored when ``cluster`` is given.
+    :param identify: How a connection is named in the cluster when its route has
+        no ``{client_id}``: called with the ``WebSocket`` (on the native server, the
+        ``HandshakeRequest``), it returns the id; it may be async. ``None``
+        (default), or a ``None`` result: the channel's own id.
+    :param on_duplicate: What a second connection under a client id already
+        connected does: ``"replace"`` (default) closes the older one with code 4000
+        ("replaced by a newer connection"); ``"reject"`` closes the newer one with
+        1008. Ignored when ``cluster`` is given.
+    :param cluster: A ``fastwsrpc.cluster.Cluster`` of your own, for its other
+        settings (``presence_ttl``, ``heartbeat_interval``, ``max_routed_calls``).
+        ``None`` (default): one is made from ``broker`` and ``on_duplicate``.
+    :param topic_queue_size: Events queued per subscription for a subscriber that
+        reads slower than topics are published (default 256); past it, ``on_slow``
+        applies.
+    :param on_slow: What happens to a subscriber whose queue is full:
+        ``"disconnect"`` (default; its connection is closed with 1008),
+        ``"drop_oldest"`` or ``"drop_new"``. A subscriber may ask for its own.
+        Every event says how many its subscription has lost (``dropped``).
+    :param topic_history: Publications kept per topic (default 0: none), so that a
+        subscriber coming back with the position it last saw (``since``) gets what
+        it missed, in order, with no duplicates. Kept by the broker (in memory,
+        Redis Streams, NATS JetStream).
+    :param topic_history_ttl: Seconds each kept publication lives (``None``,
+        default: until ``topic_history`` newer ones push it out).
+    :param interceptors: Interceptors (``RpcInterceptor``) run around every call both ways on
+        every connection, the first outermost (for example
+        ``fastwsrpc.otel.OpenTelemetryInterceptor()``). Default: none.
+    :param allowed_origins: Which web pages may connect. A handshake without an
+        ``Origin`` header (any program) is always accepted. ``None`` (default): a
+        browser page only from the server's own origin (the ``Host`` it was reached
+        at, either scheme). A list (``["https://app.example.com"]``): those origins
+        as well. ``"*"``: every origin (the check is off). A refused page gets HTTP
+        403 with the reason, and the server logs one INFO line.
+    :param session_ttl: Seconds the server keeps the session of a client that asked
+        for one after the client leaves (default 120), so that its idempotent calls
+        run once across reconnects (see the Sessions guide). ``None``: no sessions.
     """
 
     def __init__(
