@@ -499,6 +499,15 @@ class WebSocketRpcEndpoint:
         finally:
             self.manager.disconnect(websocket)
 
+    async def start(self) -> None:
+        """Join the cluster before serving: call it in the FastAPI lifespan.
+
+        A node that joins at its first connection cannot yet locate clients held
+        by other nodes (on NATS it learns them from its peers): a call routed in
+        that first moment would fail. The native server does this in ``listen``.
+        """
+        await self.service.start()
+
     async def drain(self, timeout: float = 30.0) -> None:
         """Drain for a deploy: refuse new connections (HTTP 503), let calls in flight finish, then
         close every connection with 1012, spread over ``timeout`` (see :meth:`RpcService.drain`).

@@ -302,6 +302,11 @@ class WebSocketRpcServer:
             self._routes.insert(0, _Route(path, self))
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        # Ready before we accept: each cluster served here has joined (presence known),
+        # so the first connection's first call reaches a client on another node.
+        services = {id(route.server.service): route.server.service for route in self._routes}
+        services[id(self.service)] = self.service
+        await asyncio.gather(*(service.start() for service in services.values()))
         if create_server.get("sock") is not None:
             host = port = None
         self._server = await loop.create_server(lambda: _ServerWebSocket(self), host, port, ssl=ssl, **create_server)

@@ -141,6 +141,15 @@ class RpcService:
         #: Set by :meth:`drain`: new connections are refused (HTTP 503), health routes say so.
         self.draining = False
 
+    async def start(self) -> None:
+        """Join the cluster before serving (see :meth:`Cluster.start <fastwsrpc.cluster.Cluster.start>`).
+
+        The native server calls it before it accepts; a FastAPI app awaits it in its
+        lifespan, so that the first connection's first routed call finds a client held
+        by another node. Idempotent; without it, the first connection starts the node.
+        """
+        await self.cluster.start()
+
     async def drain(self, timeout: float = 30.0) -> None:
         """Stop taking connections, let calls in flight finish, then close each connection with 1012.
 

@@ -107,7 +107,9 @@ class Cluster:
     A node's clients vanish from the cluster at most ``presence_ttl`` seconds after
     it dies; it refreshes its presence every ``heartbeat_interval`` seconds.
 
-    Constructing it needs no event loop: it connects to the broker on first use.
+    Constructing it needs no event loop. :meth:`start` joins the cluster (the
+    servers call it before they accept); anything that needs the broker starts it
+    first otherwise.
     """
 
     def __init__(
@@ -158,6 +160,28 @@ class Cluster:
         return f"<Cluster node={self.node_id} local={len(self._channels)} broker={self.broker!r}>"
 
     # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Join the cluster: connect to the broker, listen, and learn who is connected where.
+
+        When it returns, a call to a client held by another node finds it: on Redis
+        presence is in Redis itself; on NATS, where each node keeps its own view of
+        presence, the node has asked its peers and each has answered (for at most the
+        broker's ``sync_timeout``). Idempotent, and concurrent calls share one start.
+        A broker that cannot be reached does not fail it: the node serves its own
+        connections and keeps trying in the background (a call that needs the broker
+        meanwhile raises ``RpcBrokerUnavailableError``).
+
+        The native server calls it before it accepts a connection; with FastAPI, call
+        ``await endpoint.service.start()`` in the app's lifespan. Without it, the first
+        connection or routed call starts the node, and waits for it.
+        """
+        await self._ensure_started()
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has completed (the node has joined its cluster)."""
+        return self._supervisor is not None
+
     async def _ensure_started(self) -> None:
         if self._supervisor is not None:
             return

@@ -15,6 +15,16 @@ Subjects, under a namespace (default ``fastwsrpc``):
   A dead node stops refreshing its entries and they expire within the TTL. A node
   that connects (or reconnects) asks the others to publish their state at once.
   Lookups are then local: no round trip before a routed call.
+* ``{ns}.sync`` and ``{ns}.sync.{node_id}``: how a node learns the cluster before it
+  is ready (``start`` returns only then). Once subscribed, it sends a request on
+  ``{ns}.sync``; every peer answers on the node's reply subject with its own clients
+  (``state`` messages) then ``ready``, naming the nodes it knows are alive. The node
+  waits until each node named has answered, for at most ``sync_timeout``: a named
+  node that is slow to answer is asked again on its own subject, where the server's
+  "no responders" says at once that it is gone (it crashed and its presence has not
+  expired yet). It subscribes to ``{ns}.sync`` only after sending its own request, so
+  that with no peer at all the server answers "no responders" and the start does
+  not wait.
 
 When the connection drops, every request waiting for a reply fails with
 ``RpcBrokerUnavailableError`` (its reply could be lost); the broker reconnects with
@@ -116,7 +126,11 @@ class _TopicLocks:
 
 
 class _Gossip(msgspec.Struct, omit_defaults=True, gc=False):
-    """A presence message: ``op`` is state, add, del, join, leave, sync or bye; ``n`` the node."""
+    """A presence message: ``op`` is state, add, del, join, leave, sync, ready or bye; ``n`` the node.
+
+    ``k``, in ``ready`` (the last answer to a node's sync request): the nodes the
+    answering node knows are alive, itself included.
+    """
 
     op: str
     n: str
@@ -124,10 +138,35 @@ class _Gossip(msgspec.Struct, omit_defaults=True, gc=False):
     c: str = ""
     g: str = ""
     cs: Optional[Dict[str, List[str]]] = None
+    k: Optional[List[str]] = None
 
 
 _gossip_encoder = msgspec.json.Encoder()
 _gossip_decoder = msgspec.json.Decoder(_Gossip)
+
+
+class _Sync:
+    """A node's sync request in progress: who answered, who is expected, who is gone."""
+
+    def __init__(self, expected: Set[str]) -> None:
+        self.expected = expected
+        self.answered: Set[str] = set()
+        self.gone: Set[str] = set()
+        self.asked: Set[str] = set()
+        #: The server said nobody listens on ``{ns}.sync``: no peer is up.
+        self.nobody = False
+        self.changed = asyncio.Event()
+
+    def missing(self, me: str) -> Set[str]:
+        return self.expected - self.answered - self.gone - {me}
+
+    def done(self, me: str) -> bool:
+        return (self.nobody or bool(self.answered)) and not self.missing(me)
+
+
+#: A node named by a peer but silent this long after the last answer is asked again
+#: on its own subject (where "no responders" says at once that it is gone).
+_SYNC_GRACE = 0.1
 
 
 class _Entry:
@@ -152,8 +191,10 @@ class NatsBroker:
 
     ``namespace`` separates clusters sharing one NATS (it must be a valid subject
     token). ``history_storage`` is JetStream's storage for topic history (``"file"``
-    survives a NATS restart, ``"memory"`` does not). Other keywords go to
-    ``nats.connect`` (credentials, TLS, ...).
+    survives a NATS restart, ``"memory"`` does not). ``sync_timeout`` bounds how long
+    ``start`` (and each reconnect) waits for the peers' presence (see the module
+    docstring); a lone node, or peers that all answer, do not wait it out. Other
+    keywords go to ``nats.connect`` (credentials, TLS, ...).
     """
 
     def __init__(
@@ -164,6 +205,7 @@ class NatsBroker:
         connect_timeout: float = 2.0,
         max_reconnect_wait: float = 2.0,
         history_storage: str = "file",
+        sync_timeout: float = 2.0,
         **nats_kwargs: Any,
     ) -> None:
         if history_storage not in ("file", "memory"):
@@ -175,6 +217,7 @@ class NatsBroker:
         self.namespace = namespace
         self.connect_timeout = connect_timeout
         self.max_reconnect_wait = max_reconnect_wait
+        self.sync_timeout = sync_timeout
         self._nats_kwargs = nats_kwargs
         self.node_id = ""
         self._nc: Any = None
@@ -187,6 +230,10 @@ class NatsBroker:
         self._tasks: Set[asyncio.Task[Any]] = set()
         self._entries: Dict[str, _Entry] = {}
         self._node_seen: Dict[str, float] = {}
+        #: This node's sync request in progress (see the module docstring), if any.
+        self._sync: Optional[_Sync] = None
+        #: The presence TTL the cluster gives this node's clients (its answers to a sync carry it).
+        self._ttl = 15.0
         self._on_request: Optional[RequestHandler] = None
         self._on_message: Optional[MessageHandler] = None
         self._on_announce: Optional[NotifyHandler] = None
@@ -212,6 +259,10 @@ class NatsBroker:
         return f"{self.namespace}.node.{node_id}"
 
     @property
+    def _sync_subject(self) -> str:
+        return f"{self.namespace}.sync"
+
+    @property
     def _reply_prefix(self) -> str:
         return f"{self.namespace}.reply.{self.node_id}."
 
@@ -231,7 +282,7 @@ class NatsBroker:
         self._lost_event = asyncio.Event()
         try:
             # Bounded whatever nats-py does: the first attach must never wait on the broker.
-            await asyncio.wait_for(self._connect(), 2 * self.connect_timeout + 1)
+            await asyncio.wait_for(self._connect(), 2 * self.connect_timeout + self.sync_timeout + 1)
         except Exception as exc:
             logger.warning("cluster: NATS at %s unreachable (%s); retrying in the background", self.url, exc)
             self._lost_event.set()
@@ -268,6 +319,7 @@ class NatsBroker:
             await nc.subscribe(f"{self.namespace}.all", cb=self._on_all_msg)
             await nc.subscribe(f"{self.namespace}.presence", cb=self._on_presence_msg)
             await nc.subscribe(self._reply_prefix + "*", cb=self._on_reply_msg)
+            await nc.subscribe(f"{self._sync_subject}.{self.node_id}", cb=self._on_sync_msg)
             await nc.flush(timeout=self.connect_timeout)
         except BaseException:
             await _quiet_close(nc)
@@ -279,6 +331,7 @@ class NatsBroker:
         self._js = None
         self._live_sub = None
         await self._gossip(_Gossip(op="sync", n=self.node_id))
+        await self._learn_presence(nc)
         if self._history is not None:
             await self._setup_history_quietly()
         if self._on_announce is not None:
@@ -368,8 +421,12 @@ class NatsBroker:
         self._on_message(msg.data)
 
     async def _on_reply_msg(self, msg: Any) -> None:
+        suffix = msg.subject[len(self._reply_prefix) :]
+        if suffix.startswith("sync"):
+            self._on_sync_reply(suffix, msg)
+            return
         try:
-            rid = int(msg.subject[len(self._reply_prefix) :])
+            rid = int(suffix)
         except ValueError:
             return
         headers = msg.headers
@@ -808,6 +865,102 @@ class NatsBroker:
             elif op == "leave":
                 entry.groups.discard(message.g)
 
+    # ------------------------------------------------------------ joining (sync)
+    async def _learn_presence(self, nc: Any) -> None:
+        """Ask the peers for their clients and wait (at most ``sync_timeout``) until each answered.
+
+        Never raises: a node that could not learn everything still serves, and learns
+        the rest from the peers' announcements (they answer the ``sync`` gossip too).
+        """
+        now = self._now()
+        sync = self._sync = _Sync({node for node, until in self._node_seen.items() if until > now})
+        request = _gossip_encoder.encode(_Gossip(op="sync", n=self.node_id))
+        try:
+            try:
+                await self._publish(self._sync_subject, request, reply=f"{self._reply_prefix}sync")
+            finally:
+                # Only now: our own request must reach nobody here, so that with no peer
+                # the server answers "no responders" rather than leave us waiting.
+                await nc.subscribe(self._sync_subject, cb=self._on_sync_msg)
+            deadline = now + self.sync_timeout
+            while not sync.done(self.node_id):
+                remaining = deadline - self._now()
+                if remaining <= 0:
+                    logger.warning(
+                        "cluster: node %s joined without the presence of %s (no answer within %s s)",
+                        self.node_id,
+                        ", ".join(sorted(sync.missing(self.node_id))) or "any peer",
+                        self.sync_timeout,
+                    )
+                    return
+                sync.changed.clear()
+                try:
+                    await asyncio.wait_for(sync.changed.wait(), min(remaining, _SYNC_GRACE))
+                except asyncio.TimeoutError:
+                    for node in sync.missing(self.node_id) - sync.asked:
+                        sync.asked.add(node)
+                        await self._publish(
+                            f"{self._sync_subject}.{node}", request, reply=f"{self._reply_prefix}sync-{node}"
+                        )
+        except Exception as exc:
+            logger.warning("cluster: node %s could not ask its peers for presence: %s", self.node_id, exc)
+        finally:
+            if self._sync is sync:
+                self._sync = None
+
+    def _on_sync_reply(self, suffix: str, msg: Any) -> None:
+        """An answer to our sync request: a peer's clients, its ``ready``, or "no responders"."""
+        sync = self._sync
+        headers = msg.headers
+        if headers and headers.get("Status") == "503":
+            if sync is not None:
+                if suffix == "sync":
+                    sync.nobody = True
+                else:
+                    sync.gone.add(suffix[len("sync-") :])
+                sync.changed.set()
+            return
+        try:
+            message = _gossip_decoder.decode(msg.data)
+        except msgspec.DecodeError:
+            logger.warning("cluster: malformed presence message dropped")
+            return
+        if message.op == "state":
+            self._apply(message)  # late or not, it is what that node holds
+        elif message.op == "ready" and sync is not None:
+            sync.answered.add(message.n)
+            sync.expected.update(message.k or ())
+            sync.changed.set()
+
+    async def _on_sync_msg(self, msg: Any) -> None:
+        """A node joining asks for our clients: answer on its reply subject (not to everyone)."""
+        try:
+            message = _gossip_decoder.decode(msg.data)
+        except msgspec.DecodeError:
+            logger.warning("cluster: malformed presence message dropped")
+            return
+        if message.n == self.node_id or not msg.reply:
+            return
+        spawn(self._tasks, self._answer_sync(msg.reply))
+
+    async def _answer_sync(self, reply_to: str) -> None:
+        """This node's own clients (as ``state`` messages), then ``ready`` naming the nodes it knows."""
+        now = self._now()
+        mine = {
+            cid: sorted(entry.groups)
+            for cid, entry in list(self._entries.items())
+            if entry.node == self.node_id and entry.until > now
+        }
+        alive = {node for node, until in self._node_seen.items() if until > now}
+        alive.add(self.node_id)
+        try:
+            for chunk in _chunks(mine):
+                message = _Gossip(op="state", n=self.node_id, ttl=self._ttl, cs=chunk)
+                await self._publish(reply_to, _gossip_encoder.encode(message))
+            await self._publish(reply_to, _gossip_encoder.encode(_Gossip(op="ready", n=self.node_id, k=sorted(alive))))
+        except Exception as exc:
+            logger.debug("cluster: answer to a sync on %s not sent: %s", reply_to, exc)
+
     def _forget_node(self, node_id: str) -> None:
         self._node_seen.pop(node_id, None)
         for cid in [cid for cid, entry in self._entries.items() if entry.node == node_id]:
@@ -822,6 +975,7 @@ class NatsBroker:
 
     async def register(self, client_id: str, node_id: str, ttl: float) -> Optional[str]:
         self._check()
+        self._ttl = ttl
         previous = self._live(client_id, self._now())
         message = _Gossip(op="add", n=node_id, ttl=ttl, c=client_id)
         self._apply(message)
@@ -861,17 +1015,9 @@ class NatsBroker:
             del self._entries[cid]
         for node in [node for node, until in self._node_seen.items() if until <= now]:
             del self._node_seen[node]
-        chunk: Dict[str, List[str]] = {}
-        size = 0
-        items = list(clients.items())
-        for index, (cid, groups) in enumerate(items):
-            chunk[cid] = list(groups)
-            size += len(cid) + sum(len(g) + 3 for g in groups) + 6
-            if size >= _STATE_CHUNK_BYTES or index == len(items) - 1:
-                await self._send_state(node_id, chunk, ttl)
-                chunk, size = {}, 0
-        if not items:
-            await self._send_state(node_id, {}, ttl)
+        self._ttl = ttl
+        for chunk in _chunks(clients):
+            await self._send_state(node_id, chunk, ttl)
 
     async def _send_state(self, node_id: str, chunk: Dict[str, List[str]], ttl: float) -> None:
         message = _Gossip(op="state", n=node_id, ttl=ttl, cs=chunk)
@@ -886,6 +1032,22 @@ class NatsBroker:
             for cid, entry in list(self._entries.items())
             if entry.until > now and (group is None or group in entry.groups)
         ]
+
+
+def _chunks(clients: Mapping[str, Collection[str]]) -> List[Dict[str, List[str]]]:
+    """``clients`` (id -> groups) in pieces of about ``_STATE_CHUNK_BYTES``; one (empty) at least."""
+    chunks: List[Dict[str, List[str]]] = []
+    chunk: Dict[str, List[str]] = {}
+    size = 0
+    for cid, groups in clients.items():
+        chunk[cid] = list(groups)
+        size += len(cid) + sum(len(g) + 3 for g in groups) + 6
+        if size >= _STATE_CHUNK_BYTES:
+            chunks.append(chunk)
+            chunk, size = {}, 0
+    if chunk or not chunks:
+        chunks.append(chunk)
+    return chunks
 
 
 async def _quiet_close(nc: Any) -> None:
