@@ -828,7 +828,12 @@ cdef class FrameParser:
                 start += 8
             limit = self.max_size - self._size if self._opcode else self.max_size
             if limit < 0 or length > <unsigned long long>limit:
-                raise _FrameError(1009, f"frame of {length} bytes exceeds the {limit} bytes left of max_size")
+                if self._opcode:
+                    raise _FrameError(
+                        1009, f"message over max_size ({self.max_size} bytes): its next frame of {length} bytes "
+                        f"passes the {limit} bytes left"
+                    )
+                raise _FrameError(1009, f"message of {length} bytes exceeds max_size ({self.max_size} bytes)")
             if masked:
                 start += 4
             end = start + <Py_ssize_t>length

@@ -662,7 +662,13 @@ class FrameParser:
                 start += 8
             limit = self._max_size - self._size if self._opcode else self._max_size
             if length > limit:
-                raise FrameError(1009, f"frame of {length} bytes exceeds the {limit} bytes left of max_size")
+                if self._opcode:
+                    raise FrameError(
+                        1009,
+                        f"message over max_size ({self._max_size} bytes): its next frame of {length} bytes "
+                        f"passes the {limit} bytes left",
+                    )
+                raise FrameError(1009, f"message of {length} bytes exceeds max_size ({self._max_size} bytes)")
             if masked:
                 start += 4
             end = start + length

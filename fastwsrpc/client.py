@@ -235,7 +235,12 @@ def _connection_error(exc: BaseException, uri: str) -> BaseException:
     """What a failed connect means, in our own exceptions (the cause stays chained)."""
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
-        what = {401: "authentication required", 403: "forbidden", 404: "no such path"}.get(status, "refused")
+        what = {
+            401: "authentication required",
+            403: "not authorised, or no endpoint at this path",
+            404: "no endpoint at this path",
+            503: "the server is draining or unavailable; try another",
+        }.get(status, "refused")
         return RpcHandshakeRejectedError(
             status, f"{uri}: the server refused the WebSocket handshake with HTTP {status} ({what})", exc.response
         )
@@ -255,6 +260,11 @@ def _connection_error(exc: BaseException, uri: str) -> BaseException:
 
 
 def _check_uri(uri: str) -> None:
+    if isinstance(uri, str) and uri.startswith(("http://", "https://")):
+        fixed = "ws" + uri[4:]
+        raise RpcUsageError(
+            f"{uri!r} is an HTTP URL: a WebSocket URL starts with ws:// or wss:// (did you mean {fixed!r}?)"
+        )
     if not isinstance(uri, str) or not uri.startswith(("ws://", "wss://")):
         raise RpcUsageError(f"{uri!r} is not a WebSocket URL: use ws://host:port/path or wss://host/path")
 

@@ -260,7 +260,7 @@ def test_size_limit_is_applied_from_the_header_before_the_payload_arrives(speedu
     parser = speedups.FrameParser(1024, True)
     header = struct.pack("!BBQ", 0x81, 0x80 | 127, 1 << 40)  # claims a terabyte
     assert parser.feed(header) == []
-    assert parser.error == FrameError(1009, f"frame of {1 << 40} bytes exceeds the 1024 bytes left of max_size")
+    assert parser.error == FrameError(1009, f"message of {1 << 40} bytes exceeds max_size (1024 bytes)")
     assert not parser.receiving()  # nothing was kept
     assert parser.feed(b"more") == []  # the stream is over
 
