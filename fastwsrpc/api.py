@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Dict, Iterable, List, Mapping, Optional, Type
 from .budget import Budget
 from .callbacks import Callbacks, OnConnectCallback, OnDisconnectCallback, OnErrorCallback, remove
 from .compat import PromiseStore, RpcPromise
+from .config import RpcDebugConfig, RpcSettings
 from .outgoing import _DEFAULT, DEFAULT_STREAM_BUFFER, BatchCall, OutgoingCalls, Params
 from .protocol import Response
 from .state import ConnectionState
@@ -34,10 +35,10 @@ class ChannelApi:
     _state: ConnectionState
     _budget: Budget
     _context: Dict[str, Any]
-    _closed_event: asyncio.Event
+    _closed_event: Optional[asyncio.Event]
+    settings: RpcSettings
     _loop: asyncio.AbstractEventLoop
     _started_at: float
-    max_connection_duration: Optional[float]
 
     @property
     def context(self) -> Dict[str, Any]:
@@ -55,8 +56,52 @@ class ChannelApi:
 
     async def wait_until_closed(self) -> bool:
         """Wait until the connection ends; returns True."""
+        if self._closed_event is None:
+            self._closed_event = asyncio.Event()
+            if self._state.closed:
+                self._closed_event.set()
         await self._closed_event.wait()
         return True
+
+    # fastapi-ws-rpc's attribute names: views of the settings (properties: one dict less per connection).
+    @property
+    def default_response_timeout(self) -> Optional[float]:
+        """Timeout of our calls that give none (``None``: wait as long as the connection lives)."""
+        return self._calls.default_response_timeout
+
+    @default_response_timeout.setter
+    def default_response_timeout(self, value: Optional[float]) -> None:
+        self._calls.default_response_timeout = value
+
+    @property
+    def max_pending_requests(self) -> int:
+        """The peer's calls that run at once (``RpcSettings.max_pending_requests``)."""
+        return self.settings.max_pending_requests
+
+    @property
+    def max_message_size(self) -> int:
+        """The largest frame accepted, in bytes."""
+        return self.settings.max_message_size
+
+    @property
+    def max_connection_duration(self) -> Optional[float]:
+        """The age at which the connection is closed (``None``: never)."""
+        return self.settings.max_connection_duration
+
+    @property
+    def promise_ttl(self) -> float:
+        """Seconds an ``async_call`` answer is kept uncollected."""
+        return self.settings.promise_ttl
+
+    @property
+    def discovery(self) -> bool:
+        """Whether ``rpc.discover`` answers."""
+        return self.settings.discovery
+
+    @property
+    def debug_config(self) -> RpcDebugConfig:
+        """Whether error answers reveal exception details."""
+        return RpcDebugConfig(debug_mode=self.settings.debug_mode)
 
     def get_connection_age(self) -> float:
         """Seconds since this connection opened."""

@@ -23,6 +23,16 @@ OnErrorCallback = Callable[[Any, Exception], Awaitable[Any]]
 class Callbacks:
     """The three callback lists of one connection and how they run."""
 
+    __slots__ = (
+        "_connect_tasks",
+        "_loop",
+        "_owner",
+        "_spawn",
+        "connect",
+        "disconnect",
+        "error",
+    )
+
     def __init__(
         self,
         owner: Any,

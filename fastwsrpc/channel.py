@@ -4,9 +4,8 @@ A thin asyncio facade over collaborators that never see it: the sans-I/O
 :class:`~fastwsrpc.protocol.RpcProtocol` (frames in, events out), the
 :class:`~fastwsrpc.budget.Budget` (counters and bounds), the
 :class:`~fastwsrpc.runner.HandlerRunner` (the peer's calls), the
-:class:`~fastwsrpc.outgoing.OutgoingCalls` (ours), the
-:class:`~fastwsrpc.streams.StreamRegistry`, the
-:class:`~fastwsrpc.callbacks.Callbacks`, the promise store of fastapi-ws-rpc's
+:class:`~fastwsrpc.outgoing.OutgoingCalls` (ours), the :class:`~fastwsrpc.streams.StreamRegistry`,
+the :class:`~fastwsrpc.callbacks.Callbacks`, the promise store of fastapi-ws-rpc's
 API (made on first use) and the :class:`~fastwsrpc.watchdog.Watchdog`. The
 channel owns the read loop and the closing; it reads and writes through a
 :class:`~fastwsrpc.transport.Transport`, and knows nothing of FastAPI.
@@ -101,7 +100,7 @@ class RpcChannel(ChannelApi):
         self._context: Dict[str, Any] = dict(context or {})
         self._state = state = ConnectionState()
         self._budget = budget = Budget(s)
-        self._closed_event = asyncio.Event()
+        self._closed_event: Optional[asyncio.Event] = None  # made by the first wait_until_closed
         self._started_at = loop.time()
         self._parked_meta: Dict[Any, Any] = {}  # id -> (meta, bytes) of calls not started yet
         impl: Any = speedups if speedups is not None else _accel.impl
@@ -121,6 +120,7 @@ class RpcChannel(ChannelApi):
             loop, budget, state, self._dispatcher.invoke, socket.send, pending.resolve, self, self._describe
         )
         runner.bind(session)
+        self._receive, self._admit = self._protocol.receive, runner.admit  # the reader's two calls per frame
         self._calls = OutgoingCalls(
             loop, state, budget, pending, s, self.id, self, runner, interceptors, peer_features, peer_max_pending
         )
@@ -133,11 +133,6 @@ class RpcChannel(ChannelApi):
         hooks = (self._in_flight, self._abort_then_fire, self._close_then_abort)
         self._watchdog = Watchdog(loop, s, tick, state, budget, socket, *hooks, f"channel {self.id}") if tick else None
         self.other = RpcCaller(self)
-        # fastapi-ws-rpc's attribute names, read-only views of the settings.
-        self.default_response_timeout, self.max_pending_requests = s.default_response_timeout, s.max_pending_requests
-        self.max_message_size, self.max_connection_duration = s.max_message_size, s.max_connection_duration
-        self.promise_ttl, self.discovery = s.promise_ttl, s.discovery
-        self.debug_config = RpcDebugConfig(debug_mode=s.debug_mode)
 
     # ----------------------------------------------------------- the reader
     async def run(self) -> None:
@@ -193,13 +188,13 @@ class RpcChannel(ChannelApi):
     def feed(self, frame: Union[str, bytes]) -> None:
         """Handle one received frame. Raises RpcMessageTooLargeError for an oversized one."""
         self._state.received += 1
-        event = self._protocol.receive(frame)
+        event = self._receive(frame)
         kind = type(event)
         if kind is Response:
             if not self._calls.pending.resolve(event.id, event) and logger.isEnabledFor(logging.DEBUG):  # type: ignore[union-attr]
                 logger.debug("channel %s: answer to unknown call %r dropped", self.id, event.id)  # type: ignore[union-attr]
         elif kind is Request or kind is Notification or kind is Batch:
-            self._runner.admit(event, len(frame))
+            self._admit(event, len(frame))
         elif kind is CancelRequest:
             self._runner.cancel(event.id)  # type: ignore[union-attr]
         elif kind is ProtocolError:
@@ -235,7 +230,8 @@ class RpcChannel(ChannelApi):
         """Fail every pending call at once and stop every handler; idempotent."""
         if not self._state.close(reason):
             return
-        self._closed_event.set()
+        if self._closed_event is not None:
+            self._closed_event.set()
         self._budget.wake()
         if self._duration_handle is not None:
             self._duration_handle.cancel()

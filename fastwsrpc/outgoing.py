@@ -188,6 +188,25 @@ class RpcCaller:
 class OutgoingCalls:
     """Everything that starts with us: calls, notifications, batches, and the local queue past the peer's limit."""
 
+    __slots__ = (
+        "_budget",
+        "_id",
+        "_interceptors",
+        "_loop",
+        "_max_queued_calls",
+        "_owner",
+        "_peer_features",
+        "_raise_on_error",
+        "_reserved",
+        "_send_counted",
+        "_spawn_send",
+        "_state",
+        "default_response_timeout",
+        "pending",
+        "waiters",
+        "window",
+    )
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -222,7 +241,7 @@ class OutgoingCalls:
         self.window = window
         self._reserved = 0  # slots given to woken waiters, not yet registered
         #: Calls waiting locally for a slot under ``window``, in order.
-        self.waiters: Deque[asyncio.Future[None]] = deque()
+        self.waiters: Optional[Deque[asyncio.Future[None]]] = None  # made when a call first has to wait
         self._max_queued_calls = settings.max_queued_calls
 
     def check_open(self) -> None:
@@ -310,6 +329,8 @@ class OutgoingCalls:
         waiting ones), and each freed slot is reserved for the caller it wakes.
         """
         waiters = self.waiters
+        if waiters is None:
+            waiters = self.waiters = deque()
         if len(waiters) >= self._max_queued_calls:
             raise RpcBackpressureError(
                 f"{len(self.pending)} calls wait for answers (the limit is {self.window}) and {len(waiters)} "

@@ -44,6 +44,27 @@ def _no_stream(req: Request, size: int) -> None:  # pragma: no cover - replaced 
 class HandlerRunner:
     """Starts, queues, refuses, cancels and answers the peer's calls and notifications."""
 
+    __slots__ = (
+        "_deliver",
+        "_describe",
+        "_invoke",
+        "_loop",
+        "_resolve",
+        "_send",
+        "_state",
+        "_token",
+        "budget",
+        "by_id",
+        "cancelled",
+        "idle",
+        "notes",
+        "open_run",
+        "session",
+        "start_stream",
+        "stream_names",
+        "tasks",
+    )
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -94,8 +115,9 @@ class HandlerRunner:
         if self.session is not None and type(msg) is Request and is_idempotent_id(msg.id) and self._repeat(msg.id):
             return
         budget = self.budget
-        if budget.active < budget.max_active and not budget.deferred and budget.fits(size):
-            budget.held += size
+        held = budget.held
+        if budget.active < budget.max_active and not budget.deferred and (not held or held + size <= budget.max_bytes):
+            budget.held = held + size
             self.start(msg, size)
             return
         kind = type(msg)

@@ -262,6 +262,20 @@ class RpcStream:
 class StreamRegistry:
     """Both ends of the streams of one connection, and their control messages."""
 
+    __slots__ = (
+        "_dispatcher",
+        "_early_credits",
+        "_send",
+        "_token",
+        "_told",
+        "calls",
+        "consumers",
+        "loop",
+        "producers",
+        "runner",
+        "state",
+    )
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,

@@ -57,7 +57,7 @@ async def test_outgoing_backpressure_raises_past_the_local_queue(server: Any) ->
         await eventually(lambda: client.pending_count == 3)
         # Past our own limit of 3 in flight, one call waits locally; the next one is refused at once.
         waiting = asyncio.ensure_future(client.other.add(a=2, b=2))
-        await eventually(lambda: client.channel is not None and len(client.channel._calls.waiters) == 1)
+        await eventually(lambda: client.channel is not None and len(client.channel._calls.waiters or ()) == 1)
         with pytest.raises(RpcBackpressureError, match="max_queued_calls"):
             await client.other.add(a=1, b=1)
         assert await asyncio.gather(*slow) and (await waiting).result == 4
