@@ -992,6 +992,7 @@ class Subscription:
         self.resubscribes = 0
         self._stream: Optional[RpcStream] = None
         self._first = True
+        self._given = frozenset(self.positions)  # topics the caller gave a since for: told from the start
         self._closed = False
 
     async def __aenter__(self) -> Subscription:
@@ -1051,7 +1052,7 @@ class Subscription:
                 self.positions[event.topic] = {"epoch": None, "offset": 0}
             if not event.is_notice:
                 return event
-            if self._first or event.reason == REASON_NEW:
+            if (self._first and event.topic not in self._given) or event.reason == REASON_NEW:
                 continue  # where a subscription starts: nothing was missed
             if event.recovered:
                 if self.recovered is None:

@@ -40,6 +40,7 @@ from websockets.sync.client import connect as ws_connect
 
 from fastwsrpc.browser import client_script, client_types, mount_client_script
 
+from .durable_js_app import DurableServer
 from .support import ServerThread, bound_socket
 
 pytestmark = pytest.mark.e2e
@@ -288,6 +289,23 @@ def tab(browser: Browser) -> Iterator[Tab]:
         page.close()
 
 
+@pytest.fixture(scope="module")
+def durable() -> Iterator[DurableServer]:
+    """The server of the durability tests (``tests/durable_js_app.py``): sessions, topic history, a gate, proxies."""
+    with DurableServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def link(durable: DurableServer) -> Iterator[int]:
+    """A TCP proxy of this test's own in front of the durable server: its port (cut or stalled by the test)."""
+    port = cast(int, durable.call(durable.methods.proxy()))
+    try:
+        yield port
+    finally:
+        durable.call(durable.methods.close_proxy(port))
+
+
 @pytest.fixture
 def page(tab: Tab, server: ServerThread) -> Tab:
     """A tab on the test page, connected: ``window.rpc`` (10 s default timeout per call)."""
@@ -497,3 +515,103 @@ def test_the_page_reconnects_after_the_server_restarts(tab: Tab) -> None:
         assert ["connect", {"reconnected": True}] in events
         assert tab.run("return await rpc.other.greet();") == "hello, test page"  # both ways again
         tab.run("await rpc.close();")
+
+
+# ----------------------------------------------------------- durable: sessions, idempotent calls, recovery
+
+#: The page's client for the durability tests: reconnects fast, records every frame both ways in `wire`.
+DURABLE_CLIENT = """
+  window.wire = [];
+  class Spy extends WebSocket {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (event) => wire.push(["in", JSON.parse(event.data)]));
+    }
+    send(data) {
+      wire.push(["out", JSON.parse(data)]);
+      super.send(data);
+    }
+  }
+  window.nextSession = () => new Promise((resolve) =>
+    rpc.addEventListener("session", (e) => resolve(e.detail), { once: true }));
+  window.rpc = await fastwsrpc.connect("ws://127.0.0.1:%d/ws", {
+    WebSocket: Spy, reconnect: { initialDelay: 10, maxDelay: 100 }, timeout: 20000,
+  });
+  window.firstSession = rpc.session ?? await nextSession();
+"""
+
+
+def test_an_idempotent_call_cut_off_while_running_is_answered_once_and_runs_once(
+    tab: Tab, durable: DurableServer, link: int
+) -> None:
+    tab.open(durable.url("/page", scheme="http"))
+    key = "browser-idempotent"
+    first = tab.run(
+        DURABLE_CLIENT % link
+        + f"""window.kept = rpc.call("gated", {{ key: "{key}", value: 5 }}, {{ idempotent: true }})
+                .then((value) => ["answered", value], (e) => [e.name, e.message]);
+              window.lost = rpc.call("gated", {{ key: "{key}-plain", value: 6 }})
+                .then((value) => ["answered", value], (e) => [e.name, e.message]);
+              return firstSession;"""
+    )
+    assert first["resumed"] is False and isinstance(first["id"], str)
+    durable.call(durable.methods.wait_started(key))
+    durable.call(durable.methods.wait_started(f"{key}-plain"))
+    tab.run("window.resumed = nextSession();")
+    durable.call(durable.methods.link(link, "pass", True))  # the link dies under both calls
+
+    lost = tab.run("return await lost;")
+    assert lost[0] == "RpcConnectionError", lost  # an ordinary call in flight fails, as always
+    assert tab.run("return await resumed;") == {"id": first["id"], "resumed": True, "ttl": first["ttl"]}
+    # A round trip first: the repeat (the first frame on the new connection) is then known to the
+    # server, which will answer it from the run still going. (Had the run ended before the server read
+    # the repeat, it would answer both, the run's answer and the repeat's; the client drops the second.)
+    assert tab.run(f'return await rpc.other.runs({{ key: "{key}" }});') == 1
+    durable.call(durable.methods.open_gate(key))
+    assert tab.run("return await kept;") == ["answered", 5]
+    # A round trip after the answer: a second answer to the call would have come before it.
+    assert tab.run(f'return await rpc.other.runs({{ key: "{key}" }});') == 1  # ran once, sent twice
+    requests, answers = tab.run(
+        f"""const requests = wire.filter(([way, f]) => way === "out" && f.params?.key === "{key}"
+                                                      && f.method === "gated").map(([, f]) => f.id);
+            const answers = wire.filter(([way, f]) => way === "in" && f.id === requests[0]).map(([, f]) => f.result);
+            return [requests, answers];"""
+    )
+    assert len(requests) == 2 and requests[0] == requests[1] and requests[0].startswith("idem-"), requests
+    assert answers == [5]
+    durable.call(durable.methods.open_gate(f"{key}-plain"))
+    tab.run("await rpc.close();")
+
+
+def test_a_subscription_recovers_what_was_published_while_the_page_was_away(
+    tab: Tab, durable: DurableServer, link: int
+) -> None:
+    tab.open(durable.url("/page", scheme="http"))
+    topic = "browser-news"
+    tab.run(
+        DURABLE_CLIENT % link
+        + f"""window.subscription = rpc.subscribe("{topic}");
+              await subscription.open();
+              window.take = async (n) => {{
+                const events = [];
+                while (events.length < n) events.push((await subscription.next()).value);
+                return events;
+              }};"""
+    )
+    methods = durable.methods
+    durable.call(methods.publish_many(topic, 0, 5))
+    events = tab.run("return await take(5);")
+    assert tab.run("return subscription.recovered;") is None  # the first subscription's notice is not delivered
+
+    durable.call(methods.link(link, "stall", True))  # a partition: the page is away
+    durable.call(methods.publish_many(topic, 5, 10))  # published while it is away
+    durable.call(methods.link(link, "pass"))
+    events += tab.run("return await take(10);")
+    durable.call(methods.publish_many(topic, 15, 5))  # and live ones after
+    events += tab.run("return await take(5);")
+
+    assert [event.get("recovered") for event in events] == [None] * 20  # events only: nothing was lost
+    assert [event["data"] for event in events] == list(range(20))  # in order, none twice, none missing
+    assert [event["offset"] for event in events] == list(range(1, 21))
+    assert tab.run("return [subscription.recovered, subscription.resubscribes];") == [True, 1]
+    tab.run("await subscription.close(); await rpc.close();")

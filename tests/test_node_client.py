@@ -6,7 +6,9 @@ The server is the browser example's app (``examples/browser/app.py``) on a real
 ``tests/js/node_modules`` (``npm ci`` in ``tests/js``). The Node tests do the
 client's logic in detail (``client.test.mjs`` against this server,
 ``peer.test.mjs`` against a scripted peer for reconnects and odd frames); this
-test only runs them and asserts they all passed.
+test only runs them and asserts they all passed. ``durable.test.mjs`` (sessions,
+idempotent calls, topic recovery) drives a second server,
+``tests/durable_js_app.py``, whose URL goes in ``FASTWSRPC_DURABLE_URL``.
 
 Without ``node`` (or without ``npm ci``) this skips with a message; with
 ``FASTWSRPC_REQUIRE_BROWSER=1`` (CI) it fails instead.
@@ -25,6 +27,7 @@ from typing import cast
 import pytest
 from fastapi import FastAPI
 
+from .durable_js_app import DurableServer
 from .support import ServerThread
 
 pytestmark = pytest.mark.e2e
@@ -65,12 +68,12 @@ def test_the_client_passes_nodes_own_tests() -> None:
     files = sorted(str(path.relative_to(JS_TESTS)) for path in JS_TESTS.glob("*.test.mjs"))
     assert files, "no tests/js/*.test.mjs"
 
-    with ServerThread(example_app()) as server:
+    with ServerThread(example_app()) as server, DurableServer() as durable:
         # The files are named (not the folder): Node 18/20 and 22 read a folder argument differently.
         run = subprocess.run(
             [cast(str, node), "--test", "--test-reporter=tap", *files],
             cwd=JS_TESTS,
-            env={**os.environ, "FASTWSRPC_URL": server.url("/ws")},
+            env={**os.environ, "FASTWSRPC_URL": server.url("/ws"), "FASTWSRPC_DURABLE_URL": durable.url("/ws")},
             capture_output=True,
             text=True,
             timeout=NODE_TIMEOUT,

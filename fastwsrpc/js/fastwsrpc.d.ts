@@ -16,15 +16,29 @@ export declare const CANCEL_REQUEST: "$/cancelRequest";
 /** `"jsonrpc2.0"`: the WebSocket subprotocol offered by default. */
 export declare const SUBPROTOCOL: "jsonrpc2.0";
 
+/** `"$/subscribe"`: the stream method of topic subscriptions. */
+export declare const SUBSCRIBE: "$/subscribe";
+/** The error a subscription ends with when the server cannot read the topic history now (the client tries again). */
+export declare const HISTORY_UNAVAILABLE: -32002;
+/** `"fastwsrpc_session"`: the query parameter that asks for a session (`new`) or presents one (its id). */
+export declare const SESSION_QUERY: "fastwsrpc_session";
+/** `"$/session"`: the server's first message on a connection that asked for a session. */
+export declare const SESSION_NOTICE: "$/session";
+/** `"idem-"`: the prefix of idempotent calls' ids (`idem-1`, `idem-2`, ...). */
+export declare const IDEMPOTENT_PREFIX: "idem-";
+
 export interface ReconnectOptions {
-  /** Delay before the first attempt after a loss (ms, default 500). */
+  /** The first attempt after a loss comes within this (ms, default 500). */
   initialDelay?: number;
   /** The delay grows by `factor` up to this (ms, default 30000). */
   maxDelay?: number;
   /** Growth of the delay per attempt (default 2). */
   factor?: number;
-  /** Each delay is stretched by a random 0..jitter fraction (default 0.25). */
-  jitter?: number;
+  /**
+   * `"full"` (default): each wait is a random time between 0 and the delay (full jitter);
+   * a number: each delay is stretched by a random 0..jitter fraction.
+   */
+  jitter?: "full" | number;
   /** Attempts in a row before giving up (default Infinity). */
   maxAttempts?: number;
 }
@@ -72,6 +86,88 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
+export interface IdempotentCallOptions extends CallOptions {
+  /**
+   * Safe to run twice: if the connection drops before the answer, the call is sent again on
+   * the next connection (with `reconnect`) under the same id, and a server with sessions runs
+   * it once. Default: whether the method is in `idempotentMethods`. `timeout` covers the whole.
+   */
+  idempotent?: boolean;
+}
+
+/** What the server said of our session (its `$/session`). */
+export interface SessionInfo {
+  id: string;
+  /** Whether this connection resumed the session (false: a new one; what the old one held is gone). */
+  resumed: boolean;
+  /** Seconds the server keeps the session after a connection is lost. */
+  ttl: number | null;
+}
+
+/** A position in a topic's history: every publication up to `offset` of `epoch` (`epoch` null, `offset` 0: before the first). */
+export interface TopicPosition {
+  epoch: string | null;
+  offset: number;
+}
+
+/** A publication on a topic; `epoch` and `offset` when the server keeps topic history. */
+export interface TopicEvent<T = unknown> {
+  topic: string;
+  data: T;
+  /** Events this subscription lost so far (only with `onSlow` "drop_oldest" or "drop_new"). */
+  dropped: number;
+  epoch?: string;
+  offset?: number;
+  recovered?: undefined;
+}
+
+/** Told instead of a silent hole: the events after the subscription's position could not all be replayed. */
+export interface TopicNotice {
+  topic: string;
+  recovered: false;
+  /** "gap", "epoch", "ahead" or "no_history" (see docs/guide/recovery.md). */
+  reason: string;
+  /** The position the subscription goes on from. */
+  epoch: string | null;
+  offset: number | null;
+  missed: number;
+}
+
+export interface SubscribeOptions {
+  /** Start after these positions (`{topic: {epoch, offset}}` or `{topic: [epoch, offset]}`), kept from an earlier subscription. */
+  since?: Record<string, TopicPosition | [string | null, number]>;
+  /** What the server does when this subscriber cannot keep up; default: the server's. */
+  onSlow?: "disconnect" | "drop_oldest" | "drop_new";
+  /** Events buffered here at most (default 64). */
+  buffer?: number;
+  /** Milliseconds to wait for the subscription to open (default: the client's timeout). */
+  timeout?: number;
+  /** Aborting it closes the subscription. */
+  signal?: AbortSignal;
+}
+
+/**
+ * A subscription (`rpc.subscribe(...)`); with `reconnect` it outlives its connections: it
+ * subscribes again from the last position it saw, and the server replays what was missed.
+ */
+export declare class Subscription<T = unknown> implements AsyncIterableIterator<TopicEvent<T> | TopicNotice> {
+  readonly topics: string[];
+  /** The last position seen, per topic. */
+  readonly positions: Record<string, TopicPosition>;
+  /** After a resubscription: whether every topic's missed events were replayed (null before any). */
+  readonly recovered: boolean | null;
+  /** How many times it subscribed again after a lost connection. */
+  readonly resubscribes: number;
+  /** Subscribe now (once): nothing published after this resolves is missed. */
+  open(): Promise<void>;
+  /** The next event; a notice only when events were lost. Done once closed, or ended by the server. */
+  next(): Promise<IteratorResult<TopicEvent<T> | TopicNotice, undefined>>;
+  return(): Promise<IteratorResult<TopicEvent<T> | TopicNotice, undefined>>;
+  /** Stop the subscription (the server forgets it). */
+  close(): Promise<void>;
+  [Symbol.asyncIterator](): this;
+}
+
 /** What a page method gets as its last argument, after the params the server sent. */
 export interface CallContext<Remote extends object = any> {
   /** The request's id; undefined for a notification. */
@@ -98,6 +194,10 @@ export interface ConnectOptions<Remote extends object = any> {
   timeout?: number;
   /** Reconnect after a lost connection (and retry the first one); off by default. */
   reconnect?: boolean | ReconnectOptions;
+  /** Ask the server for a session (`?fastwsrpc_session=`); default: when `reconnect` is on. */
+  session?: boolean;
+  /** Names of methods whose calls are idempotent by default (see `IdempotentCallOptions`). */
+  idempotentMethods?: Iterable<string>;
   /** Subprotocols offered; default `["jsonrpc2.0"]`. */
   protocols?: string[];
   /** After each (re)connection; awaited by `connect()` the first time. */
@@ -127,13 +227,23 @@ export interface RpcClientEventMap {
   connect: CustomEvent<{ reconnected: boolean }>;
   disconnect: CustomEvent<DisconnectInfo>;
   close: CustomEvent<Record<string, never>>;
+  session: CustomEvent<SessionInfo>;
   error: CustomEvent<{ error: unknown; method?: string }>;
 }
 
+/** One URL, or the URLs of a service's nodes: tried in turn, the next one after a failure, a loss or a drain. */
+export type Urls = string | URL | Array<string | URL>;
+
 export declare class RpcClient<Remote extends object = AnyRemote> extends EventTarget {
-  /** The ws:// or wss:// URL, resolved. */
+  /** The ws:// or wss:// URL of the current (or next) connection, resolved. */
   readonly url: string;
+  /** Every URL, resolved, in the order they are tried. */
+  readonly urls: string[];
   readonly methods: Methods;
+  /** Methods whose calls are idempotent unless the call says otherwise. */
+  readonly idempotentMethods: Set<string>;
+  /** What the server said of our session on the last connection that asked for one; null before. */
+  readonly session: SessionInfo | null;
   /** Default per-call timeout (ms). */
   timeout: number | undefined;
   /** Calls the server: `await rpc.other.add({a: 1, b: 2})` (named), `rpc.other.add(1, 2)` (positional). */
@@ -143,12 +253,14 @@ export declare class RpcClient<Remote extends object = AnyRemote> extends EventT
   /** Resolves once the client is closed for good. */
   readonly closed: Promise<void>;
 
-  constructor(url: string | URL, options?: ConnectOptions<Remote>);
-  call<T = any>(method: string, params?: Params | null, options?: CallOptions): Promise<T>;
+  constructor(url: Urls, options?: ConnectOptions<Remote>);
+  call<T = any>(method: string, params?: Params | null, options?: IdempotentCallOptions): Promise<T>;
   notify(method: string, params?: Params | null): Promise<void>;
   /** Consume the server's stream method (an async generator there), with credit-based flow control. */
   stream<T = unknown>(method: string, params?: Params | null, options?: StreamOptions): AsyncIterable<T>;
   batch(items: Iterable<BatchItem>, options?: CallOptions): Promise<BatchResponse[]>;
+  /** Events published on `topics`; with `reconnect`, recovered across reconnects from the server's topic history. */
+  subscribe<T = unknown>(topics: string | Iterable<string>, options?: SubscribeOptions): Subscription<T>;
   close(code?: number, reason?: string): Promise<void>;
 
   addEventListener<K extends keyof RpcClientEventMap>(
@@ -175,7 +287,7 @@ export declare class RpcClient<Remote extends object = AnyRemote> extends EventT
 
 /** Connect; resolves once open (and onConnect has run). */
 export declare function connect<Remote extends object = AnyRemote>(
-  url: string | URL,
+  url: Urls,
   options?: ConnectOptions<Remote>,
 ): Promise<RpcClient<Remote>>;
 

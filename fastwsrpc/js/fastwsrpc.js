@@ -14,7 +14,16 @@
 // counts seconds). The conventions beyond JSON-RPC 2.0 itself are the ones the
 // Python side uses: cancellation is the notification `$/cancelRequest`
 // `{"id": <id>}` (LSP's), the `jsonrpc2.0` subprotocol is offered, and
-// `rpc.discover` answers an OpenRPC document.
+// `rpc.discover` answers an OpenRPC document. With `reconnect`, nothing is lost
+// across a reconnect: the client asks for a session (`?fastwsrpc_session=`, the
+// server's first message `$/session`), idempotent calls (ids `idem-<n>`) are
+// sent again and run once, and `rpc.subscribe()` recovers what was published
+// meanwhile from the server's topic history (docs/guide/sessions.md and
+// docs/guide/recovery.md are the wire spec):
+//
+//   const rpc = await connect(["wss://a.example/ws", "wss://b.example/ws"], { reconnect: true });
+//   await rpc.call("charge", { order: 42 }, { idempotent: true });
+//   for await (const event of rpc.subscribe("prices.btc")) show(event.data);
 
 /** The error codes JSON-RPC 2.0 reserves; a method may throw `new RpcError(ErrorCodes.INVALID_PARAMS, ...)`. */
 export const ErrorCodes = Object.freeze({
@@ -40,6 +49,23 @@ export const DEFAULT_STREAM_BUFFER = 64;
 /** Items a producer may send before our window reaches it (so that many may wait here whatever the buffer). */
 const INITIAL_CREDITS = 16;
 
+/** Topics: subscribing is this stream method (docs/guide/recovery.md is the wire spec). */
+export const SUBSCRIBE = "$/subscribe";
+/** A subscription stream ends with this error code when the server cannot read the history now: try again later. */
+export const HISTORY_UNAVAILABLE = -32002;
+/**
+ * Sessions (docs/guide/sessions.md): a browser cannot set handshake headers,
+ * so the client asks for one in this query parameter (`new`, or the id it
+ * had), and the server answers with a first message, the notification
+ * `$/session` `{"id", "resumed", "ttl"}`.
+ */
+export const SESSION_QUERY = "fastwsrpc_session";
+export const SESSION_NOTICE = "$/session";
+/** Ids of idempotent calls start with this (`idem-1`, `idem-2`, ... for the client's life): the server runs each once. */
+export const IDEMPOTENT_PREFIX = "idem-";
+/** Marks, inside `_consume`, that a stream is open (never yielded to a page). */
+const OPENED = Symbol("opened");
+
 /**
  * Close codes after which reconnecting cannot help: they say this client is
  * wrong (protocol error, unacceptable data, policy violation, server error),
@@ -50,15 +76,19 @@ const FINAL_CLOSE_CODES = new Set([1002, 1003, 1007, 1008, 1011]);
 /**
  * Reconnect settings used by `reconnect: true`; `reconnect: {...}` overrides any
  * of them. Reconnecting is off unless asked, as in the Python client: what a
- * lost connection means for a page's state is the page's decision (onConnect
- * runs again after each reconnect: subscribe again there), and a page that
- * wants it says `reconnect: true`.
+ * lost connection means for a page's state is the page's decision, and a page
+ * that wants it says `reconnect: true`. With it the client asks the server for
+ * a session: idempotent calls in flight are sent again after a reconnect (and
+ * run once), and `rpc.subscribe()` subscriptions go on from where they were.
  */
 export const RECONNECT_DEFAULTS = Object.freeze({
-  initialDelay: 500, // ms before the first attempt after a loss
+  initialDelay: 500, // ms: the first attempt after a loss comes within this
   maxDelay: 30000, // the delay doubles (factor) up to this
   factor: 2,
-  jitter: 0.25, // each delay is stretched by a random 0-25%, so a restarted server is not hit by every page at once
+  // "full": each wait is a random time between 0 and the delay (full jitter), so
+  // that the pages of a drained or restarted server do not all come back in the
+  // same second; a number (0.25) stretches each delay by a random 0-25% instead.
+  jitter: "full",
   maxAttempts: Infinity, // attempts in a row before giving up (the state becomes "closed")
 });
 
@@ -181,19 +211,23 @@ function abortError(message) {
 }
 
 function jittered(delay, jitter) {
-  return delay * (1 + Math.random() * jitter);
+  return jitter === "full" ? Math.random() * delay : delay * (1 + Math.random() * jitter);
 }
 
 // ------------------------------------------------------------------- client
 
 /**
  * Connect to a fastwsrpc endpoint; resolves once the connection is open (and
- * `onConnect` has run), with the client.
+ * `onConnect` has run), with the client. `url` may be a list of URLs (the
+ * nodes of one service): a connection goes to the first, and each failed
+ * attempt or lost connection (a drain's 1012 included) moves on to the next.
  *
  * Options: `methods` (the page's methods the server may call), `WebSocket`
  * (the class to use: Node 20 passes the `ws` package's), `timeout` (default
  * per-call timeout, ms; none when absent), `reconnect` (false by default;
- * `true` or settings, see RECONNECT_DEFAULTS), `protocols` (default
+ * `true` or settings, see RECONNECT_DEFAULTS), `session` (ask the server for a
+ * session; default: when `reconnect` is on), `idempotentMethods` (names whose
+ * calls are idempotent by default, see `call`), `protocols` (default
  * `["jsonrpc2.0"]`), `onConnect(rpc)` and `onDisconnect(rpc, {code, reason,
  * willReconnect})`.
  */
@@ -208,9 +242,10 @@ export async function connect(url, options = {}) {
  *
  * Events (an EventTarget; each event's `detail` says more): `connect`
  * ({reconnected}), `disconnect` ({code, reason, willReconnect}), `close` (final:
- * no more reconnects), `error` ({error, method}: a page method threw something
- * other than an RpcError, an onConnect/onDisconnect callback failed, or the
- * server sent an error that answers no call of ours).
+ * no more reconnects), `session` ({id, resumed, ttl}: the server's `$/session`
+ * on a connection that asked for one), `error` ({error, method}: a page method
+ * threw something other than an RpcError, an onConnect/onDisconnect callback
+ * failed, or the server sent an error that answers no call of ours).
  */
 export class RpcClient extends EventTarget {
   constructor(url, options = {}) {
@@ -220,6 +255,8 @@ export class RpcClient extends EventTarget {
       WebSocket: Socket = globalThis.WebSocket,
       timeout,
       reconnect = false,
+      session,
+      idempotentMethods = [],
       protocols = [SUBPROTOCOL],
       onConnect,
       onDisconnect,
@@ -230,12 +267,25 @@ export class RpcClient extends EventTarget {
           "pass one, e.g. connect(url, {WebSocket}) with `import WebSocket from \"ws\"`",
       );
     }
-    this.url = resolveUrl(url);
+    const urls = Array.isArray(url) ? url.map(resolveUrl) : [resolveUrl(url)];
+    if (urls.length === 0) throw new TypeError("connect() needs a URL (or a list of them, tried in turn)");
+    /** The URLs connections go to, in turn: a reconnect goes to the next one (another node of the service). */
+    this.urls = urls;
+    /** The URL of the current (or next) connection. */
+    this.url = urls[0];
+    this._urlIndex = 0;
     this.methods = methods;
     this.timeout = timeout;
+    /** Methods whose calls are idempotent unless the call says otherwise: re-sent after a reconnect, run once. */
+    this.idempotentMethods = new Set(idempotentMethods);
     this._Socket = Socket;
     this._protocols = protocols;
     this._reconnect = reconnect ? { ...RECONNECT_DEFAULTS, ...(reconnect === true ? {} : reconnect) } : null;
+    this._useSession = session ?? this._reconnect !== null;
+    this._sessionId = null; // the id to present when reconnecting (the last the server gave)
+    /** What the server said of our session on the last connection that asked: {id, resumed, ttl}, or null. */
+    this.session = null;
+    this._idempotentCount = 0; // idem-1, idem-2, ...: unique for the client's life, as the session needs
     this._onConnect = onConnect;
     this._onDisconnect = onDisconnect;
     this._ws = null;
@@ -290,13 +340,23 @@ export class RpcClient extends EventTarget {
    * RpcError (the server's error), RpcTimeoutError, RpcConnectionError, or the
    * signal's reason when `signal` aborts. A timed-out or aborted call is
    * cancelled on the server too (`$/cancelRequest`).
+   *
+   * `idempotent: true` (or `method` in `idempotentMethods`): safe to run twice,
+   * so if the connection drops before the answer arrives, the call is sent
+   * again on the next connection (with `reconnect`), under the same id
+   * (`idem-<n>`); with a session the server runs it once and answers the
+   * repeat from its record. One made while reconnecting waits for the
+   * connection. `timeout` covers the whole, reconnects included. Other calls in
+   * flight reject with RpcConnectionError when the connection drops.
    */
-  call(method, params, { timeout = this.timeout, signal } = {}) {
+  call(method, params, { timeout = this.timeout, signal, idempotent } = {}) {
     return new Promise((resolve, reject) => {
       checkCall(method, params);
       if (signal?.aborted) throw signal.reason ?? abortError("aborted");
-      this._checkConnected(method);
-      const id = this._nextId++;
+      const durable = idempotent ?? this.idempotentMethods.has(method);
+      if (!(durable && this._state === "reconnecting")) this._checkConnected(method);
+      const id = durable ? `${IDEMPOTENT_PREFIX}${++this._idempotentCount}` : this._nextId++;
+      const text = JSON.stringify(request(id, method, params));
       let timer;
       const cleanup = () => {
         clearTimeout(timer);
@@ -319,9 +379,12 @@ export class RpcClient extends EventTarget {
           cleanup();
           reject(error);
         },
+        // An idempotent call's frame: sent again by _establish on each new connection until answered.
+        resend: durable ? text : undefined,
       });
       try {
-        this._sendText(JSON.stringify(request(id, method, params)));
+        // An idempotent one is sent now only on an established connection; else _establish sends it.
+        if (!durable || (this._state === "open" && this.connected)) this._sendText(text);
       } catch (error) {
         this._pending.delete(id);
         throw error;
@@ -346,12 +409,34 @@ export class RpcClient extends EventTarget {
     const client = this;
     return {
       [Symbol.asyncIterator]() {
-        return client._consume(method, params, buffer, timeout, signal);
+        return client._consume(method, params, { buffer, timeout, signal });
       },
     };
   }
 
-  async *_consume(method, params, buffer, timeout, signal) {
+  /**
+   * Events published on `topics` (a name or a list), through the server's
+   * `$/subscribe` stream: `for await (const event of rpc.subscribe("news"))`.
+   * Each event is `{topic, data, dropped}`, with `epoch` and `offset` when the
+   * server keeps topic history. With `reconnect` the subscription outlives its
+   * connections: after a reconnect it subscribes again from the last position
+   * it saw, and the server replays what was missed (`subscription.recovered`),
+   * or says it cannot with a notice event (`recovered: false` and a `reason`),
+   * never a silent hole. Options: `since` (`{topic: {epoch, offset}}`, a
+   * position you kept), `onSlow` (`"disconnect"`, `"drop_oldest"` or
+   * `"drop_new"`; default: the server's), `buffer`, `timeout` (ms, to open),
+   * `signal` (aborting it closes the subscription).
+   */
+  subscribe(topics, options = {}) {
+    return new Subscription(this, topics, options);
+  }
+
+  /**
+   * A stream's items, once it is open. `timeout` bounds the wait for the
+   * stream to open, `itemTimeout` (default: the same) the wait for each item;
+   * `announce` yields OPENED first, as soon as the stream is open.
+   */
+  async *_consume(method, params, { buffer, timeout, itemTimeout = timeout, signal, announce = false }) {
     if (signal?.aborted) throw signal.reason ?? abortError("aborted");
     this._checkConnected(method);
     const id = this._nextId++;
@@ -376,11 +461,11 @@ export class RpcClient extends EventTarget {
           clearTimeout(timer);
           resolve();
         };
-        if (timeout > 0 && timeout !== Infinity) {
+        if (itemTimeout > 0 && itemTimeout !== Infinity) {
           timer = setTimeout(() => {
             state.wake = null;
-            reject(new RpcTimeoutError(method, timeout));
-          }, timeout);
+            reject(new RpcTimeoutError(method, itemTimeout));
+          }, itemTimeout);
         }
       });
     this._streams.set(id, state);
@@ -410,6 +495,7 @@ export class RpcClient extends EventTarget {
         this._sendQuietly(JSON.stringify(notification(STREAM_CANCEL, { stream: id })));
         throw new RpcError(ErrorCodes.INVALID_REQUEST, `'${method}' is not a stream on the server`);
       }
+      if (announce) yield OPENED;
       let consumed = 0;
       for (;;) {
         while (state.items.length === 0) {
@@ -541,12 +627,17 @@ export class RpcClient extends EventTarget {
         break;
       } catch (error) {
         if (settings === null || attempt >= settings.maxAttempts || this._closing) {
-          this._finish();
+          this._finish(error);
           throw error;
         }
+        this._nextUrl(); // the next attempt tries the next node
       }
     }
     this._state = "open";
+    // Idempotent calls whose answers did not come (or made while reconnecting): again, under the same ids.
+    for (const pending of this._pending.values()) {
+      if (pending.resend !== undefined) this._sendText(pending.resend);
+    }
     this._emit("connect", { reconnected: reconnecting });
     await this._callback(this._onConnect);
   }
@@ -564,7 +655,7 @@ export class RpcClient extends EventTarget {
   /** One connection attempt: resolves when open, rejects with RpcConnectionError when it closes first. */
   _open() {
     return new Promise((resolve, reject) => {
-      const ws = new this._Socket(this.url, this._protocols);
+      const ws = new this._Socket(this._address(), this._protocols);
       ws.binaryType = "arraybuffer";
       this._ws = ws; // already, so that close() during the handshake ends this attempt
       let opened = false;
@@ -585,13 +676,31 @@ export class RpcClient extends EventTarget {
     });
   }
 
+  /** Where the next connection goes: the current URL, asking for our session in the query when we use one. */
+  _address() {
+    if (!this._useSession) return this.url;
+    const address = new URL(this.url);
+    address.searchParams.set(SESSION_QUERY, this._sessionId ?? "new");
+    return address.href;
+  }
+
+  /** Move on to the next URL of the list (another node): after a failed attempt, or to reconnect. */
+  _nextUrl() {
+    if (this.urls.length > 1) {
+      this._urlIndex = (this._urlIndex + 1) % this.urls.length;
+      this.url = this.urls[this._urlIndex];
+    }
+  }
+
   /** The connection ended: fail what waits on it, then reconnect or close for good. */
   _lost(ws, { code, reason }) {
     if (ws !== this._ws) return;
     this._ws = null;
+    const willReconnect = !this._closing && this._reconnect !== null && !FINAL_CLOSE_CODES.has(code);
     const why = this._closing ? "closed by the client" : `lost (close code ${code}${reason ? `: ${reason}` : ""})`;
     const error = new RpcConnectionError(`connection to ${this.url} ${why}`, code, reason);
     for (const [id, pending] of this._pending) {
+      if (willReconnect && pending.resend !== undefined) continue; // idempotent: sent again on the next connection
       this._pending.delete(id);
       pending.fail(error);
     }
@@ -602,21 +711,53 @@ export class RpcClient extends EventTarget {
       state.error = error;
       if (state.wake) state.wake();
     }
-    const willReconnect = !this._closing && this._reconnect !== null && !FINAL_CLOSE_CODES.has(code);
     this._state = willReconnect ? "reconnecting" : "closed";
     this._emit("disconnect", { code, reason, willReconnect });
     this._callback(this._onDisconnect, { code, reason, willReconnect });
-    if (willReconnect) this._establish(true).catch(() => {}); // giving up ends in _finish(): the "close" event
-    else this._finish();
+    if (willReconnect) {
+      this._nextUrl(); // a drain (1012) or a crash of this node: the next one of the list
+      this._establish(true).catch(() => {}); // giving up ends in _finish(): the "close" event
+    } else this._finish(error);
   }
 
-  /** Closed for good: once. */
-  _finish() {
+  /** Closed for good: once. Calls still waiting (idempotent ones kept for a reconnect) fail with `error`. */
+  _finish(error) {
     if (this._finished) return;
     this._finished = true;
     this._state = "closed";
+    const why = this._closing ? "closed by the client" : "closed";
+    const failure = error instanceof RpcConnectionError ? error : new RpcConnectionError(`${this.url}: ${why}`);
+    for (const [id, pending] of this._pending) {
+      this._pending.delete(id);
+      pending.fail(failure);
+    }
     this._emit("close", {});
     this._resolveClosed();
+  }
+
+  /** Whether a lost connection will be (or is being) re-established. */
+  _canReconnect() {
+    return !this._closing && this._reconnect !== null && this._state !== "closed";
+  }
+
+  /** Resolves once a connection is open (at once if one is); rejects once the client is closed for good, or on `signal`. */
+  _whenConnected(signal) {
+    return new Promise((resolve, reject) => {
+      if (this._state === "open" && this.connected) return resolve();
+      if (this._state === "closed") return reject(new RpcConnectionError(`${this.url} is closed`));
+      const done = (event) => {
+        this.removeEventListener("connect", done);
+        this.removeEventListener("close", done);
+        signal?.removeEventListener("abort", done);
+        if (event.type === "connect") resolve();
+        else if (event.type === "abort") reject(signal.reason ?? abortError("aborted"));
+        else reject(new RpcConnectionError(`${this.url} is closed`));
+      };
+      this.addEventListener("connect", done);
+      this.addEventListener("close", done);
+      signal?.addEventListener("abort", done);
+      if (signal?.aborted) done({ type: "abort" });
+    });
   }
 
   /** Wait between attempts; close() ends the wait at once. */
@@ -745,7 +886,14 @@ export class RpcClient extends EventTarget {
       // The protocol's own notifications, handled here. Others (a newer
       // server's, such as `$/meta` or the `$/stream.*` of streams) are ignored,
       // so a page never breaks on what it does not know.
-      if (method === CANCEL_REQUEST) {
+      if (method === SESSION_NOTICE && params && typeof params.id === "string") {
+        // The server's first message on a connection that asked for a session: its id, to present next time.
+        if (this._useSession) {
+          this._sessionId = params.id;
+          this.session = { id: params.id, resumed: params.resumed === true, ttl: params.ttl ?? null };
+          this._emit("session", { ...this.session });
+        }
+      } else if (method === CANCEL_REQUEST) {
         const id = Array.isArray(params) ? params[0] : params?.id;
         const controller = this._incoming.get(id);
         if (controller !== undefined) {
@@ -831,6 +979,175 @@ export class RpcClient extends EventTarget {
       info: { title: "fastwsrpc.js client", version: "1" },
       methods: [...names].sort().map((name) => ({ name, params: [], result: { name: "result", schema: {} } })),
     };
+  }
+}
+
+// ------------------------------------------------------------ subscriptions
+
+/**
+ * A subscription to topics (`rpc.subscribe(...)`); with `reconnect`, it
+ * outlives its connections. Iterate it (`for await (const event of
+ * subscription)`), or `await open()` then `await next()`. It keeps the position
+ * (`epoch`, `offset`) of the last event per topic in `positions`; after a
+ * reconnect it subscribes again from there and the server's topic history
+ * fills the gap: `recovered` is true when it did, false when it could not (a
+ * notice event comes first, saying why: `{topic, recovered: false, reason,
+ * epoch, offset}`). See docs/guide/recovery.md.
+ */
+export class Subscription {
+  constructor(client, topics, { since, onSlow, buffer = DEFAULT_STREAM_BUFFER, timeout = client.timeout, signal } = {}) {
+    this.topics = typeof topics === "string" ? [topics] : Array.from(topics ?? []);
+    if (this.topics.length === 0 || !this.topics.every((topic) => typeof topic === "string")) {
+      throw new TypeError("subscribe() needs a topic name, or a list of them");
+    }
+    if (!(buffer >= 1)) throw new RangeError("a subscription's buffer must be at least 1 event");
+    this._client = client;
+    this._onSlow = onSlow;
+    this._buffer = buffer;
+    this._timeout = timeout;
+    /** The last position seen, per topic: what a resubscription asks from (`{epoch, offset}`). */
+    this.positions = Object.create(null);
+    for (const [topic, position] of Object.entries(since ?? {})) {
+      const [epoch, offset] = Array.isArray(position) ? position : [position.epoch, position.offset];
+      this.positions[topic] = { epoch, offset };
+    }
+    this._given = new Set(Object.keys(this.positions)); // topics the page gave a position for
+    /** After a resubscription: whether every topic's missed events were replayed (null before any). */
+    this.recovered = null;
+    /** How many times it subscribed again after a lost connection. */
+    this.resubscribes = 0;
+    this._iterator = null; // the current connection's `$/subscribe` stream
+    this._opening = null;
+    this._subscribed = false; // subscribed once at least: notices after that are what a page is told
+    this._first = true; // the current stream is the first subscription
+    this._closed = false;
+    this._controller = new AbortController(); // aborts the stream (and a wait for a reconnect) on close()
+    if (signal?.aborted) this.close();
+    else signal?.addEventListener("abort", () => this.close(), { once: true });
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  /** Subscribe (once): nothing published after this resolves is missed. */
+  async open() {
+    if (this._iterator !== null || this._closed) return;
+    this._opening ??= this._subscribe().finally(() => (this._opening = null));
+    try {
+      await this._opening;
+    } catch (error) {
+      if (!this._closed) throw error; // closed while opening: nothing to say
+    }
+  }
+
+  async _subscribe() {
+    const params = { topics: this.topics, since: { ...this.positions } }; // since always: {} the first time
+    if (this._onSlow !== undefined) params.on_slow = this._onSlow;
+    const iterator = this._client._consume(SUBSCRIBE, params, {
+      buffer: this._buffer,
+      timeout: this._timeout,
+      itemTimeout: Infinity, // events come when they are published: no bound between them
+      signal: this._controller.signal,
+      announce: true,
+    });
+    await iterator.next(); // OPENED, or the failure to open
+    if (this._closed) {
+      await iterator.return(); // closed meanwhile: cancel it on the server
+      return;
+    }
+    this._iterator = iterator;
+    if (this._subscribed) this._first = false;
+    this._subscribed = true;
+  }
+
+  /** The next event (a notice only when events were lost): `{value, done}`; done once closed or ended by the server. */
+  async next() {
+    for (;;) {
+      let step;
+      try {
+        await this.open();
+        if (this._iterator === null) return { value: undefined, done: true }; // closed
+        step = await this._iterator.next();
+      } catch (error) {
+        this._iterator = null; // that stream is over
+        if (this._closed) return { value: undefined, done: true };
+        const client = this._client;
+        let wait;
+        if (error instanceof RpcConnectionError && client._canReconnect()) {
+          wait = client._whenConnected(this._controller.signal);
+        } else if (error instanceof RpcError && error.code === HISTORY_UNAVAILABLE) {
+          // The server cannot read the history now: ask again shortly, from the same positions.
+          const delay = jittered(client._reconnect?.initialDelay ?? RECONNECT_DEFAULTS.initialDelay, "full");
+          const signal = this._controller.signal;
+          wait = new Promise((resolve) => {
+            const stop = () => {
+              clearTimeout(timer);
+              signal.removeEventListener("abort", stop);
+              resolve();
+            };
+            const timer = setTimeout(stop, delay);
+            signal.addEventListener("abort", stop, { once: true });
+          });
+        } else {
+          this.close();
+          throw error;
+        }
+        try {
+          await wait;
+        } catch (failure) {
+          if (this._closed) return { value: undefined, done: true };
+          this.close();
+          throw failure; // the client is closed for good
+        }
+        if (this._closed) return { value: undefined, done: true };
+        if (this._subscribed) {
+          this.resubscribes += 1;
+          this.recovered = null;
+        }
+        continue;
+      }
+      if (step.done) {
+        this.close(); // the server ended the subscription
+        return step;
+      }
+      const event = step.value;
+      if (event === null || typeof event !== "object") return { value: event, done: false };
+      const topic = event.topic;
+      const notice = event.recovered !== undefined && event.recovered !== null;
+      if (event.epoch != null && event.offset != null) {
+        this.positions[topic] = { epoch: event.epoch, offset: event.offset };
+      } else if (notice && !(topic in this.positions)) {
+        // The topic had no publication yet: start "before its first" (see docs/guide/recovery.md).
+        this.positions[topic] = { epoch: null, offset: 0 };
+      }
+      if (!notice) return { value: event, done: false };
+      // Where a subscription starts (no position given for the topic): nothing was missed.
+      if (event.reason === "new" || (this._first && !this._given.has(topic))) continue;
+      if (event.recovered) {
+        if (this.recovered === null) this.recovered = true;
+        continue;
+      }
+      this.recovered = false;
+      return { value: event, done: false }; // told, never given a silent hole
+    }
+  }
+
+  /** Stop the subscription (the server forgets it). Resolves once the stream is cancelled. */
+  async close() {
+    if (!this._closed) {
+      this._closed = true;
+      this._controller.abort(abortError("subscription closed"));
+    }
+    const iterator = this._iterator;
+    this._iterator = null;
+    if (iterator !== null) await iterator.return().catch(() => {});
+  }
+
+  /** `break` out of `for await`: close. */
+  async return() {
+    await this.close();
+    return { value: undefined, done: true };
   }
 }
 
