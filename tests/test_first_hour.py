@@ -62,3 +62,57 @@ async def test_a_crashing_method_prints_its_traceback_by_default(kind: str) -> N
     assert "method divide failed" in err
     if kind == "native":
         assert f"fastwsrpc: serving on ws://127.0.0.1:{port}/ws" in err
+
+
+class Big(RpcMethodsBase):
+    async def big(self) -> str:
+        return "x" * 20_000
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("transport", ["native", "websockets"])
+async def test_an_oversized_answer_says_its_size_and_the_limit(transport: str) -> None:
+    from fastwsrpc import RpcChannelClosedError
+
+    from .support import serve_methods
+
+    with serve_methods("native", Big()) as srv:
+        async with WebSocketRpcClient(srv.url(), transport=transport, max_message_size=10_000) as client:
+            with pytest.raises(RpcChannelClosedError, match=r"1009.*(20036|exceeds)") as failed:
+                await client.other.big()
+    message = str(failed.value)
+    assert "10000" in message and "20036" in message, message
+
+
+@pytest.mark.e2e
+async def test_a_wrong_path_or_an_http_url_says_what_to_do(server_kind: str) -> None:
+    from fastwsrpc import RpcHandshakeRejectedError, RpcUsageError
+
+    from .support import serve_methods
+
+    with serve_methods(server_kind, Methods()) as srv:
+        with pytest.raises(RpcHandshakeRejectedError, match="no endpoint at this path"):
+            async with WebSocketRpcClient(srv.url("/nowhere"), retry_config=RpcRetryConfig(max_attempts=1)):
+                pass
+    with pytest.raises(RpcUsageError, match=r"did you mean 'ws://127\.0\.0\.1:1/ws'\?"):
+        WebSocketRpcClient("http://127.0.0.1:1/ws")
+
+
+def test_a_client_of_a_server_that_is_down_says_so_at_once() -> None:
+    """No logging configured: the first failed attempt is on stderr before the retries go on."""
+    port = free_port()
+    script = (
+        "import asyncio, fastwsrpc\n"
+        f"async def main():\n    async with fastwsrpc.WebSocketRpcClient('ws://127.0.0.1:{port}/ws'): pass\n"
+        "asyncio.run(main())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "WS_RPC_LOGGING"}
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # the first line it prints: the first failed attempt
+        assert f"connect to ws://127.0.0.1:{port}/ws failed (attempt 1 of" in line, line
+        assert "connection refused" in line.lower() or "is the server running" in line.lower(), line
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
