@@ -1047,7 +1047,7 @@ class Subscription:
                 continue
             if event.epoch is not None and event.offset is not None:
                 self.positions[event.topic] = {"epoch": event.epoch, "offset": event.offset}
-            elif event.is_notice and event.topic not in self.positions:
+            elif event.is_notice and event.offset == 0 and event.topic not in self.positions:
                 # The topic had no publication yet: start "before its first" (see docs/guide/recovery.md).
                 self.positions[event.topic] = {"epoch": None, "offset": 0}
             if not event.is_notice:

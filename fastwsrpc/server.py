@@ -306,6 +306,7 @@ class WebSocketRpcServer:
         # so the first connection's first call reaches a client on another node.
         services = {id(route.server.service): route.server.service for route in self._routes}
         services[id(self.service)] = self.service
+        joined_here = [service for service in services.values() if not service.cluster.started]
         await asyncio.gather(*(service.start() for service in services.values()))
         if create_server.get("sock") is not None:
             host = port = None
@@ -317,6 +318,9 @@ class WebSocketRpcServer:
             yield self
         finally:
             await self._shutdown()
+            # What this block joined, it leaves: the broker's connections close with the server.
+            for service in joined_here:
+                await _quiet(service.cluster.close())
 
     async def serve(
         self,

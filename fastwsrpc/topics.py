@@ -594,6 +594,20 @@ class _Events:
             "offset": offset,
         }
 
+    async def _read_for(self, topic: str, since: Optional[Since]) -> Optional[HistorySlice]:
+        """The history for a recovery; None for a new subscription whose position cannot be read now.
+
+        A subscriber that gave a position must not be given a hole: for it the
+        failure stands (-32002: subscribe again). One that gave none loses
+        nothing by starting with the next publication.
+        """
+        try:
+            return await self._read(topic, since)
+        except RemoteValueError as exc:
+            if since is not None or exc.code != HISTORY_UNAVAILABLE:
+                raise
+            return None
+
     async def _read(self, topic: str, since: Optional[Since]) -> HistorySlice:
         """The history after ``since``; ``(None, 0)`` reads from the first publication of today's epoch."""
         position: Optional[Position] = None
@@ -631,10 +645,17 @@ class _Events:
             for topic in self._names:
                 self._ready.append(_notice(topic, False, None, None, 0, REASON_NO_HISTORY))
             return
-        slices = await asyncio.gather(*(self._read(topic, since.get(topic)) for topic in self._names))
+        slices = await asyncio.gather(*(self._read_for(topic, since.get(topic)) for topic in self._names))
         first, sub.first = sub.first or {}, None
         replays: List[Any] = []
         for topic, history in zip(self._names, slices):
+            if history is None:
+                # A new subscription whose position could not be read (the broker is
+                # busy or away): it starts with the first publication that comes, as
+                # one without history would; the notice has no position to resume from.
+                self._ready.append(_notice(topic, False, None, None, 0, REASON_NEW))
+                self._positions.pop(topic, None)
+                continue
             recovered, reason, missed = covers(since.get(topic), history)
             position = (history.epoch, history.top)
             seen = first.get(topic)
@@ -642,7 +663,15 @@ class _Events:
                 position = (history.epoch, seen[1] - 1)
             self._ready.append(_notice(topic, recovered, position[0], position[1], len(missed), reason))
             replays.extend((topic, history.epoch, offset, body) for offset, body in missed)
-            self._positions[topic] = position
+            if reason == REASON_NEW and seen is None:
+                # A new subscription that no publication reached yet: the read does not
+                # prove that every publication up to its top has reached this node (a
+                # broker's push can come after the read's answer, on Redis), so the
+                # first one that comes sets the position, rather than be taken for
+                # one given already. At worst it is one published just before.
+                self._positions.pop(topic, None)
+            else:
+                self._positions[topic] = position
         self._ready.extend(replays)
 
     async def _catch_up(self, topic: str, since: Position) -> None:

@@ -1117,8 +1117,9 @@ export class Subscription {
       const notice = event.recovered !== undefined && event.recovered !== null;
       if (event.epoch != null && event.offset != null) {
         this.positions[topic] = { epoch: event.epoch, offset: event.offset };
-      } else if (notice && !(topic in this.positions)) {
-        // The topic had no publication yet: start "before its first" (see docs/guide/recovery.md).
+      } else if (notice && event.offset === 0 && !(topic in this.positions)) {
+        // The topic had no publication yet: start "before its first" (see docs/guide/recovery.md);
+        // a notice with no offset at all (the position could not be read) leaves it to the events.
         this.positions[topic] = { epoch: null, offset: 0 };
       }
       if (!notice) return { value: event, done: false };

@@ -229,7 +229,7 @@ describe("subscriptions across reconnects", options, () => {
     const a = await peer(
       topics(asked, () => [
         { topic: "t", recovered: false, reason: "new", epoch: "e1", offset: 0, missed: 0 }, // not delivered
-        { topic: "u", recovered: false, reason: "new", epoch: null, offset: null, missed: 0 },
+        { topic: "u", recovered: false, reason: "new", epoch: null, offset: 0, missed: 0 },
         { topic: "t", data: "one", dropped: 0, epoch: "e1", offset: 1 },
       ]),
     );
