@@ -1,14 +1,8 @@
 """RpcChannel: one JSON-RPC 2.0 conversation over one connection, both ways.
 
-A thin asyncio facade over collaborators that never see it: the sans-I/O
-:class:`~fastwsrpc.protocol.RpcProtocol` (frames in, events out), the
-:class:`~fastwsrpc.budget.Budget` (counters and bounds), the
-:class:`~fastwsrpc.runner.HandlerRunner` (the peer's calls), the
-:class:`~fastwsrpc.outgoing.OutgoingCalls` (ours), the :class:`~fastwsrpc.streams.StreamRegistry`,
-the :class:`~fastwsrpc.callbacks.Callbacks`, the promise store of fastapi-ws-rpc's
-API (made on first use) and the :class:`~fastwsrpc.watchdog.Watchdog`. The
-channel owns the read loop and the closing; it reads and writes through a
-:class:`~fastwsrpc.transport.Transport`, and knows nothing of FastAPI.
+A thin asyncio facade: it composes collaborators that never see it (protocol,
+budget, runner, outgoing calls, streams, callbacks, promise store, watchdog; see
+docs/architecture.md), owns the read loop and the closing, and knows no transport.
 """
 
 from __future__ import annotations
@@ -32,7 +26,17 @@ from .interceptors import MAX_PARKED_META, RpcInterceptor
 from .logger import get_logger
 from .methods import RpcMethodsBase
 from .outgoing import BatchCall, OutgoingCalls, Params, RpcCaller
-from .protocol import Batch, CancelRequest, MetaNotice, Notification, ProtocolError, Request, Response, RpcProtocol
+from .protocol import (
+    _BIG_FRAME,
+    Batch,
+    CancelRequest,
+    MetaNotice,
+    Notification,
+    ProtocolError,
+    Request,
+    Response,
+    RpcProtocol,
+)
 from .runner import HandlerRunner
 from .sessions import Session
 from .state import ConnectionState
@@ -41,8 +45,8 @@ from .topics import SUBSCRIBE, TopicHub
 from .transport import CLOSE_INTERNAL_ERROR, CLOSE_MESSAGE_TOO_BIG, CLOSE_NORMAL, Transport, TransportClosed
 from .watchdog import Watchdog, spawn_background
 
-__all__ = ["BatchCall", "OnConnectCallback", "OnDisconnectCallback", "OnErrorCallback", "Params", "RpcChannel"]
-__all__ += ["RpcCaller", "RpcPromise"]
+__all__ = ["BatchCall", "OnConnectCallback", "OnDisconnectCallback", "OnErrorCallback", "Params", "RpcCaller"]
+__all__ += ["RpcChannel", "RpcPromise"]
 
 logger = get_logger("channel")
 
@@ -120,7 +124,8 @@ class RpcChannel(ChannelApi):
             loop, budget, state, self._dispatcher.invoke, socket.send, pending.resolve, self, self._describe
         )
         runner.bind(session)
-        self._receive, self._admit = self._protocol.receive, runner.admit  # the reader's two calls per frame
+        self._receive, self._admit, self._decode = self._protocol.receive, runner.admit, impl.decode  # per frame
+        self._limits = (s.max_message_size, s.max_depth)
         self._calls = OutgoingCalls(
             loop, state, budget, pending, s, self.id, self, runner, interceptors, peer_features, peer_max_pending
         )
@@ -136,11 +141,7 @@ class RpcChannel(ChannelApi):
 
     # ----------------------------------------------------------- the reader
     async def run(self) -> None:
-        """Read frames until the connection ends; then the channel is closed.
-
-        Any failure ends the connection cleanly: the socket is closed, pending
-        calls fail, the disconnect callbacks run; nothing escapes.
-        """
+        """Read frames until the connection ends; any failure closes it cleanly (nothing escapes)."""
         socket, budget, state = self.socket, self._budget, self._state
         receive, feed = socket.receive, self.feed
         # A transport that can hand us messages straight from the socket (the
@@ -188,19 +189,27 @@ class RpcChannel(ChannelApi):
     def feed(self, frame: Union[str, bytes]) -> None:
         """Handle one received frame. Raises RpcMessageTooLargeError for an oversized one."""
         self._state.received += 1
-        event = self._receive(frame)
+        size = len(frame)
+        if size <= _BIG_FRAME:  # the hot path: a call or a notification, decoded once, started at once
+            msg = self._decode(frame, self._limits[0], self._limits[1])
+            kind = type(msg)
+            if kind is Request or (kind is Notification and msg.method[:2] != "$/"):
+                return self._admit(msg, size)
+            event = self._protocol.event_of(msg)
+        else:
+            event = self._receive(frame)
         kind = type(event)
         if kind is Response:
             if not self._calls.pending.resolve(event.id, event) and logger.isEnabledFor(logging.DEBUG):  # type: ignore[union-attr]
                 logger.debug("channel %s: answer to unknown call %r dropped", self.id, event.id)  # type: ignore[union-attr]
         elif kind is Request or kind is Notification or kind is Batch:
-            self._admit(event, len(frame))
+            self._admit(event, size)
         elif kind is CancelRequest:
             self._runner.cancel(event.id)  # type: ignore[union-attr]
         elif kind is ProtocolError:
             self._runner.spawn_send(event.frame)  # type: ignore[union-attr]
         elif kind is MetaNotice:
-            self._park_meta(event, len(frame))  # type: ignore[arg-type]
+            self._park_meta(event, size)  # type: ignore[arg-type]
         elif event is not None:
             self._streams.on_event(event)
 
@@ -247,11 +256,7 @@ class RpcChannel(ChannelApi):
         self._runner.close()
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        """Close the connection; pending calls fail with RpcChannelClosedError.
-
-        An error from the socket's own close is raised after the disconnect
-        callbacks ran (as fastapi-ws-rpc 1.2).
-        """
+        """Close; pending calls fail. The socket's own error is raised after the disconnect callbacks."""
         self._mark_closed(reason or "closed locally")
         try:
             await self.socket.close(code, reason)
@@ -271,8 +276,7 @@ class RpcChannel(ChannelApi):
         self.abort(reason)
         await self._callbacks.fire_disconnect()
 
-    async def _close_then_abort(self, code: int, reason: str) -> None:
-        """A closing handshake if the peer takes it within a second; else drop the socket."""
+    async def _close_then_abort(self, code: int, reason: str) -> None:  # a handshake within 1 s, else a drop
         try:
             await asyncio.wait_for(self.close(code, reason), 1.0)
         except (asyncio.TimeoutError, Exception):

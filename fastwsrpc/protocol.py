@@ -288,7 +288,10 @@ class RpcProtocol:
             refusal = self._batch_too_big(frame)
             if refusal is not None:
                 return refusal
-        msg: Any = self._decode(frame, self.max_message_size, self.max_depth)
+        return self.event_of(self._decode(frame, self.max_message_size, self.max_depth))
+
+    def event_of(self, msg: Any) -> Event:
+        """What one decoded message means (``receive`` after its decode; the channel's fast path uses it)."""
         kind = type(msg)
         if kind is Notification:
             if msg.method[:2] == "$/":

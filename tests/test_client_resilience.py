@@ -172,7 +172,7 @@ async def test_a_read_loop_failure_closes_fails_pending_calls_and_reconnects() -
             first = client.channel
             assert first is not None
             failures: List[int] = []
-            decode = first._protocol._decode
+            decode = first._decode
 
             def broken(frame: Any, *args: Any) -> Any:
                 if not failures:
@@ -180,7 +180,7 @@ async def test_a_read_loop_failure_closes_fails_pending_calls_and_reconnects() -
                     raise RuntimeError("a bug in the read loop")
                 return decode(frame, *args)
 
-            first._protocol._decode = broken
+            first._decode = broken
             with pytest.raises(RpcChannelClosedError):
                 await client.other.add(a=1, b=2)
             assert first.is_closed() and "internal error" in first.close_reason

@@ -207,7 +207,7 @@ async def test_a_failure_in_a_pushed_read_closes_that_connection_only(speedups: 
             def broken(frame: Any, *args: Any) -> Any:
                 raise RuntimeError("a bug in the read path")
 
-            channel._protocol._decode = broken
+            channel._decode = broken
             await ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "add", "params": [1, 2]}))
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 10)
