@@ -269,39 +269,16 @@ def _answer_or_stream(client: Any, method: str, params: Any, timeout: Optional[f
     the stream protocol itself says what a stream's answer is, ``{"stream": <the
     request's id>}``, which no plain method can give by accident.
     """
-    from .protocol import Response, encode_notification, encode_request
-    from .streams import STREAM_CREDIT, RpcStream
+    from .protocol import Response
+    from .streams import RpcStream
 
     class AnswerOrStream(RpcStream):
         #: The answer when it is not a stream (``None`` once a stream opened).
         answer: Optional[Response] = None
 
         async def open(self) -> None:
-            if self._opened:
-                return
-            self._opened = True
-            registry = self._registry
-            calls = registry.calls
-            calls.check_open()
-            future = registry.loop.create_future()
-            call_id = calls.pending.register(future)
-            self.id = call_id
-            registry.consumers[call_id] = self
-            send = registry.runner.send_counted
-            try:
-                await send(encode_request(call_id, self.method, self._params))
-                response: Response = await registry.wait_answer(future, timeout)
-            except BaseException:
-                calls.pending.discard(call_id)
-                self._finish()
-                raise
-            result = response.result
-            if response.error is None and isinstance(result, dict) and result == {"stream": call_id}:
-                # A stream: the producer started on its initial credits; now our window.
-                await send(encode_notification(STREAM_CREDIT, {"stream": call_id, "window": self.buffer}))
-                return
-            self.answer = response
-            self._finish()  # a plain answer: nothing more comes for this id
+            if not self._opened:
+                self.answer = await self.open_or_answer(timeout)
 
     channel = client.channel
     if channel is None:  # pragma: no cover - the client is connected when this is called

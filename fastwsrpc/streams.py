@@ -161,8 +161,43 @@ class RpcStream:
 
     async def open(self) -> None:
         """Send the request and the credit window; wait for the stream's id."""
-        if self._opened:
+        response = await self._request(self.timeout, window_first=True)
+        if response is None:
             return
+        call_id = self.id
+        error = response.error
+        if error is not None:
+            self._finish()
+            raise error_for_code(error.code, error.message, error.data, response)
+        if not _is_stream_answer(response, call_id):
+            self._finish()
+            await self._registry.runner.send_quietly(encode_notification(STREAM_CANCEL, {"stream": call_id}))
+            raise RpcUsageError(f"{self.method!r} is not a stream on the other side (it answered {response.result!r})")
+
+    async def open_or_answer(self, timeout: Optional[float]) -> Optional[Response]:
+        """For a caller that does not know whether ``method`` streams (the CLI): the plain answer, or None.
+
+        None: it is a stream, open, its credit window sent (only now, so that a
+        plain method gets nothing extra). ``timeout`` bounds the wait for the answer only.
+        """
+        response = await self._request(timeout, window_first=False)
+        if response is None:
+            return None
+        if response.error is None and _is_stream_answer(response, self.id):
+            window = {"stream": self.id, "window": self.buffer}
+            await self._registry.runner.send_counted(encode_notification(STREAM_CREDIT, window))
+            return None
+        self._finish()  # a plain answer: nothing more comes for this id
+        return response
+
+    async def _request(self, timeout: Optional[float], window_first: bool) -> Optional[Response]:
+        """Register as the consumer of the request's id, send it, wait for its answer (None if opened already).
+
+        Registered before the request goes out, so that items sent right behind
+        the answer find their consumer.
+        """
+        if self._opened:
+            return None
         self._opened = True
         registry = self._registry
         calls = registry.calls
@@ -174,22 +209,14 @@ class RpcStream:
         send = registry.runner.send_counted
         try:
             await send(encode_request(call_id, self.method, self._params))
-            await send(encode_notification(STREAM_CREDIT, {"stream": call_id, "window": self.buffer}))
-            waiting = registry.wait_answer(future, self.timeout or calls.default_response_timeout)
-            response: Response = await waiting
+            if window_first:
+                await send(encode_notification(STREAM_CREDIT, {"stream": call_id, "window": self.buffer}))
+            response: Response = await registry.wait_answer(future, timeout or calls.default_response_timeout)
         except BaseException:
             calls.pending.discard(call_id)
             self._finish()
             raise
-        error = response.error
-        if error is not None:
-            self._finish()
-            raise error_for_code(error.code, error.message, error.data, response)
-        result = response.result
-        if not (isinstance(result, dict) and result.get("stream") == call_id):
-            self._finish()
-            await registry.runner.send_quietly(encode_notification(STREAM_CANCEL, {"stream": call_id}))
-            raise RpcUsageError(f"{self.method!r} is not a stream on the other side (it answered {result!r})")
+        return response
 
     async def next(self) -> Any:
         """The next item; ``StopAsyncIteration`` at the end; the producer's error as a remote error."""
@@ -463,6 +490,12 @@ class StreamRegistry:
             consumer._finish(RpcChannelClosedError(f"the connection closed during stream {consumer.method!r}"))
         self.consumers.clear()
         self._early_credits.clear()
+
+
+def _is_stream_answer(response: Response, call_id: Any) -> bool:
+    """Whether an answer opens a stream: ``{"stream": <the request's id>}`` (no plain method gives it by accident)."""
+    result = response.result
+    return isinstance(result, dict) and result.get("stream") == call_id
 
 
 def _cancelled_by_peer(producer: _Producer) -> bool:
