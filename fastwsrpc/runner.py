@@ -144,6 +144,9 @@ class HandlerRunner:
         action, answer = session.admit(call_id)
         if action == "run":
             return False
+        if action == "refuse":
+            self.refuse(call_id, 0, len(session.running))
+            return True
         if answer is not None:
             self.spawn_send(answer)  # finished while the client was away, or its answer was lost
         return True  # "wait": the running handler's answer comes through the session
@@ -181,10 +184,13 @@ class HandlerRunner:
             )
         budget.overflowed_notifications += 1
 
-    def refuse(self, call_id: Any, size: int) -> None:
+    def refuse(self, call_id: Any, size: int, session_limit: Optional[int] = None) -> None:
         """Past the running budget and its queue: say so at once, with the limit and when to retry."""
         budget = self.budget
-        if len(budget.deferred) >= budget.max_queued:
+        if session_limit is not None:
+            limit, value = "session_max_running", session_limit
+            what = f"{value} idempotent calls of this session are running, the limit"
+        elif len(budget.deferred) >= budget.max_queued:
             limit, value = "max_queued_requests", budget.max_queued
             what = f"{budget.active} calls running and {len(budget.deferred)} queued, the limit is {value}"
         else:

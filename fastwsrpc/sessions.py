@@ -45,6 +45,10 @@ DEFAULT_SESSION_TTL = 120.0
 DEFAULT_MAX_ANSWER_BYTES = 8 * 1024 * 1024
 #: Idempotent calls a session remembers at most (answered or running).
 DEFAULT_MAX_REMEMBERED = 10_000
+#: Idempotent calls of one session running at once (they outlive its connections): past it, -32001.
+DEFAULT_MAX_RUNNING = 1000
+#: Sessions one server keeps at most; past it the one whose client left longest ago goes first.
+DEFAULT_MAX_SESSIONS = 100_000
 
 
 def is_idempotent_id(call_id: Any) -> bool:
@@ -90,13 +94,17 @@ class Session:
 
     # ------------------------------------------------------------ calls
     def admit(self, call_id: Any) -> Tuple[str, Optional[bytes]]:
-        """What to do with an idempotent call: ``("run", None)``, ``("replay", answer)`` or ``("wait", None)``."""
+        """What to do with an idempotent call: ``("run", None)``, ``("replay", answer)``, ``("wait", None)``,
+        or ``("refuse", None)`` past ``max_running`` (their handlers outlive connections: a peer that
+        reconnects and calls again and again must not pile them up without bound)."""
         answer = self.answers.get(call_id)
         if answer is not None:
             self.undelivered.discard(call_id)
             return "replay", answer
         if call_id in self.running:
             return "wait", None
+        if len(self.running) >= self._store.max_running:
+            return "refuse", None
         self.running.add(call_id)
         self._forget_oldest()
         return "run", None
@@ -181,12 +189,16 @@ class SessionStore:
         ttl: Optional[float] = DEFAULT_SESSION_TTL,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         max_remembered: int = DEFAULT_MAX_REMEMBERED,
+        max_running: int = DEFAULT_MAX_RUNNING,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
     ) -> None:
         if ttl is not None and ttl <= 0:
             raise ValueError(f"session_ttl must be > 0 seconds or None (sessions off), got {ttl!r}")
         self.ttl = ttl
         self.max_answer_bytes = max_answer_bytes
         self.max_remembered = max_remembered
+        self.max_running = max_running
+        self.max_sessions = max_sessions
         self._sessions: Dict[str, Session] = {}
 
     def __len__(self) -> int:
@@ -208,9 +220,21 @@ class SessionStore:
         if old is not None:
             logger.info("session %s lost answers while its client was away: starting a new one", old.id)
             self._expire(old.id)
+        if len(self._sessions) >= self.max_sessions and not self._evict_one():
+            logger.warning("%d sessions, all with a client connected: this one gets none", len(self._sessions))
+            return None, False
         session = Session(self, secrets.token_urlsafe(18))
         self._sessions[session.id] = session
         return session, False
+
+    def _evict_one(self) -> bool:
+        """Make room: drop the oldest session whose client is away (a peer asking for new sessions
+        again and again must not grow the store without bound)."""
+        for session_id, session in self._sessions.items():
+            if session.deliver is None:
+                self._expire(session_id)
+                return True
+        return False
 
     def _expire(self, session_id: str) -> None:
         session = self._sessions.pop(session_id, None)

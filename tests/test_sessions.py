@@ -140,3 +140,35 @@ def test_answers_past_the_bound_while_away_make_the_session_not_resumable() -> N
         store.close()
 
     asyncio.run(main())
+
+
+def test_a_peer_cannot_grow_sessions_or_their_running_calls_without_bound() -> None:
+    async def main() -> None:
+        store = SessionStore(ttl=60, max_running=2, max_sessions=3)
+        kept, _ = store.open("new")
+        assert kept is not None
+        kept.attach(print)  # its client is here: never evicted
+        for _ in range(10):  # a peer asking for new sessions again and again
+            session, _ = store.open("new")
+            assert session is not None
+        assert len(store) == 3 and store.open(kept.id)[0] is kept
+        assert [kept.admit(f"idem-{i}")[0] for i in range(3)] == ["run", "run", "refuse"]
+        kept.finished("idem-0", b"{}")
+        assert kept.admit("idem-2")[0] == "run"  # room again
+        store.close()
+
+    asyncio.run(main())
+
+
+async def test_past_the_running_bound_an_idempotent_call_is_refused_with_its_limit(server_kind: str) -> None:
+    from fastwsrpc.sessions import DEFAULT_MAX_RUNNING
+
+    methods = Counting()
+    with serve_methods(server_kind, methods) as srv:
+        async with connect(srv.url(), additional_headers={SESSION_HEADER: "new"}) as ws:
+            for i in range(DEFAULT_MAX_RUNNING + 1):
+                await ws.send(call(f"idem-{i}", "slow", i))
+            refused = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            assert refused["id"] == f"idem-{DEFAULT_MAX_RUNNING}" and refused["error"]["code"] == -32001
+            assert refused["error"]["data"]["limit"] == "session_max_running"
+            methods.open_gate()
