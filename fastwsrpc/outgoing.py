@@ -388,8 +388,8 @@ class OutgoingCalls:
     async def _call_nested(self, start: Callable[[], Awaitable[_T]]) -> _T:
         """A call one of our own handlers waits for: the reader must read on for its answer.
 
-        Counted in ``_nested``, which lets a reader at a full budget go on
-        reading (see the budget in ``channel.py``); a paused reader is woken.
+        Counted in ``Budget.nested``: while it is not zero, a notification past the
+        full queue is dropped rather than stop the reader (see ``budget.py``).
         """
         budget = self._budget
         budget.nested += 1
