@@ -747,6 +747,7 @@ cdef class FrameParser:
     cdef int _opcode
     cdef Py_ssize_t _size
     cdef Utf8State _utf8
+    cdef Py_ssize_t _checked  # payload bytes of the incomplete text frame at the buffer's head already checked
 
     def __init__(self, object max_size, object require_mask):
         self.max_size = _limit(max_size)
@@ -758,6 +759,7 @@ cdef class FrameParser:
         self._opcode = 0
         self._size = 0
         self._utf8.need = 0
+        self._checked = 0
 
     def __reduce__(self):
         raise _no_pickle(self)
@@ -801,6 +803,7 @@ cdef class FrameParser:
         cdef Py_ssize_t pos = 0, start, end, limit
         cdef unsigned long long length
         cdef int b1, b2, opcode, i
+        cdef Py_ssize_t checked
         cdef bint masked, fin
         cdef bytes payload
         while n - pos >= 2:
@@ -838,12 +841,21 @@ cdef class FrameParser:
                 start += 4
             end = start + <Py_ssize_t>length
             if end > n:
+                # Fail fast on UTF-8 (see the pure twin): check what has come of a text frame.
+                if n > start + self._checked and not (b1 & 0x70) and (
+                    (opcode == 1 and not self._opcode) or (opcode == 0 and self._opcode == 1)
+                ):
+                    if opcode == 1 and self._checked == 0:
+                        self._utf8.need = 0
+                    self._check_partial(base, start, n, masked)
                 break
             if masked:
                 payload = _masked_copy(base + start, end - start, buf + start - 4)
             else:
                 payload = PyBytes_FromStringAndSize(base + start, end - start)
             pos = end
+            checked = self._checked  # of this frame's payload, checked while it was incomplete
+            self._checked = 0
             if b1 & 0x70:
                 raise _FrameError(1002, "reserved bits must be 0")
             fin = (b1 & 0x80) != 0
@@ -854,17 +866,19 @@ cdef class FrameParser:
                     raise _FrameError(1002, "fragmented control frame")
                 if opcode == 8:
                     parse_close(payload)
-                    if self._opcode:
-                        raise _FrameError(1002, "incomplete fragmented message")
+                    # A close ends the stream, a fragmented message under way with it (Autobahn 7.1.5).
                     events.append((8, payload))
                     self.closed = True
+                    self._parts = []
+                    self._opcode = 0
+                    self._size = 0
                     return pos
                 events.append((opcode, payload))
             elif opcode == 0:
                 if not self._opcode:
                     raise _FrameError(1002, "unexpected continuation frame")
                 if self._opcode == 1:
-                    self._check_text(payload, fin)
+                    self._check_text(payload, checked, fin)
                 self._parts.append(payload)
                 if fin:
                     events.append((self._opcode, b"".join(self._parts)))
@@ -877,8 +891,9 @@ cdef class FrameParser:
                 if self._opcode:
                     raise _FrameError(1002, "expected a continuation frame")
                 if opcode == 1:
-                    self._utf8.need = 0
-                    self._check_text(payload, fin)
+                    if not checked:
+                        self._utf8.need = 0
+                    self._check_text(payload, checked, fin)
                 if fin:
                     events.append((opcode, payload))
                 else:
@@ -887,10 +902,31 @@ cdef class FrameParser:
                     self._parts = [payload]
         return pos
 
-    cdef int _check_text(self, bytes payload, bint final) except -1:
-        if not _utf8_step(&self._utf8, <const unsigned char*>PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload)) or (
-            final and self._utf8.need != 0
-        ):
+    cdef int _check_text(self, bytes payload, Py_ssize_t skip, bint final) except -1:
+        """Check ``payload`` from ``skip`` on (what came before was checked while the frame was incomplete)."""
+        if not _utf8_step(
+            &self._utf8, <const unsigned char*>PyBytes_AS_STRING(payload) + skip, PyBytes_GET_SIZE(payload) - skip
+        ) or (final and self._utf8.need != 0):
             self._utf8.need = 0
             raise _FrameError(1007, "invalid UTF-8 in a text message")
+        return 0
+
+    cdef int _check_partial(self, const char* base, Py_ssize_t start, Py_ssize_t n, bint masked) except -1:
+        """Check the part of an incomplete text frame's payload that came since the last look."""
+        cdef Py_ssize_t done = self._checked
+        cdef unsigned char key[4]
+        cdef int i
+        cdef bytes chunk
+        cdef bint ok
+        if masked:
+            for i in range(4):
+                key[i] = <unsigned char>base[start - 4 + ((done + i) & 3)]
+            chunk = _masked_copy(base + start + done, n - start - done, key)
+            ok = _utf8_step(&self._utf8, <const unsigned char*>PyBytes_AS_STRING(chunk), n - start - done)
+        else:
+            ok = _utf8_step(&self._utf8, <const unsigned char*>base + start + done, n - start - done)
+        if not ok:
+            self._utf8.need = 0
+            raise _FrameError(1007, "invalid UTF-8 in a text message")
+        self._checked = n - start
         return 0

@@ -569,9 +569,11 @@ class FrameParser:
 
     __slots__ = (
         "_buffer",
+        "_checked",
         "_closed",
         "_decoder",
         "_error",
+        "_frame_decoder",
         "_max_size",
         "_opcode",
         "_parts",
@@ -589,6 +591,8 @@ class FrameParser:
         self._opcode = 0  # of the fragmented message under way; 0: none
         self._size = 0  # its bytes so far
         self._decoder: Any = None  # its UTF-8 check, when it is text
+        self._checked = 0  # payload bytes of the incomplete text frame at the buffer's head already checked
+        self._frame_decoder: Any = None  # their UTF-8 check, when that frame starts a text message
 
     @property
     def max_size(self) -> int:
@@ -629,6 +633,7 @@ class FrameParser:
             self._error = exc
             self._buffer = bytearray()
             self._parts = []
+            self._decoder = self._frame_decoder = None
             return events
         if self._closed:
             self._buffer = bytearray()
@@ -673,11 +678,25 @@ class FrameParser:
                 start += 4
             end = start + length
             if end > n:
+                # Fail fast on UTF-8 (Autobahn 6.4.3): what has come of a text frame is
+                # checked now, not once the frame is whole; only for a frame whose
+                # header the checks below would pass, so that the error is the one
+                # the whole frame would have given.
+                if n > start + self._checked and not b1 & 0x70:
+                    if opcode == OP_TEXT and not self._opcode:
+                        if self._frame_decoder is None:
+                            self._frame_decoder = _Utf8Decoder()
+                        self._check_partial(buf, start, n, masked, self._frame_decoder)
+                    elif opcode == OP_CONT and self._decoder is not None:
+                        self._check_partial(buf, start, n, masked, self._decoder)
                 break
             payload = bytes(buf[start:end])
             if masked:
                 payload = apply_mask(payload, bytes(buf[start - 4 : start]))
             pos = end
+            checked = self._checked  # of this frame's payload, checked while it was incomplete
+            if checked:
+                self._checked = 0
             if b1 & 0x70:
                 raise FrameError(1002, "reserved bits must be 0")
             fin = b1 & 0x80
@@ -688,17 +707,20 @@ class FrameParser:
                     raise FrameError(1002, "fragmented control frame")
                 if opcode == OP_CLOSE:
                     parse_close(payload)
-                    if self._opcode:
-                        raise FrameError(1002, "incomplete fragmented message")
+                    # A close ends the stream, a fragmented message under way with it
+                    # (control frames may come between fragments: Autobahn 7.1.5).
                     events.append((OP_CLOSE, payload))
                     self._closed = True
+                    self._parts = []
+                    self._opcode = self._size = 0
+                    self._decoder = None
                     return pos
                 events.append((opcode, payload))
             elif opcode == OP_CONT:
                 if not self._opcode:
                     raise FrameError(1002, "unexpected continuation frame")
                 if self._decoder is not None:
-                    _check_text(self._decoder, payload, bool(fin))
+                    _check_text(self._decoder, payload[checked:] if checked else payload, bool(fin))
                 self._parts.append(payload)
                 if fin:
                     events.append((self._opcode, b"".join(self._parts)))
@@ -710,18 +732,34 @@ class FrameParser:
             else:
                 if self._opcode:
                     raise FrameError(1002, "expected a continuation frame")
+                if checked:  # a text frame, partly checked already (see above)
+                    decoder, self._frame_decoder = self._frame_decoder, None
+                    _check_text(decoder, payload[checked:], bool(fin))
+                    if not fin:
+                        self._decoder = decoder
+                elif opcode == OP_TEXT and (not fin or not payload.isascii()):
+                    decoder = _Utf8Decoder()
+                    _check_text(decoder, payload, bool(fin))
+                    if not fin:
+                        self._decoder = decoder
                 if fin:
-                    if opcode == OP_TEXT and not payload.isascii():
-                        _check_text(_Utf8Decoder(), payload, True)
                     events.append((opcode, payload))
                 else:
-                    if opcode == OP_TEXT:
-                        self._decoder = _Utf8Decoder()
-                        _check_text(self._decoder, payload, False)
                     self._opcode = opcode
                     self._size = length
                     self._parts = [payload]
         return pos
+
+    def _check_partial(self, buf: bytearray, start: int, n: int, masked: int, decoder: Any) -> None:
+        """Check the part of an incomplete text frame's payload that came since the last look."""
+        done = self._checked
+        chunk = bytes(buf[start + done : n])
+        if masked:
+            key = bytes(buf[start - 4 : start])
+            shift = done & 3
+            chunk = apply_mask(chunk, key[shift:] + key[:shift])
+        _check_text(decoder, chunk, False)
+        self._checked = n - start
 
 
 def _check_text(decoder: Any, payload: bytes, final: bool) -> None:

@@ -84,6 +84,7 @@ class NativeWebSocket(asyncio.Protocol):
         close_timeout: float = 10.0,
         binary: bool = False,
         speedups: Any = None,
+        keep_opcodes: bool = False,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         impl: Any = speedups if speedups is not None else _accel.impl
@@ -100,6 +101,10 @@ class NativeWebSocket(asyncio.Protocol):
         self._parser: Any = None
         self._feed: Callable[[bytes], List[Tuple[int, bytes]]] = _no_feed
         self._messages: Deque[bytes] = deque()
+        #: When a deque (``keep_opcodes=True``): the opcode of each message :meth:`receive`
+        #: will return, in order (1 text, 2 binary), for a raw application such as an echo.
+        #: Only messages that are queued are recorded: leave ``push`` unset with it.
+        self.opcodes: Optional[Deque[int]] = deque() if keep_opcodes else None
         self._waiter: Optional[asyncio.Future[None]] = None
         self._end: Optional[BaseException] = None  # what receive raises once the stream is over
         self._reading_paused = False
@@ -115,6 +120,9 @@ class NativeWebSocket(asyncio.Protocol):
         self._ping_handle: Optional[asyncio.TimerHandle] = None
         self._ping_deadline: Optional[asyncio.TimerHandle] = None
         self._close_handle: Optional[asyncio.TimerHandle] = None
+        #: A protocol error behind messages the application has not read yet (see _on_events).
+        self._pending_error: Optional[FrameError] = None
+        self._fail_handle: Optional[asyncio.TimerHandle] = None
         self._close_rcvd: Optional[Tuple[int, str]] = None
         self._close_sent: Optional[Tuple[int, str]] = None
         #: Whether the peer started the closing handshake (it sent its close frame first).
@@ -143,7 +151,7 @@ class NativeWebSocket(asyncio.Protocol):
             # The peer ended it. Python < 3.11's SSL transport does not count
             # itself closed then, and warns (ResourceWarning) when collected.
             transport.close()
-        for handle in (self._ping_handle, self._ping_deadline, self._close_handle):
+        for handle in (self._ping_handle, self._ping_deadline, self._close_handle, self._fail_handle):
             if handle is not None:
                 handle.cancel()
         if self._end is None:
@@ -195,6 +203,8 @@ class NativeWebSocket(asyncio.Protocol):
                             self._wake()
                     else:
                         messages.append(payload)
+                        if self.opcodes is not None:
+                            self.opcodes.append(opcode)
             elif opcode == _OP_PING:
                 if self.state is OPEN:
                     self._sender.send_control(self._build(_OP_PONG, payload, self.is_client))
@@ -209,6 +219,22 @@ class NativeWebSocket(asyncio.Protocol):
                 self._reading_paused = True
                 self.transport.pause_reading()
         error = self._parser.error if self._parser is not None else None
+        if error is not None and self._end is None and self._pending_error is None:
+            if messages:
+                # What came before the fault is the application's to read, and to answer,
+                # before the connection fails (an echo of a message that preceded a bad
+                # frame goes out before the close: Autobahn 3.2, 4.1.3, 5.15). It fails when
+                # the application comes back for more, closes, or close_timeout passes.
+                self._pending_error = error
+                self._fail_handle = self._loop.call_later(self.close_timeout, self._fail_pending)
+            else:
+                self._on_frame_error(error)
+
+    def _fail_pending(self) -> None:
+        error, self._pending_error = self._pending_error, None
+        if self._fail_handle is not None:
+            self._fail_handle.cancel()
+            self._fail_handle = None
         if error is not None and self._end is None:
             self._on_frame_error(error)
 
@@ -259,6 +285,8 @@ class NativeWebSocket(asyncio.Protocol):
         """The next whole message (text as UTF-8 bytes, already checked); raises when the stream is over."""
         messages = self._messages
         if not messages:
+            if self._pending_error is not None:
+                self._fail_pending()
             if self._end is not None:
                 raise self._end
             if self._push_error is None:
@@ -280,12 +308,16 @@ class NativeWebSocket(asyncio.Protocol):
                 self.transport.resume_reading()
         return message
 
-    async def send(self, data: bytes) -> None:
-        """Frame ``data`` for the sender (see :mod:`fastwsrpc.sender`); wait while the peer does not read."""
+    async def send(self, data: bytes, opcode: int = 0) -> None:
+        """Frame ``data`` for the sender (see :mod:`fastwsrpc.sender`); wait while the peer does not read.
+
+        ``opcode``: 1 (text) or 2 (binary) for this message; 0, the default, is the
+        connection's own (``binary=``).
+        """
         if self.state is not OPEN:
             raise self._closed_error()
         sender = self._sender
-        sender.send(self._build(self._opcode, data, self.is_client))
+        sender.send(self._build(opcode or self._opcode, data, self.is_client))
         if sender.paused:
             await sender.drain()
 
@@ -297,6 +329,8 @@ class NativeWebSocket(asyncio.Protocol):
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Closing handshake: send our close frame, wait (bounded) for the peer's and for TCP to end."""
+        if self._pending_error is not None:
+            self._fail_pending()  # the peer broke the protocol: that is the close code it gets
         if self.state is OPEN:
             self._send_close(code, reason)
             if self._reading_paused and self.transport is not None:
@@ -538,6 +572,7 @@ async def connect_native(
     ssl: Any = None,
     binary: bool = False,
     speedups: Any = None,
+    keep_opcodes: bool = False,
     **create_connection: Any,
 ) -> NativeWebSocket:
     """Open a client connection (TCP, TLS, upgrade) the way ``websockets.connect`` does, on the native codec.
@@ -577,6 +612,7 @@ async def connect_native(
         close_timeout=close_timeout if close_timeout is not None else 10.0,
         binary=binary,
         speedups=speedups,
+        keep_opcodes=keep_opcodes,
     )
     host = create_connection.pop("host", wsuri.host)
     port = create_connection.pop("port", wsuri.port)
