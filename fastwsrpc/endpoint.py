@@ -469,7 +469,7 @@ class WebSocketRpcEndpoint:
         agreed = self.service.features & parse_features(websocket.headers.get(FEATURES_HEADER))
         # The limit our clients keep their calls under (they queue the rest locally).
         asked = websocket.query_params.get(SESSION_QUERY)
-        session, session_header = self.service.open_session(websocket.headers.get(SESSION_HEADER), asked)
+        session, session_header = await self.service.open_session(websocket.headers.get(SESSION_HEADER), asked)
         if type(self.manager).connect is ConnectionManager.connect:
             advertised = format_features(agreed, self.settings.max_pending_requests)
             headers = [(FEATURES_HEADER.encode(), advertised.encode())]

@@ -112,7 +112,7 @@ class HandlerRunner:
     # ------------------------------------------------------------ admission
     def admit(self, msg: Any, size: int) -> None:
         """A call, a notification or a batch just read: start it, queue it, or refuse it."""
-        if self.session is not None and type(msg) is Request and is_idempotent_id(msg.id) and self._repeat(msg.id):
+        if self.session is not None and type(msg) is Request and is_idempotent_id(msg.id) and self._repeat(msg, size):
             return
         budget = self.budget
         held = budget.held
@@ -137,13 +137,17 @@ class HandlerRunner:
         else:
             self.spawn(self._handle_batch(msg.items, True), units=0)
 
-    def _repeat(self, call_id: Any) -> bool:
+    def _repeat(self, msg: Request, size: int) -> bool:
         """An idempotent call: True if it ran (or runs) already for this session, and is answered from there."""
         session = self.session
         assert session is not None
+        call_id = msg.id
         action, answer = session.admit(call_id)
         if action == "run":
             return False
+        if action == "defer":  # it may have run on the node this session came from: the session finds out
+            session.defer(call_id, lambda: self.admit(msg, size))
+            return True
         if action == "refuse":
             self.refuse(call_id, 0, len(session.running))
             return True

@@ -459,7 +459,7 @@ class WebSocketRpcServer:
         agreed = service.features & parse_features(request.headers.get(FEATURES_HEADER))
         response.headers[FEATURES_HEADER] = format_features(agreed, service.settings.max_pending_requests)
         asked = info.query.get(SESSION_QUERY)
-        session, session_header = service.open_session(request.headers.get(SESSION_HEADER), asked)
+        session, session_header = await service.open_session(request.headers.get(SESSION_HEADER), asked)
         if session_header is not None:
             response.headers[SESSION_HEADER] = session_header
         if conn.transport is None or conn.transport.is_closing():

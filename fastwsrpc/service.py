@@ -136,6 +136,11 @@ class RpcService:
         self.subprotocols = tuple(subprotocols)
         #: Sessions of clients that asked for one, kept ``session_ttl`` seconds after they leave.
         self.sessions = SessionStore(session_ttl)
+        if session_ttl is not None:
+            # With a broker that keeps session records, a client may resume on any node.
+            self.sessions.shared = self.cluster.session_records()
+            if self.sessions.shared is not None:
+                self.cluster.on_session_hand_over = self.sessions.hand_over
         #: The channels this service serves now.
         self.channels: Set[RpcChannel] = set()
         #: Set by :meth:`drain`: new connections are refused (HTTP 503), health routes say so.
@@ -178,12 +183,16 @@ class RpcService:
 
         await asyncio.gather(*(close_one(i, ch) for i, ch in enumerate(targets)), return_exceptions=True)
 
-    def open_session(self, header: Optional[str], query: Optional[str]) -> Tuple[Optional[Session], Optional[str]]:
+    async def open_session(
+        self, header: Optional[str], query: Optional[str]
+    ) -> Tuple[Optional[Session], Optional[str]]:
         """The session a handshake asked for (header, or the query parameter browsers use), and the header to answer.
 
         ``(None, None)``: no session (none asked for, or ``session_ttl=None``).
+        With a cluster broker that keeps session records, a session another node
+        held is taken over from there (see :mod:`fastwsrpc.sessions`).
         """
-        session, resumed = self.sessions.open(header or query)
+        session, resumed = await self.sessions.open_shared(header or query)
         if session is None:
             return None, None
         return session, f"{session.id}; resumed={int(resumed)}"

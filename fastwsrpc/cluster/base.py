@@ -38,6 +38,7 @@ __all__ = [
     "PendingReplies",
     "RequestHandler",
     "RpcNodeGoneError",
+    "SessionBroker",
     "join_frame",
     "split_frame",
 ]
@@ -74,7 +75,7 @@ class Head(msgspec.Struct, omit_defaults=True, gc=False):
     Short names because it travels with every routed call:
 
     * ``op``: ``call``, ``notify``, ``bcast``, ``cancel``, ``kick``, ``has``, ``join``,
-      ``leave``, ``ping``; empty in a reply.
+      ``leave``, ``ping``, ``session`` (hand a session over); empty in a reply.
     * ``c``: the client id; ``g``: a group; ``t``: the call's timeout in seconds.
     * ``f`` and ``i``: the calling node and its number for the call (to cancel it).
     * ``s`` and ``m``: in a reply, the status (``ok`` means the body is the JSON-RPC
@@ -202,6 +203,28 @@ class HistoryBroker(Protocol):
         starts from the first one it was offered): LocalBroker delivers in the same
         step, NATS waits for its live feed, Redis writes a ``PUBLISH`` to its
         subscribers before it answers a later command."""
+
+
+class SessionBroker(Protocol):
+    """What a broker adds to keep session records, so that a client may resume its session
+    on another node (LocalBroker, RedisBroker and NatsBroker do; see ``fastwsrpc/sessions.py``).
+
+    Per session: its holder (a node id) and the answers of its idempotent calls by key,
+    all expiring ``ttl`` seconds after the last write. Raise ``RpcBrokerUnavailableError``
+    when the engine cannot be reached.
+    """
+
+    async def session_take(self, session_id: str, node_id: str, ttl: float) -> Optional[str]:
+        """Make ``node_id`` the holder; the previous holder, ``None`` if the session is unknown."""
+
+    async def session_put(self, session_id: str, answers: Mapping[str, bytes], dropped: List[str], ttl: float) -> None:
+        """Record ``answers`` and forget the keys in ``dropped``."""
+
+    async def session_get(self, session_id: str, key: str) -> Optional[bytes]:
+        """One recorded answer, ``None`` if there is none."""
+
+    async def session_keys(self, session_id: str) -> List[str]:
+        """The keys of the recorded answers."""
 
 
 class PendingReplies:

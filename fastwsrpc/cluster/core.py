@@ -30,7 +30,7 @@ import asyncio
 import itertools
 import logging
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple, cast
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple, cast
 
 import msgspec
 
@@ -136,6 +136,9 @@ class Cluster:
         self.on_topic: Optional[Callable[..., Any]] = None
         #: What every topic's history keeps (see :meth:`enable_topic_history`); ``None``: no history.
         self.topic_history: Optional[HistoryPolicy] = None
+        #: Called with a session id when another node takes that session over (the endpoint's
+        #: SessionStore.hand_over): the ids of its calls still running here.
+        self.on_session_hand_over: Optional[Callable[[str], Awaitable[List[str]]]] = None
         self.presence_ttl = float(presence_ttl)
         self.heartbeat_interval = float(heartbeat_interval)
         self.max_routed_calls = max_routed_calls
@@ -537,6 +540,21 @@ class Cluster:
         await self._ensure_started()
         return await cast(HistoryBroker, self.broker).read_history(topic, since)
 
+    def session_records(self) -> Optional[Any]:
+        """The session records other nodes can resume from (a ``fastwsrpc.sessions.SharedRecords``),
+        or ``None`` when the broker keeps none."""
+        if not hasattr(self.broker, "session_take") or getattr(self.broker, "private", False):
+            return None
+        from .sessions import ClusterRecords
+
+        return ClusterRecords(self)
+
+    async def node_alive(self, node_id: str) -> bool:
+        """Whether ``node_id`` answers (a dead node's requests fail at once on Redis and NATS)."""
+        if node_id == self.node_id:
+            return True
+        return (await self._control(node_id, Head(op="ping"))).s == "ok"
+
     async def join(self, client_id: str, group: str) -> None:
         """Add the connection ``client_id`` (on any node) to ``group``.
 
@@ -593,9 +611,13 @@ class Cluster:
         op = head.op
         if op == "call":
             return await self._serve_call(head, body)
-        channel = self._channels.get(head.c)
         if op == "ping":
             return _reply("ok")
+        if op == "session":
+            hand_over = self.on_session_hand_over
+            running = await hand_over(head.c) if hand_over is not None else []
+            return _reply("ok", body=msgspec.json.encode(running))
+        channel = self._channels.get(head.c)
         if channel is None or channel.is_closed():
             return _reply("notfound", f"client {head.c!r} is not connected to node {self.node_id}")
         if op == "has":

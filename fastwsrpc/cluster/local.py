@@ -24,6 +24,9 @@ logger = logging.getLogger("fastwsrpc.cluster")
 
 __all__ = ["LocalBroker", "LocalHub"]
 
+#: Expired session records are swept, this many at a time, once there are twice as many records.
+_SESSION_SWEEP = 10_000
+
 
 class _Node:
     __slots__ = ("on_message", "on_request", "tasks")
@@ -46,6 +49,8 @@ class LocalHub:
         self.presence: Dict[str, Tuple[str, float]] = {}
         self.groups: Dict[str, Dict[str, str]] = {}
         self.history = MemoryHistory()
+        #: Session records: ``session id -> (holder, answers by key, expiry)`` (see fastwsrpc/sessions.py).
+        self.sessions: Dict[str, Tuple[str, Dict[str, bytes], float]] = {}
 
     @classmethod
     def named(cls, name: str) -> LocalHub:
@@ -72,6 +77,8 @@ class LocalBroker:
 
     def __init__(self, hub: Optional[LocalHub] = None) -> None:
         self.hub = hub if hub is not None else LocalHub()
+        #: A hub of its own: no other node can resume this node's sessions, so none are recorded.
+        self.private = hub is None
         self.node_id = ""
         self._started = False
         self._history: Optional[HistoryPolicy] = None
@@ -166,6 +173,43 @@ class LocalBroker:
     async def read_history(self, topic: str, since: Optional[Position]) -> HistorySlice:
         self._check()
         return self.hub.history.read(topic, since, self._policy(), self._now())
+
+    # ------------------------------------------------------------ session records
+    def _record(self, session_id: str) -> Optional[Tuple[str, Dict[str, bytes], float]]:
+        record = self.hub.sessions.get(session_id)
+        if record is not None and record[2] <= self._now():
+            del self.hub.sessions[session_id]
+            return None
+        return record
+
+    async def session_take(self, session_id: str, node_id: str, ttl: float) -> Optional[str]:
+        self._check()
+        record = self._record(session_id)
+        answers: Dict[str, bytes] = record[1] if record is not None else {}
+        self.hub.sessions[session_id] = (node_id, answers, self._now() + ttl)
+        if len(self.hub.sessions) > 2 * _SESSION_SWEEP:  # expired records of sessions nobody resumed
+            for key in [k for k, r in self.hub.sessions.items() if r[2] <= self._now()][:_SESSION_SWEEP]:
+                del self.hub.sessions[key]
+        return record[0] if record is not None else None
+
+    async def session_put(self, session_id: str, answers: Mapping[str, bytes], dropped: List[str], ttl: float) -> None:
+        self._check()
+        record = self._record(session_id)
+        holder, kept = (record[0], record[1]) if record is not None else (self.node_id, {})
+        for key in dropped:
+            kept.pop(key, None)
+        kept.update(answers)
+        self.hub.sessions[session_id] = (holder, kept, self._now() + ttl)
+
+    async def session_get(self, session_id: str, key: str) -> Optional[bytes]:
+        self._check()
+        record = self._record(session_id)
+        return record[1].get(key) if record is not None else None
+
+    async def session_keys(self, session_id: str) -> List[str]:
+        self._check()
+        record = self._record(session_id)
+        return list(record[1]) if record is not None else []
 
     async def register(self, client_id: str, node_id: str, ttl: float) -> Optional[str]:
         self._check()

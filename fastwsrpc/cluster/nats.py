@@ -91,6 +91,9 @@ _STATE_CHUNK_BYTES = 256 * 1024
 _EPOCH = "Fastwsrpc-Epoch"
 _OFFSET = "Fastwsrpc-Offset"
 _EXPECT = "Nats-Expected-Last-Subject-Sequence"
+#: The session records' max age when a node reads them before any session was opened (the bucket is made by
+#: the first node that opens one, with its ``session_ttl``).
+DEFAULT_RECORD_TTL = 120.0
 #: JetStream's error code for a failed Nats-Expected-Last-Subject-Sequence.
 _WRONG_LAST_SEQUENCE = 10071
 #: JetStream's error code for a stream that does not exist.
@@ -242,6 +245,8 @@ class NatsBroker:
         #: JetStream context of the current connection, once the history stream is set up.
         self._js: Any = None
         self._js_setup: Optional[asyncio.Lock] = None
+        #: The session records' bucket, with the connection it was opened on.
+        self._kv: Optional[Tuple[Any, Any]] = None
         self._live_sub: Any = None
         #: Stream sequence this node has followed the history stream up to, and that stream's creation time.
         self._live_seq = 0
@@ -821,6 +826,90 @@ class NatsBroker:
                 self._tops.clear()
             raise unavailable("NATS JetStream", exc) from exc
 
+    # ------------------------------------------------------------ session records
+    async def _sessions_kv(self, ttl: float) -> Any:
+        """The JetStream key-value bucket of session records (made on first use; ``ttl``: its max age)."""
+        self._check()
+        nc = self._nc
+        if self._kv is not None and self._kv[0] is nc:
+            return self._kv[1]
+        from nats.js import api
+        from nats.js.errors import BucketNotFoundError
+
+        js = nc.jetstream(timeout=self.connect_timeout)
+        bucket = re.sub(r"[^A-Za-z0-9_-]", "_", self.namespace) + "_sessions"
+        try:
+            kv = await js.key_value(bucket)
+        except BucketNotFoundError:
+            storage = api.StorageType.FILE if self.history_storage == "file" else api.StorageType.MEMORY
+            kv = await js.create_key_value(bucket=bucket, history=1, ttl=ttl, storage=storage)
+        self._kv = (nc, kv)
+        return kv
+
+    async def _kv_call(self, awaitable: Any) -> Any:
+        """A key-value operation: a connection problem, a timeout or JetStream's refusal becomes
+        RpcBrokerUnavailableError (is JetStream on? ``nats-server -js``)."""
+        from nats.js.errors import Error as JsError
+
+        try:
+            return await awaitable
+        except RpcBrokerUnavailableError:
+            raise
+        except (self._nats.errors.Error, JsError, OSError, asyncio.TimeoutError) as exc:
+            self._kv = None
+            raise unavailable("NATS JetStream (session records)", exc) from exc
+
+    async def session_take(self, session_id: str, node_id: str, ttl: float) -> Optional[str]:
+        """Hold the session (key ``<id>.o``); the node that held it, ``None`` if the bucket does not know it."""
+        kv = await self._kv_call(self._sessions_kv(ttl))
+        previous = await self._kv_get(kv, f"{session_id}.o")
+        await self._kv_call(kv.put(f"{session_id}.o", node_id.encode()))
+        return previous.decode() if previous else None
+
+    async def _kv_get(self, kv: Any, key: str) -> Optional[bytes]:
+        from nats.js.errors import KeyNotFoundError
+
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:  # never written, deleted, or aged out
+            return None
+        except Exception as exc:
+            await self._kv_call(_raise(exc))
+        return bytes(entry.value) if entry.value else None
+
+    async def session_put(self, session_id: str, answers: Mapping[str, bytes], dropped: List[str], ttl: float) -> None:
+        """Record answers (keys ``<id>.c.<key>``), delete evicted ones, and refresh the holder key (the bucket's
+        max age counts from each key's last write)."""
+        kv = await self._kv_call(self._sessions_kv(ttl))
+        writes = [kv.put(f"{session_id}.c.{k}", v) for k, v in answers.items()]
+        writes += [kv.delete(f"{session_id}.c.{k}") for k in dropped]
+        writes.append(kv.put(f"{session_id}.o", self.node_id.encode()))
+        results = await asyncio.gather(*(self._kv_call(w) for w in writes), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0] if isinstance(failed[0], RpcBrokerUnavailableError) else unavailable("NATS", failed[0])
+
+    async def session_get(self, session_id: str, key: str) -> Optional[bytes]:
+        kv = await self._kv_call(self._sessions_kv(DEFAULT_RECORD_TTL))
+        return await self._kv_get(kv, f"{session_id}.c.{key}")
+
+    async def session_keys(self, session_id: str) -> List[str]:
+        """The keys with answers: a watch of ``<id>.c.>`` read up to its end marker."""
+        kv = await self._kv_call(self._sessions_kv(DEFAULT_RECORD_TTL))
+        watcher = await self._kv_call(kv.watch(f"{session_id}.c.>", ignore_deletes=True, meta_only=True))
+        prefix = f"{session_id}.c."
+        keys: List[str] = []
+        try:
+            for _ in range(1_000_000):  # bounded; a session remembers at most 10,000 by default
+                entry = await self._kv_call(watcher.updates(self.connect_timeout))
+                if entry is None:
+                    break
+                keys.append(entry.key[len(prefix) :])
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+        return keys
+
     # ------------------------------------------------------------ presence
     async def _gossip(self, message: _Gossip) -> None:
         await self._publish(f"{self.namespace}.presence", _gossip_encoder.encode(message))
@@ -1048,6 +1137,10 @@ def _chunks(clients: Mapping[str, Collection[str]]) -> List[Dict[str, List[str]]
     if chunk or not chunks:
         chunks.append(chunk)
     return chunks
+
+
+async def _raise(exc: BaseException) -> Any:
+    raise exc
 
 
 async def _quiet_close(nc: Any) -> None:

@@ -10,6 +10,9 @@ What lives in Redis, under a namespace (default ``fastwsrpc``):
 * hash ``{ns}:g:{group}``: ``client_id -> node_id``; a membership counts only while
   that node still holds that client, so a crashed node's memberships are ignored
   (and cleaned when seen) without a per-field TTL;
+* hash ``{ns}:s:{session_id}``: a session's holder (``o`` = node id) and the answers
+  of its idempotent calls (``c:<key>``), expiring ``session_ttl`` after its last
+  write: what another node needs to resume the session (see ``fastwsrpc/sessions.py``);
 * with topic history on: stream ``{ns}:th:{topic}`` (the last N publications, each
   entry ``o`` = offset, ``d`` = the JSON) and hash ``{ns}:tm:{topic}`` (``e`` = epoch,
   ``s`` = newest offset), both expiring ``ttl`` after the topic's last publication.
@@ -640,6 +643,43 @@ class RedisBroker:
             # Memberships left behind by a crashed node (or a replaced connection).
             await self._run(self._redis.hdel(self._group_key(group), *stale))
         return [cid.decode() for cid in alive]
+
+    # ------------------------------------------------------------ session records
+    def _session_key(self, session_id: str) -> str:
+        return f"{self.namespace}:s:{session_id}"
+
+    async def session_take(self, session_id: str, node_id: str, ttl: float) -> Optional[str]:
+        """Hold the session (field ``o``); the node that held it, ``None`` if Redis does not know it."""
+        self._check()
+        key = self._session_key(session_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hget(key, "o")
+        pipe.hset(key, "o", node_id)
+        pipe.pexpire(key, _ms(ttl))
+        previous, _, _ = await self._run(pipe.execute())
+        return _text(previous) if previous is not None else None
+
+    async def session_put(self, session_id: str, answers: Mapping[str, bytes], dropped: List[str], ttl: float) -> None:
+        """Record answers (fields ``c:<key>``), forget evicted ones; the hash lives ``ttl`` past its last write."""
+        self._check()
+        key = self._session_key(session_id)
+        pipe = self._redis.pipeline(transaction=False)
+        if dropped:
+            pipe.hdel(key, *(f"c:{k}" for k in dropped))
+        if answers:
+            pipe.hset(key, mapping={f"c:{k}": v for k, v in answers.items()})
+        pipe.pexpire(key, _ms(ttl))
+        await self._run(pipe.execute())
+
+    async def session_get(self, session_id: str, key: str) -> Optional[bytes]:
+        self._check()
+        answer: Optional[bytes] = await self._run(self._redis.hget(self._session_key(session_id), f"c:{key}"))
+        return answer
+
+    async def session_keys(self, session_id: str) -> List[str]:
+        self._check()
+        fields = await self._run(self._redis.hkeys(self._session_key(session_id)))
+        return [_text(f)[2:] for f in fields if f.startswith(b"c:")]
 
 
 def _broker_error(exc: BaseException) -> BaseException:
