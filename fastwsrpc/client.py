@@ -39,6 +39,7 @@ from typing import (
     Mapping,
     Optional,
     Sequence,
+    Type,
     Union,
 )
 
@@ -84,7 +85,7 @@ from .interceptors import (
 from .logger import get_logger
 from .methods import RpcMethodsBase
 from .native import NATIVE_CONNECT_KWARGS, NativeWebSocket, connect_native
-from .outgoing import _DEFAULT
+from .outgoing import _DEFAULT, DEFAULT_STREAM_BUFFER
 from .protocol import Response
 from .retry import backoff_retrying
 from .sender import WRITE_HIGH_WATER, CoalescingSender
@@ -885,9 +886,36 @@ class WebSocketRpcClient:
                 except asyncio.TimeoutError:
                     raise RpcTimeoutError(f"no answer to {name!r} within {timeout} s (reconnecting)") from None
 
-    def stream(self, name: str, args: Params = None, **options: Any) -> RpcStream:
-        """Consume the server's stream method ``name`` (``async for``; see :meth:`RpcChannel.stream`)."""
-        return self._require_channel().stream(name, args, **options)
+    def stream(
+        self,
+        name: str,
+        args: Params = None,
+        *,
+        buffer: int = DEFAULT_STREAM_BUFFER,
+        timeout: Optional[float] = None,
+        result_type: Optional[Type[Any]] = None,
+    ) -> RpcStream:
+        """Consume the server's stream method ``name`` (``async for``; see :meth:`RpcChannel.stream`).
+
+        With a session (``auto_reconnect=True`` and a server that keeps
+        sessions), the stream outlives the connection: after a reconnect it
+        goes on where it was, nothing lost or repeated; if the server could not
+        keep it, the iteration fails with ``RpcChannelClosedError`` rather than
+        skip or repeat items (see docs/guide/sessions.md).
+        """
+        stream = self._require_channel().stream(name, args, buffer=buffer, timeout=timeout, result_type=result_type)
+        if self.session_id is not None and self.config.connection.auto_reconnect:
+            self._idempotent_count += 1
+            stream.id = f"{IDEMPOTENT_PREFIX}{self._idempotent_count}"
+            stream.reconnect = self._streams_after_reconnect
+        return stream
+
+    async def _streams_after_reconnect(self) -> Any:
+        """For a durable stream whose connection dropped: the next connection's stream registry (None: no next)."""
+        if not _can_come_back(self):
+            return None
+        await self.wait_connected()
+        return self._require_channel()._streams
 
     def subscribe(
         self, *topics: str, on_slow: Optional[str] = None, buffer: int = 16, since: Optional[Mapping[str, Any]] = None
@@ -956,6 +984,11 @@ class WebSocketRpcClient:
     def close_reason(self) -> Optional[str]:
         """The close reason of the last connection, once it closed."""
         return self.ws.close_reason if self.ws is not None else None
+
+
+def _can_come_back(client: WebSocketRpcClient) -> bool:
+    reader = client._reader_task
+    return not client._closing and client.config.connection.auto_reconnect and reader is not None and not reader.done()
 
 
 class Subscription:
@@ -1062,11 +1095,7 @@ class Subscription:
             return event  # told, never given a silent hole
 
     def _can_come_back(self) -> bool:
-        client = self._client
-        reader = client._reader_task
-        return (
-            not client._closing and client.config.connection.auto_reconnect and reader is not None and not reader.done()
-        )
+        return _can_come_back(self._client)
 
     async def _resubscribe(self, wait: Awaitable[Any]) -> None:
         stream, self._stream = self._stream, None

@@ -14,6 +14,9 @@ gets a session id in the answer (the same header, and a first message
   client is away; their answers are kept (at most ``max_answer_bytes`` in all:
   past it the session cannot be resumed, and the client is told so with
   ``resumed: false``).
+* **Streams resume** (those opened with an idempotent id): the generator goes on
+  while the client is away, as far as its credits allow, and the client takes it
+  up where it was (see :mod:`fastwsrpc.streams`).
 * **Subscriptions recover from topic history**: the client re-subscribes with
   the last ``(epoch, offset)`` it saw (see ``docs/guide/sessions.md``).
 
@@ -128,6 +131,7 @@ class Session:
         "resumed",
         "running",
         "shared",
+        "streams",
         "tasks",
         "undelivered",
         "waiting",
@@ -170,13 +174,18 @@ class Session:
         self.dropped: List[str] = []
         self._flushing: Optional[asyncio.Task[None]] = None
         self._watcher: Optional[asyncio.Task[None]] = None
+        #: Durable streams (ids ``idem-...``), running or ended, by id: see fastwsrpc/streams.py.
+        self.streams: Dict[Any, Any] = {}
 
     # ------------------------------------------------------------ calls
     def admit(self, call_id: Any) -> Tuple[str, Optional[bytes]]:
         """What to do with an idempotent call: ``("run", None)``, ``("replay", answer)``, ``("wait", None)``,
         ``("defer", None)`` (the broker must say first whether it ran on another node: see :meth:`defer`),
         or ``("refuse", None)`` past ``max_running`` (their handlers outlive connections: a peer that
-        reconnects and calls again and again must not pile them up without bound)."""
+        reconnects and calls again and again must not pile them up without bound). A durable stream's
+        repeat is ``"run"``: the stream registry resumes it."""
+        if call_id in self.streams:
+            return "run", None
         answer = self.answers.get(call_id)
         if answer is not None:
             # Even on the connection its answer went to (the repeat crossed it on the wire): each
@@ -397,6 +406,10 @@ class Session:
             self._expiry = None
         for task in self.tasks.values():
             task.cancel()
+        for producer in self.streams.values():
+            if producer.task is not None:
+                producer.task.cancel()
+        self.streams.clear()
         if self._watcher is not None:
             self._watcher.cancel()
         self.tasks.clear()

@@ -16,6 +16,15 @@ JSON-RPC client can consume one:
 * the consumer stops a stream with ``$/stream.cancel`` ``{"stream": id}``: the
   generator is closed at once (its ``finally`` runs) and nothing more is sent.
 
+**Durable streams.** A stream whose request id is idempotent (``idem-...``) on a
+connection with a session outlives the connection (see :mod:`fastwsrpc.sessions`):
+its generator goes on, as far as its credits allow, while the client is away, and
+the items the consumer has not given credits back for are kept. The client resumes
+it by sending the same request again: the answer is ``{"stream": id, "resumed":
+true, "from": n}`` and the items from number ``n`` on follow (those it has, it
+drops), then new ones; the consumer's credit window counts from there. An ended
+stream is kept for a resume too (its last items and its end), until its session ends.
+
 A peer that never sends credits still gets the first ``INITIAL_CREDITS`` items.
 A stream holds one unit of the producer's budget (like a running call) until it
 ends, and the consumer's queue never holds more than the credits it granted.
@@ -24,8 +33,9 @@ ends, and the consumer's queue never holds more than the credits it granted.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Deque, Dict, Optional, Type
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Deque, Dict, List, Optional, Type
 
 import msgspec
 
@@ -57,6 +67,7 @@ from .protocol import (
     encode_result,
 )
 from .runner import HANDLING, HandlerRunner
+from .sessions import Session, is_idempotent_id
 from .state import ConnectionState
 from .transport import TransportClosed
 from .typed import convert_result
@@ -69,6 +80,8 @@ __all__ = ["STREAM_CANCEL", "STREAM_CREDIT", "STREAM_END", "STREAM_ITEM", "RpcSt
 logger = get_logger("streams")
 
 INITIAL_CREDITS = 16
+#: Ended durable streams a session keeps for a resume, at most (the oldest is forgotten first).
+MAX_ENDED_STREAMS = 100
 #: Credits kept for streams whose request still waits in the queue, at most.
 _MAX_EARLY_CREDITS = 1000
 #: Unknown stream ids we told to stop, remembered so each is told once.
@@ -76,21 +89,48 @@ _MAX_TOLD_STREAMS = 1024
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
 
+class _Durable:
+    """What a durable stream keeps to resume on its client's next connection (see the module docstring)."""
+
+    __slots__ = ("acked", "end", "lock", "registry", "replay", "session")
+
+    def __init__(self, registry: StreamRegistry, session: Session) -> None:
+        #: The registry of the connection it sends on now (None while its client is away).
+        self.registry: Optional[StreamRegistry] = registry
+        self.session = session
+        #: Frames of the items sent that the consumer has not given credits back for, oldest first.
+        self.replay: Deque[bytes] = deque()
+        #: How many items the consumer gave credits back for (it consumed them): item ``acked + 1`` is replay[0].
+        self.acked = 0
+        #: The end frame, once the generator ended.
+        self.end: Optional[bytes] = None
+        #: Sends in order: a resume's replay before any new item.
+        self.lock = asyncio.Lock()
+
+
 class _Producer:
     """Our side of a stream the peer consumes: its credits and its task."""
 
-    __slots__ = ("credits", "sent", "task", "waiter")
+    __slots__ = ("credits", "durable", "sent", "task", "waiter")
 
     def __init__(self, credits: int) -> None:
         self.credits = credits
         self.sent = 0
         self.task: Optional[asyncio.Task[Any]] = None
         self.waiter: Optional[asyncio.Future[None]] = None
+        self.durable: Optional[_Durable] = None
 
     def grant(self, credits: int, window: bool) -> None:
         # A window counts from the stream's start: items already sent (on the
         # initial credits, before the window arrived) are taken off it.
         self.credits = credits - self.sent if window else self.credits + credits
+        durable = self.durable
+        if durable is not None and not window and credits > 0:
+            # Credits come back for items consumed: they need no replay any more.
+            replay = durable.replay
+            for _ in range(min(credits, len(replay))):
+                replay.popleft()
+            durable.acked += credits
         waiter = self.waiter
         if waiter is not None and not waiter.done() and self.credits > 0:
             waiter.set_result(None)
@@ -124,7 +164,7 @@ class RpcStream:
         self.buffer = buffer
         self.timeout = timeout
         self._result_type = result_type
-        #: The stream's id on the wire (its request's id), once opened.
+        #: The stream's id on the wire (its request's id), once opened; set before, for a durable stream.
         self.id: Any = None
         self._items: Deque[Any] = deque()
         self._waiter: Optional[asyncio.Future[None]] = None
@@ -132,6 +172,22 @@ class RpcStream:
         self._opened = False
         self._ended = False
         self._error: Optional[BaseException] = None
+        #: Items received and consumed since the stream started (over every connection, when resumed).
+        self.received = 0
+        self.consumed = 0
+        #: While a resume's answer is on its way: items that came with it, sorted out once it is read.
+        self._early: Optional[List[Any]] = None
+        #: Replayed items still to come that we have already (see :meth:`_sort_out_resume`).
+        self._skip = 0
+        #: For a durable stream (an idempotent id, set by the client): the next connection's stream
+        #: registry once it is there, or None if there will be none. See :meth:`_take_up`.
+        self.reconnect: Optional[Callable[[], Awaitable[Optional[StreamRegistry]]]] = None
+        #: How many times it was taken up again on a new connection.
+        self.resumes = 0
+        #: Whether the other side resumed the stream (rather than starting it), once opened.
+        self.resumed = False
+        #: Asked again after a lost connection, the other side no longer had it: items would be missed.
+        self.lost = False
 
     # ------------------------------------------------------------ consumer API
     async def __aenter__(self) -> RpcStream:
@@ -173,6 +229,57 @@ class RpcStream:
             self._finish()
             await self._registry.runner.send_quietly(encode_notification(STREAM_CANCEL, {"stream": call_id}))
             raise RpcUsageError(f"{self.method!r} is not a stream on the other side (it answered {response.result!r})")
+        if self._early is not None:
+            await self._sort_out_resume(response.result)
+
+    async def _take_up(self, registry: StreamRegistry) -> None:
+        """A durable stream after a lost connection: ask for it again on ``registry``'s connection.
+
+        The items already here and the counts go on; the answer says from which
+        item the other side replays (see :meth:`_sort_out_resume`).
+        """
+        self._registry = registry
+        self._opened = self._ended = False
+        self._error = None
+        self._early = []
+        self._skip = 0
+        self.resumes += 1
+        try:
+            await self.open()
+        except (RpcChannelClosedError, TransportClosed) as exc:
+            self._finish(exc if isinstance(exc, RpcChannelClosedError) else RpcChannelClosedError(str(exc)))
+
+    async def _sort_out_resume(self, answer: Dict[str, Any]) -> None:
+        """A durable stream asked again: drop the replayed items it has, and give back credits the other
+        side may not have had (consumed before the drop); or fail if it could not be resumed."""
+        early, self._early = self._early or [], None
+        if answer.get("resumed") is not True or not isinstance(answer.get("from"), int):
+            if self.received:
+                self.lost = True
+                self._finish(
+                    RpcChannelClosedError(
+                        f"the connection closed during stream {self.method!r} and the other side could not resume it"
+                    )
+                )
+                await self._registry.runner.send_quietly(encode_notification(STREAM_CANCEL, {"stream": self.id}))
+                return
+            # Nothing had come yet: a stream started again is the same stream.
+            for item in early:
+                self._push(item)
+            return
+        self.resumed = True
+        acked = answer["from"] - 1
+        # The first replayed items are ones we have already (consumed, or queued here): dropped,
+        # whether they came with the answer or come after it.
+        self._skip = max(0, self.received - acked)
+        for item in early:
+            self._push(item)
+        self._consumed = 0
+        consumed_unacked = self.consumed - acked
+        if consumed_unacked > 0:
+            await self._registry.runner.send_quietly(
+                encode_notification(STREAM_CREDIT, {"stream": self.id, "credits": consumed_unacked})
+            )
 
     async def open_or_answer(self, timeout: Optional[float]) -> Optional[Response]:
         """For a caller that does not know whether ``method`` streams (the CLI): the plain answer, or None.
@@ -203,8 +310,12 @@ class RpcStream:
         calls = registry.calls
         calls.check_open()
         future = registry.loop.create_future()
-        call_id = calls.pending.register(future)
-        self.id = call_id
+        if self.id is None:
+            call_id = calls.pending.register(future)
+            self.id = call_id
+        else:
+            call_id = self.id
+            calls.pending.add(call_id, future)
         registry.consumers[call_id] = self
         send = registry.runner.send_counted
         try:
@@ -223,9 +334,20 @@ class RpcStream:
         items = self._items
         while not items:
             if self._ended:
-                if self._error is not None:
-                    raise self._error
-                raise StopAsyncIteration
+                error = self._error
+                if error is None:
+                    raise StopAsyncIteration
+                if (
+                    self.reconnect is not None
+                    and isinstance(error, RpcChannelClosedError)
+                    and not self.lost
+                    and is_idempotent_id(self.id)
+                ):
+                    registry = await self.reconnect()
+                    if registry is not None:
+                        await self._take_up(registry)
+                        continue
+                raise error
             self._waiter = waiter = self._registry.loop.create_future()
             try:
                 if self.timeout:
@@ -239,6 +361,7 @@ class RpcStream:
                 self._waiter = None
         item = items.popleft()
         self._consumed += 1
+        self.consumed += 1
         if self._consumed * 2 >= self.buffer and not self._ended:
             # Credits go back in batches of half the window: one frame per
             # several items, and the producer never waits a round trip for more.
@@ -279,9 +402,19 @@ class RpcStream:
         Before our window reaches it, a producer may send its ``INITIAL_CREDITS``,
         so that many may wait here even when ``buffer`` is smaller.
         """
+        if self._skip:
+            self._skip -= 1
+            return True
+        early = self._early
+        if early is not None:  # a resume's answer is not read yet: which items are new is not known yet
+            if len(early) >= 2 * max(self.buffer, INITIAL_CREDITS):
+                return False
+            early.append(item)
+            return True
         if len(self._items) >= max(self.buffer, INITIAL_CREDITS):
             return False
         self._items.append(item)
+        self.received += 1
         self._wake()
         return True
 
@@ -379,6 +512,10 @@ class StreamRegistry:
                 consumer._finish(exc)
         elif kind is StreamCancel:
             producer = self.producers.pop(event.stream, None)
+            if producer is not None and producer.durable is not None:
+                session = producer.durable.session
+                if session.streams.get(event.stream) is producer:
+                    del session.streams[event.stream]  # the consumer is done with it: no resume
             if producer is not None and producer.task is not None:
                 producer.task.cancel()
 
@@ -402,6 +539,11 @@ class StreamRegistry:
     def start_stream(self, req: Request, size: int = 0) -> None:
         sid = req.id
         runner = self.runner
+        session = runner.session
+        if session is not None and is_idempotent_id(sid) and sid in session.streams and sid not in self.producers:
+            runner.budget.held -= size
+            self._resume(sid, session.streams[sid])
+            return
         if not _hashable(sid) or sid in self.producers:
             runner.budget.held -= size
             runner.spawn_send(
@@ -410,15 +552,67 @@ class StreamRegistry:
             return
         producer = _Producer(self._early_credits.pop(sid, INITIAL_CREDITS))
         self.producers[sid] = producer
+        if session is not None and is_idempotent_id(sid):
+            producer.durable = _Durable(self, session)
+            session.streams[sid] = producer
         task = runner.spawn(self._run_stream(req, producer), nbytes=size)
         if task is not None:
             producer.task = task
             runner.by_id[sid] = task
+            if producer.durable is not None:
+                runner.notes.add(task)  # it outlives this connection (cancelled with its session)
+
+    def _resume(self, sid: Any, producer: _Producer) -> None:
+        """The client asks again for a durable stream it had: this connection takes it over."""
+        durable = producer.durable
+        assert durable is not None
+        old = durable.registry
+        if old is not None and old is not self and old.producers.get(sid) is producer:
+            del old.producers[sid]  # that connection is gone, or about to be
+        durable.registry = self
+        self.producers[sid] = producer
+        # The consumer's window counts from the first item replayed: what is replayed is sent again.
+        producer.sent = len(durable.replay)
+        producer.credits = self._early_credits.pop(sid, INITIAL_CREDITS) - producer.sent
+        if producer.task is not None and not producer.task.done():
+            self.runner.by_id[sid] = producer.task
+        self.runner.spawn(self._replay(sid, producer, durable), units=0)
+
+    async def _replay(self, sid: Any, producer: _Producer, durable: _Durable) -> None:
+        async with durable.lock:
+            send = self.runner.send_answer
+            await send(encode_result(sid, {"stream": sid, "resumed": True, "from": durable.acked + 1}))
+            for frame in list(durable.replay):
+                if durable.registry is not self:
+                    return
+                await send(frame)
+            if durable.end is not None and durable.registry is self:
+                await send(durable.end)
+
+    async def _emit(self, producer: _Producer, frame: bytes, item: bool) -> None:
+        """A durable stream's frame: kept (an item until credited back, the end until the session ends), and sent
+        on the connection the stream is on now, if any."""
+        durable = producer.durable
+        assert durable is not None
+        if item:
+            durable.replay.append(frame)
+        else:
+            durable.end = frame
+        async with durable.lock:
+            registry = durable.registry
+            if registry is not None and not registry.state.closed:
+                await registry.runner.send_answer(frame)
 
     async def _run_stream(self, req: Request, producer: _Producer) -> None:
         HANDLING.set(self._token)
         sid = req.id
-        send_answer = self.runner.send_answer
+        durable = producer.durable
+        if durable is None:
+            send_answer = self.runner.send_answer
+            end_send = send_answer
+        else:
+            send_answer = functools.partial(self._emit, producer, item=True)
+            end_send = functools.partial(self._emit, producer, item=False)
         dispatcher = self._dispatcher
         agen: Any = None
         ended = False
@@ -427,9 +621,9 @@ class StreamRegistry:
                 agen = dispatcher.open_stream(req.method, req.params)
             except RemoteValueError as exc:
                 ended = True
-                await send_answer(encode_error(sid, exc.code, exc.message, exc.data))
+                await self.runner.send_answer(encode_error(sid, exc.code, exc.message, exc.data))
                 return
-            await send_answer(encode_result(sid, {"stream": sid}))
+            await self.runner.send_answer(encode_result(sid, {"stream": sid}))
             loop = self.loop
             while True:
                 while producer.credits <= 0:
@@ -442,12 +636,12 @@ class StreamRegistry:
                     item = await agen.__anext__()
                 except StopAsyncIteration:
                     ended = True
-                    await send_answer(encode_notification(STREAM_END, {"stream": sid}))
+                    await end_send(encode_notification(STREAM_END, {"stream": sid}))
                     return
                 except RemoteValueError as exc:
                     ended = True
                     error = {"code": exc.code, "message": exc.message, "data": exc.data}
-                    await send_answer(encode_notification(STREAM_END, {"stream": sid, "error": error}))
+                    await end_send(encode_notification(STREAM_END, {"stream": sid, "error": error}))
                     return
                 except asyncio.CancelledError:
                     raise
@@ -455,7 +649,7 @@ class StreamRegistry:
                     ended = True
                     dispatcher.internal_error(None, req.method, exc, True)
                     error = {"code": JsonRpcErrorCode.INTERNAL_ERROR, "message": "Internal error", "data": None}
-                    await send_answer(encode_notification(STREAM_END, {"stream": sid, "error": error}))
+                    await end_send(encode_notification(STREAM_END, {"stream": sid, "error": error}))
                     return
                 producer.credits -= 1
                 producer.sent += 1
@@ -464,13 +658,16 @@ class StreamRegistry:
                 except _ENCODE_ERRORS:
                     ended = True
                     error = {"code": JsonRpcErrorCode.INTERNAL_ERROR, "message": "item could not be encoded as JSON"}
-                    await send_answer(encode_notification(STREAM_END, {"stream": sid, "error": error}))
+                    await end_send(encode_notification(STREAM_END, {"stream": sid, "error": error}))
                     return
                 await send_answer(data)
         finally:
-            if self.producers.get(sid) is producer:
-                del self.producers[sid]
-            by_id = self.runner.by_id
+            if durable is not None:
+                self._durable_done(sid, producer, durable, ended)
+            here = durable.registry or self if durable is not None else self
+            if here.producers.get(sid) is producer:
+                del here.producers[sid]
+            by_id = here.runner.by_id
             if by_id.get(sid) is producer.task:
                 by_id.pop(sid, None)
             if agen is not None:
@@ -478,11 +675,24 @@ class StreamRegistry:
                     await agen.aclose()  # the generator's finally runs now, not at garbage collection
                 except (Exception, asyncio.CancelledError):
                     pass
-            if not ended and not self.state.closed and not _cancelled_by_peer(producer):
+            if not ended and not here.state.closed and not _cancelled_by_peer(producer):
                 try:
-                    await self._send(encode_notification(STREAM_END, {"stream": sid}))
+                    await here._send(encode_notification(STREAM_END, {"stream": sid}))
                 except (TransportClosed, Exception):
                     pass
+
+    def _durable_done(self, sid: Any, producer: _Producer, durable: _Durable, ended: bool) -> None:
+        """A durable stream's generator is over: keep it (for a resume) if it ended by itself, else forget it."""
+        session = durable.session
+        if not ended:  # cancelled: by its consumer, or with its session
+            if session.streams.get(sid) is producer:
+                del session.streams[sid]
+            session.finished(sid, None)
+            return
+        session.running.discard(sid)
+        ended_streams = [key for key, p in session.streams.items() if p.task is not None and p.task.done()]
+        for key in ended_streams[: max(0, len(ended_streams) + 1 - MAX_ENDED_STREAMS)]:
+            del session.streams[key]
 
     def close(self) -> None:
         """The connection ended: every consumer ends with the close's error; producers are cancelled with the tasks."""
