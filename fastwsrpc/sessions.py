@@ -398,7 +398,12 @@ class Session:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        return [call_id for call_id in self.running if call_id not in self.remote]
+        # A generator cannot move: its streams end here, and the client is told on the other node.
+        streams, self.streams = self.streams, {}
+        for producer in streams.values():
+            if producer.task is not None:
+                producer.task.cancel()
+        return [call_id for call_id in self.running if call_id not in self.remote and call_id not in streams]
 
     def close(self) -> None:
         if self._expiry is not None:

@@ -40,6 +40,10 @@ class Work(RpcMethodsBase):
         self.runs[n] += 1
         return n
 
+    async def ticks(self, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
 
 def request(call_id: str, method: str, n: int) -> str:
     return json.dumps({"jsonrpc": "2.0", "method": method, "params": {"n": n}, "id": call_id})
@@ -209,5 +213,26 @@ async def test_a_client_that_goes_back_and_forth_keeps_one_run_per_call(speedups
                     list(range(hop * 10, hop * 10 + 10)) + ([hop * 10 - 10] if hop else [])
                 )
         assert cluster.runs == Counter({n: 1 for n in range(60)})
+    finally:
+        await cluster.close()
+
+
+async def test_a_stream_cannot_move_to_another_node_and_the_client_is_told(speedups: Any) -> None:
+    cluster = Cluster2()
+    await cluster.start()
+    a, b = cluster.nodes
+    try:
+        async with connected(a, "new", speedups) as (peer, header, _):
+            sid = session_id(header)
+            await peer.send(json.dumps({"jsonrpc": "2.0", "method": "ticks", "params": {"n": 100}, "id": "idem-5"}))
+            assert (await answer(peer))["result"] == {"stream": "idem-5"}
+        session = a.sessions.get(sid)
+        assert session is not None and "idem-5" in session.streams
+        async with connected(b, sid, speedups) as (peer, header, _):
+            assert header == f"{sid}; resumed=1"
+            assert not session.streams  # handed over: its generator ended on node A
+            await peer.send(json.dumps({"jsonrpc": "2.0", "method": "ticks", "params": {"n": 100}, "id": "idem-5"}))
+            # Not resumed: a client that had items fails the stream rather than read it again from the start.
+            assert (await answer(peer))["result"] == {"stream": "idem-5"}
     finally:
         await cluster.close()
