@@ -42,7 +42,7 @@ import asyncio
 import hashlib
 import secrets
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import AbstractSet, Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
 from .errors import RpcBrokerUnavailableError
 from .logger import get_logger
@@ -75,6 +75,9 @@ DEFAULT_MAX_SESSIONS = 100_000
 _REMOTE_POLL = 0.02
 _REMOTE_POLL_MAX = 0.5
 _REMOTE_ALIVE_EVERY = 1.0
+#: What a session's sets of deferred and moved calls are until it has any (most never do): shared, not
+#: one empty set (216 bytes) each.
+_NONE: FrozenSet[Any] = frozenset()
 
 
 def is_idempotent_id(call_id: Any) -> bool:
@@ -159,14 +162,14 @@ class Session:
         #: The cluster's records, when sessions are shared between nodes.
         self.shared = shared
         #: Keys of calls whose answers the broker holds from another node (checked before they run).
-        self.recorded: Set[str] = set()
+        self.recorded: AbstractSet[str] = _NONE
         #: Calls still running on the node this session came from, and that node.
-        self.remote: Set[Any] = set()
+        self.remote: AbstractSet[Any] = _NONE
         self.remote_node: Optional[str] = None
         #: Repeats put off until the broker says whether they ran: ``call id -> (go on, connection)``.
         self.waiting: Dict[Any, Tuple[Callable[[], None], Optional[Callable[[bytes], None]]]] = {}
         #: Put-off calls found never to have run: the next admission runs them.
-        self.cleared: Set[Any] = set()
+        self.cleared: AbstractSet[Any] = _NONE
         #: Handed over to another node: answers go to the broker only.
         self.moved = False
         #: Answers and evictions not yet written to the broker (written behind, in order).
@@ -193,7 +196,7 @@ class Session:
             self.undelivered.discard(call_id)
             return "replay", answer
         if call_id in self.cleared:
-            self.cleared.discard(call_id)
+            self.cleared = self.cleared - {call_id}
             return "run", None
         if call_id in self.remote or call_id in self.waiting:
             return "defer", None  # the latest connection's repeat takes the place of an earlier one
@@ -227,7 +230,8 @@ class Session:
             answer = await self.shared.get(self.id, key)
         except RpcBrokerUnavailableError as exc:
             logger.warning("session %s: could not read a recorded answer (%s); running the call here", self.id, exc)
-        self.recorded.discard(key)
+        if key in self.recorded:
+            self.recorded = self.recorded - {key}
         if answer is not None:
             self.running.discard(call_id)
             self.finished(call_id, answer, record=False)
@@ -238,9 +242,9 @@ class Session:
         """A put-off call did not run anywhere: run it here (if its connection is still ours), or forget it."""
         pending = self.waiting.pop(call_id, None)
         if pending is not None and pending[1] is self.deliver and self.deliver is not None:
-            self.cleared.add(call_id)
+            self.cleared = self.cleared | {call_id}
             pending[0]()
-            self.cleared.discard(call_id)  # admitted (or refused) by now
+            self.cleared = self.cleared - {call_id}  # admitted (or refused) by now
         else:
             self.running.discard(call_id)
 
@@ -270,7 +274,7 @@ class Session:
         task = self.tasks.pop(call_id, None)
         if task is None:
             if self.waiting.pop(call_id, None) is not None or call_id in self.remote:
-                self.remote.discard(call_id)
+                self.remote = self.remote - {call_id}
                 self.running.discard(call_id)
                 return True
             return False
@@ -337,7 +341,7 @@ class Session:
     def follow_remote(self, node_id: str, running: List[str]) -> None:
         """Calls still running on ``node_id``, which held this session: their answers come through the broker."""
         self.remote_node = node_id
-        self.remote.update(running)
+        self.remote = self.remote | set(running)
         self.running.update(running)
         if self.remote and self._watcher is None:
             self._watcher = self._store._spawn(self._watch_remote())
@@ -356,7 +360,7 @@ class Session:
                     for call_id in list(self.remote):
                         answer = await shared.get(self.id, record_key(call_id))
                         if answer is not None and call_id in self.remote:
-                            self.remote.discard(call_id)
+                            self.remote = self.remote - {call_id}
                             self.finished(call_id, answer, record=False)
                     if self.remote and loop.time() - last_check >= _REMOTE_ALIVE_EVERY:
                         last_check = loop.time()
@@ -367,7 +371,7 @@ class Session:
                                 self.remote_node,
                                 len(self.remote),
                             )
-                            gone, self.remote = self.remote, set()
+                            gone, self.remote = self.remote, _NONE
                             for call_id in gone:
                                 self._clear(call_id)
                 except RpcBrokerUnavailableError:
@@ -422,7 +426,7 @@ class Session:
         self.answers.clear()
         self.undelivered.clear()
         self.waiting.clear()
-        self.remote.clear()
+        self.remote = _NONE
         self.answer_bytes = 0
 
 
