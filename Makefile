@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fastwsrpc-installed
 PYTEST := $(BIN)/pytest -p no:cacheprovider
 
-.PHONY: help install demo test bench compare lint docs clean
+.PHONY: help install demo test bench bench-baseline bench-gate compare lint docs clean
 
 # `make` alone lists the targets (rather than quietly making a .venv).
 help:
@@ -15,6 +15,7 @@ help:
 	@echo "make docs     the documentation site into site/ (Python 3.10+)"
 	@echo "make lint     ruff and mypy, pinned"
 	@echo "make bench    micro benchmarks; make compare: end to end against other servers"
+	@echo "make bench-baseline, then make bench-gate: fail when a benchmark got slower (docs/guide/benchmarks.md)"
 	@echo "make clean    remove build products"
 
 $(BIN)/python:
@@ -64,6 +65,24 @@ docs: $(DOCS_STAMP)
 
 bench: install
 	$(BIN)/pytest benchmarks/ --benchmark-only --benchmark-columns=mean,ops,rounds
+
+# The regression gate (docs/guide/benchmarks.md): record a baseline on the code
+# you trust, then gate later code on it. The gate runs the end-to-end set and fails,
+# naming the benchmark, when one's fastest round (min, CPU time) is more than
+# BENCH_FAIL slower than in the latest baseline (the threshold: from the run-to-run
+# spread measured on a busy 2-core machine). BENCH_ARGS passes more options
+# (--slow-call-path=30 to watch it fail).
+BENCH_STORAGE ?= .benchmarks
+BENCH_FAIL    ?= min:25%
+BENCH_ARGS    ?=
+BENCH_RUN     := $(PYTEST) benchmarks/test_e2e.py benchmarks/test_e2e_topics.py --benchmark-only \
+                 --benchmark-storage=$(BENCH_STORAGE) --benchmark-columns=min,median,rounds --benchmark-sort=name
+
+bench-baseline: install
+	$(BENCH_RUN) --benchmark-save=baseline $(BENCH_ARGS)
+
+bench-gate: install
+	$(BENCH_RUN) --benchmark-compare --benchmark-compare-fail=$(BENCH_FAIL) $(BENCH_ARGS)
 
 compare: install
 	$(BIN)/python benchmarks/compare.py
