@@ -468,9 +468,36 @@ async def compare(pair: Pair, scenario: Scenario, mask: bytes = MASK) -> None:
     direct, reference = await asyncio.gather(
         observe(pair.direct.url(), scenario, mask), observe(pair.reference.url(), scenario, mask)
     )
+    if direct != reference and _dangles(scenario):
+        # One deliberate difference (Autobahn 7.1.5): a close between the fragments of a message
+        # ends the stream normally in our codec, where websockets' says 1002.
+        reference = [[(8, 1000) if x == (8, 1002) else x for x in r] if isinstance(r, list) else r for r in reference]
     assert direct == reference, f"direct:    {direct}\nreference: {reference}\nscenario:  {scenario}"
     # Equal, and each phase got what it was owed (a silent server on both sides is a failure too).
     assert "timeout" not in reference, reference
+
+
+def _dangles(scenario: Scenario) -> bool:
+    """Whether a close comes between the fragments of a message: in the client's bytes, or after
+    them (``quiet`` ends with a normal close)."""
+    data = b"".join([scenario.early.data, *(step.data for step in scenario.steps), scenario.ending.data])
+    pos, open_message = 0, False
+    for _ in range(len(data) + 1):  # bounded: each round takes one frame
+        if pos + 2 > len(data):
+            break
+        b0, b1 = data[pos], data[pos + 1]
+        length, pos = b1 & 0x7F, pos + 2
+        if length == 126:
+            length, pos = int.from_bytes(data[pos : pos + 2], "big"), pos + 2
+        elif length == 127:
+            length, pos = int.from_bytes(data[pos : pos + 8], "big"), pos + 8
+        pos += (4 if b1 & 0x80 else 0) + length
+        opcode, fin = b0 & 0x0F, b0 & 0x80
+        if opcode in (0, 1, 2):
+            open_message = not fin
+        elif opcode == 8 and open_message:
+            return True
+    return open_message and scenario.ending.kind == "quiet"
 
 
 # ---------------------------------------------------------------- the adversarial table
