@@ -6,6 +6,9 @@ Contenders, each server in its own process on a free 127.0.0.1 port, each driven
 by a client process of its own (so the client side runs the same implementation):
 
 * ``fastwsrpc[cython]`` and ``fastwsrpc[python]``: this library, compiled and pure;
+* ``native[cython]``, ``native[python]``: the native server and client (no ASGI);
+  ``native+deflate[cython]``: the same with permessage-deflate agreed (the client
+  offers ``compression="deflate"``; messages from 1 KiB on are deflated both ways);
 * ``fastapi-ws-rpc``: the 1.2 package (``pip install --no-deps fastapi-ws-rpc==1.2.0``);
 * ``raw``: the floor. A FastAPI endpoint that orjson-decodes each JSON-RPC frame and
   answers it, driven by a plain ``websockets`` client that pipelines frames.
@@ -56,6 +59,7 @@ ROOT = os.path.dirname(HERE)
 CONTENDERS = [
     "floor-picows",
     "native[cython]",
+    "native+deflate[cython]",
     "native[python]",
     "floor-websockets",
     "raw",
@@ -68,6 +72,7 @@ PAIRS = [
     ("native[cython]", "floor-picows"),
     ("native[cython]", "floor-websockets"),
     ("native[cython]", "native[python]"),
+    ("native+deflate[cython]", "native[cython]"),
     ("fastwsrpc[cython]", "raw"),
     ("fastwsrpc[cython]", "fastapi-ws-rpc"),
     ("fastwsrpc[cython]", "fastwsrpc[python]"),
@@ -86,7 +91,7 @@ def _env(name: str) -> Dict[str, str]:
     env = dict(os.environ)
     env.pop("FASTWSRPC_NO_EXTENSIONS", None)
     env.pop("FASTWSRPC_REQUIRE_EXTENSIONS", None)
-    if name in ("fastwsrpc[cython]", "native[cython]"):
+    if name in ("fastwsrpc[cython]", "native[cython]", "native+deflate[cython]"):
         env["FASTWSRPC_REQUIRE_EXTENSIONS"] = "1"
     elif name in ("fastwsrpc[python]", "native[python]"):
         env["FASTWSRPC_NO_EXTENSIONS"] = "1"
@@ -344,6 +349,7 @@ class Driver:
                 retry_config=False,
                 max_pending_requests=100_000,
                 max_message_size=16 * MIB,
+                compression="deflate" if "deflate" in self.kind else None,
             )
         return await client.__aenter__()
 
@@ -479,10 +485,11 @@ async def drive(kind: str, url: str, quick: bool, server_pid: int) -> Dict[str, 
     await asyncio.sleep(0.5)
     before = _rss(server_pid)
     idle = []
+    compression = "deflate" if "deflate" in kind else None  # agreed, and idle: no zlib state on the server
     try:
         for _ in range(1000):
             # offered: fastapi-ws-rpc's server answers it even when it was not offered
-            idle.append(await connect(url, compression=None, subprotocols=["jsonrpc2.0"]))
+            idle.append(await connect(url, compression=compression, subprotocols=["jsonrpc2.0"]))
         await asyncio.sleep(1.0)
         out["idle1000_rss_MB"] = (_rss(server_pid) - before) / 1e6
     finally:

@@ -40,6 +40,7 @@ cdef extern from "Python.h":
     PyObject* _get "PyDict_GetItemWithError"(object d, object key) except? NULL
 
 import os
+import zlib
 from asyncio import InvalidStateError
 
 import msgspec
@@ -555,6 +556,9 @@ OP_PONG = 10
 
 cdef object _FrameError = FrameError
 cdef object _urandom = os.urandom
+cdef object _decompressobj = zlib.decompressobj
+cdef object _ZlibError = zlib.error
+cdef bytes _DEFLATE_TAIL = b"\x00\x00\xff\xff"
 cdef bytes _mask_pool = b""
 cdef Py_ssize_t _mask_pos = 4096
 
@@ -631,13 +635,15 @@ cdef bytes _new_mask():
     return key
 
 
-cpdef bytes build_frame(object opcode, object payload, bint mask=False, bint fin=True):
+cpdef bytes build_frame(object opcode, object payload, bint mask=False, bint fin=True, bint rsv1=False):
     cdef int op = _opcode_arg(opcode)
     if not PyBytes_Check(payload):
         raise _not_bytes("payload", payload)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
     if op >= 8 and (n > 125 or not fin):
         raise ValueError("a control frame is whole and carries at most 125 bytes")
+    if rsv1 and not 1 <= op <= 2:
+        raise ValueError("only the first frame of a text or binary message is compressed (RSV1)")
     cdef Py_ssize_t header = 2 if n < 126 else (4 if n < 65536 else 10)
     cdef Py_ssize_t total = header + (4 if mask else 0) + n
     cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
@@ -645,7 +651,7 @@ cpdef bytes build_frame(object opcode, object payload, bint mask=False, bint fin
     cdef unsigned char bit = 0x80 if mask else 0
     cdef int i
     cdef bytes key
-    p[0] = (0x80 if fin else 0) | op
+    p[0] = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | op
     if n < 126:
         p[1] = bit | <unsigned char>n
     elif n < 65536:
@@ -735,8 +741,16 @@ cdef inline bint _utf8_step(Utf8State* st, const unsigned char* s, Py_ssize_t n)
     return True
 
 
+cdef int _window_bits(object value) except -1:
+    """``window_bits`` of FrameParser, as the pure twin reads it: 0 (no compression) to 15; 1 to 7 read as 8."""
+    cdef Py_ssize_t bits = _limit(value)
+    if not 0 <= bits <= 15:
+        raise ValueError(f"window_bits must be between 0 and 15, not {bits}")
+    return 8 if 0 < bits < 8 else <int>bits
+
+
 cdef class FrameParser:
-    """Sans-I/O WebSocket reader (see the pure twin's docstring: same contract)."""
+    """Sans-I/O WebSocket reader (see the pure twin's docstring: same contract, permessage-deflate included)."""
 
     cdef readonly Py_ssize_t max_size
     cdef readonly bint require_mask
@@ -748,10 +762,18 @@ cdef class FrameParser:
     cdef Py_ssize_t _size
     cdef Utf8State _utf8
     cdef Py_ssize_t _checked  # payload bytes of the incomplete text frame at the buffer's head already checked
+    cdef int _window_bits  # the peer's LZ77 window (permessage-deflate); 0: not negotiated
+    cdef bint _no_context_takeover  # the peer's: a fresh decompressor per message
+    cdef object _inflater  # zlib's decompressor, made on the first compressed message
+    cdef bint _inflating  # the fragmented message under way is compressed
 
-    def __init__(self, object max_size, object require_mask):
+    def __init__(self, object max_size, object require_mask, object window_bits=0, object no_context_takeover=False):
         self.max_size = _limit(max_size)
         self.require_mask = require_mask  # its truth, read after max_size, as in the pure twin
+        self._window_bits = _window_bits(window_bits)
+        self._no_context_takeover = no_context_takeover
+        self._inflater = None
+        self._inflating = False
         self.error = None
         self.closed = False
         self._buffer = bytearray()
@@ -788,6 +810,7 @@ cdef class FrameParser:
             self.error = exc
             self._buffer = bytearray()
             self._parts = []
+            self._inflater = None
             return events
         if self.closed:
             self._buffer = bytearray()
@@ -804,7 +827,7 @@ cdef class FrameParser:
         cdef unsigned long long length
         cdef int b1, b2, opcode, i
         cdef Py_ssize_t checked
-        cdef bint masked, fin
+        cdef bint masked, fin, compressed
         cdef bytes payload
         while n - pos >= 2:
             b1 = buf[pos]
@@ -842,8 +865,9 @@ cdef class FrameParser:
             end = start + <Py_ssize_t>length
             if end > n:
                 # Fail fast on UTF-8 (see the pure twin): check what has come of a text frame.
+                # A compressed message is checked once inflated (RSV1, or _inflating).
                 if n > start + self._checked and not (b1 & 0x70) and (
-                    (opcode == 1 and not self._opcode) or (opcode == 0 and self._opcode == 1)
+                    (opcode == 1 and not self._opcode) or (opcode == 0 and self._opcode == 1 and not self._inflating)
                 ):
                     if opcode == 1 and self._checked == 0:
                         self._utf8.need = 0
@@ -856,8 +880,12 @@ cdef class FrameParser:
             pos = end
             checked = self._checked  # of this frame's payload, checked while it was incomplete
             self._checked = 0
+            compressed = False
             if b1 & 0x70:
-                raise _FrameError(1002, "reserved bits must be 0")
+                # RSV1 is permessage-deflate's, on the first frame of a data message only.
+                if (b1 & 0x70) != 0x40 or self._window_bits == 0 or not 1 <= opcode <= 2:
+                    raise _FrameError(1002, "reserved bits must be 0")
+                compressed = True
             fin = (b1 & 0x80) != 0
             if opcode >= 8:
                 if length > 125:
@@ -872,11 +900,16 @@ cdef class FrameParser:
                     self._parts = []
                     self._opcode = 0
                     self._size = 0
+                    self._inflater = None
+                    self._inflating = False
                     return pos
                 events.append((opcode, payload))
             elif opcode == 0:
                 if not self._opcode:
                     raise _FrameError(1002, "unexpected continuation frame")
+                if self._inflating:
+                    payload = self._inflate(payload, fin)
+                    length = <unsigned long long>PyBytes_GET_SIZE(payload)
                 if self._opcode == 1:
                     self._check_text(payload, checked, fin)
                 self._parts.append(payload)
@@ -885,11 +918,17 @@ cdef class FrameParser:
                     self._opcode = 0
                     self._size = 0
                     self._parts = []
+                    self._inflating = False
                 else:
                     self._size += <Py_ssize_t>length
             else:
                 if self._opcode:
                     raise _FrameError(1002, "expected a continuation frame")
+                if compressed:
+                    payload = self._inflate(payload, fin)
+                    length = <unsigned long long>PyBytes_GET_SIZE(payload)
+                    if not fin:
+                        self._inflating = True
                 if opcode == 1:
                     if not checked:
                         self._utf8.need = 0
@@ -901,6 +940,29 @@ cdef class FrameParser:
                     self._size = <Py_ssize_t>length
                     self._parts = [payload]
         return pos
+
+    cdef bytes _inflate(self, bytes payload, bint fin):
+        """Inflate one frame of a compressed message: at most the bytes ``max_size`` leaves (1009 past them)."""
+        cdef object inflater = self._inflater
+        if inflater is None:
+            inflater = self._inflater = _decompressobj(-self._window_bits)
+        cdef Py_ssize_t room = self.max_size - self._size  # inflated bytes the message may still have
+        cdef Py_ssize_t cap = room + 1 if room < PY_SSIZE_T_MAX else PY_SSIZE_T_MAX
+        cdef bytes data, tail
+        try:
+            data = inflater.decompress(payload, cap)
+            if fin and PyBytes_GET_SIZE(data) <= room:
+                # The 4 bytes the sender took off (RFC 7692 7.2.2) end the message's last block.
+                tail = inflater.decompress(_DEFLATE_TAIL, cap - PyBytes_GET_SIZE(data))
+                if PyBytes_GET_SIZE(tail):
+                    data += tail
+        except _ZlibError:
+            raise _FrameError(1002, "invalid compressed data (permessage-deflate)") from None
+        if PyBytes_GET_SIZE(data) > room or inflater.unconsumed_tail:
+            raise _FrameError(1009, f"compressed message inflates past max_size ({self.max_size} bytes)")
+        if fin and (self._no_context_takeover or inflater.eof):
+            self._inflater = None  # the peer starts its next message afresh (a final block ends the stream)
+        return data
 
     cdef int _check_text(self, bytes payload, Py_ssize_t skip, bint final) except -1:
         """Check ``payload`` from ``skip`` on (what came before was checked while the frame was incomplete)."""

@@ -20,6 +20,7 @@ import math
 import operator
 import os
 import sys
+import zlib
 from array import array
 from asyncio import InvalidStateError
 from itertools import accumulate
@@ -495,14 +496,17 @@ def _new_mask() -> bytes:
     return key
 
 
-def build_frame(opcode: int, payload: bytes, mask: bool = False, fin: bool = True) -> bytes:
+def build_frame(opcode: int, payload: bytes, mask: bool = False, fin: bool = True, rsv1: bool = False) -> bytes:
     """One frame: header, then the payload (masked with a fresh key when ``mask``, as a client must).
 
     ``opcode``: an int, one of the six of RFC 6455 section 5.2 (ValueError for any
     other, negative or huge; TypeError for a non-int); ``payload``: bytes.
+    ``rsv1``: the first frame of a compressed message (permessage-deflate, RFC 7692):
+    only on a text or binary frame (ValueError otherwise).
     """
     mask = True if mask else False  # read once each, first, as the compiled twin's bint parameters
     fin = True if fin else False
+    rsv1 = True if rsv1 else False
     if type(opcode) is not int:
         if not isinstance(opcode, int):
             raise TypeError(f"opcode must be an int, not {type(opcode).__name__}")
@@ -516,7 +520,9 @@ def build_frame(opcode: int, payload: bytes, mask: bool = False, fin: bool = Tru
     n = len(payload)
     if opcode >= OP_CLOSE and (n > 125 or not fin):
         raise ValueError("a control frame is whole and carries at most 125 bytes")
-    head1 = (0x80 if fin else 0) | opcode
+    if rsv1 and not OP_TEXT <= opcode <= OP_BINARY:
+        raise ValueError("only the first frame of a text or binary message is compressed (RSV1)")
+    head1 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
     bit = 0x80 if mask else 0
     if n < 126:
         header = bytes((head1, bit | n))
@@ -564,6 +570,18 @@ class FrameParser:
     any of its payload is kept. ``require_mask``: the server's rule (frames from
     a client are masked); a client's parser wants them unmasked.
 
+    permessage-deflate (RFC 7692), once negotiated: ``window_bits`` (8 to 15) is
+    the peer's LZ77 window (1 to 7 read as 8); 0, the default, means no compression, and RSV1 is a
+    protocol error as any reserved bit. With it, RSV1 on the first frame of a
+    text or binary message says the message is compressed: its frames are
+    inflated as they come, the inflated size held to ``max_size`` while zlib
+    works (``max_length``: a small frame that would inflate past it is a 1009,
+    never the memory), and text is checked as UTF-8 once inflated. The
+    decompressor is made on the first compressed message only (an idle
+    connection holds no zlib state) and kept for the next one (context
+    takeover), or dropped after each message with ``no_context_takeover`` (the
+    peer's: it starts every message afresh). Corrupt deflate data is a 1002.
+
     The four public attributes are read-only, as the compiled twin's.
     """
 
@@ -574,16 +592,26 @@ class FrameParser:
         "_decoder",
         "_error",
         "_frame_decoder",
+        "_inflater",
+        "_inflating",
         "_max_size",
+        "_no_context_takeover",
         "_opcode",
         "_parts",
         "_require_mask",
         "_size",
+        "_window_bits",
     )
 
-    def __init__(self, max_size: int, require_mask: bool) -> None:
+    def __init__(
+        self, max_size: int, require_mask: bool, window_bits: int = 0, no_context_takeover: bool = False
+    ) -> None:
         self._max_size = _limit(max_size)
         self._require_mask = True if require_mask else False
+        self._window_bits = _window_bits(window_bits)
+        self._no_context_takeover = True if no_context_takeover else False
+        self._inflater: Any = None  # zlib's decompressor, made on the first compressed message
+        self._inflating = False  # the fragmented message under way is compressed
         self._error: Optional[FrameError] = None
         self._closed = False
         self._buffer = bytearray()
@@ -633,7 +661,7 @@ class FrameParser:
             self._error = exc
             self._buffer = bytearray()
             self._parts = []
-            self._decoder = self._frame_decoder = None
+            self._decoder = self._frame_decoder = self._inflater = None
             return events
         if self._closed:
             self._buffer = bytearray()
@@ -682,12 +710,14 @@ class FrameParser:
                 # checked now, not once the frame is whole; only for a frame whose
                 # header the checks below would pass, so that the error is the one
                 # the whole frame would have given.
+                # A compressed message is checked once inflated (RSV1 on its first frame, or
+                # its continuation: _inflating).
                 if n > start + self._checked and not b1 & 0x70:
                     if opcode == OP_TEXT and not self._opcode:
                         if self._frame_decoder is None:
                             self._frame_decoder = _Utf8Decoder()
                         self._check_partial(buf, start, n, masked, self._frame_decoder)
-                    elif opcode == OP_CONT and self._decoder is not None:
+                    elif opcode == OP_CONT and self._decoder is not None and not self._inflating:
                         self._check_partial(buf, start, n, masked, self._decoder)
                 break
             payload = bytes(buf[start:end])
@@ -697,8 +727,12 @@ class FrameParser:
             checked = self._checked  # of this frame's payload, checked while it was incomplete
             if checked:
                 self._checked = 0
+            compressed = False
             if b1 & 0x70:
-                raise FrameError(1002, "reserved bits must be 0")
+                # RSV1 is permessage-deflate's, on the first frame of a data message only.
+                if b1 & 0x70 != 0x40 or not self._window_bits or not OP_TEXT <= opcode <= OP_BINARY:
+                    raise FrameError(1002, "reserved bits must be 0")
+                compressed = True
             fin = b1 & 0x80
             if opcode >= OP_CLOSE:
                 if length > 125:
@@ -713,12 +747,16 @@ class FrameParser:
                     self._closed = True
                     self._parts = []
                     self._opcode = self._size = 0
-                    self._decoder = None
+                    self._decoder = self._inflater = None
+                    self._inflating = False
                     return pos
                 events.append((opcode, payload))
             elif opcode == OP_CONT:
                 if not self._opcode:
                     raise FrameError(1002, "unexpected continuation frame")
+                if self._inflating:
+                    payload = self._inflate(payload, bool(fin))
+                    length = len(payload)
                 if self._decoder is not None:
                     _check_text(self._decoder, payload[checked:] if checked else payload, bool(fin))
                 self._parts.append(payload)
@@ -727,12 +765,23 @@ class FrameParser:
                     self._opcode = self._size = 0
                     self._parts = []
                     self._decoder = None
+                    self._inflating = False
                 else:
                     self._size += length
             else:
                 if self._opcode:
                     raise FrameError(1002, "expected a continuation frame")
-                if checked:  # a text frame, partly checked already (see above)
+                if compressed:
+                    payload = self._inflate(payload, bool(fin))
+                    length = len(payload)
+                    if opcode == OP_TEXT and (not fin or not payload.isascii()):
+                        decoder = _Utf8Decoder()
+                        _check_text(decoder, payload, bool(fin))
+                        if not fin:
+                            self._decoder = decoder
+                    if not fin:
+                        self._inflating = True
+                elif checked:  # a text frame, partly checked already (see above)
                     decoder, self._frame_decoder = self._frame_decoder, None
                     _check_text(decoder, payload[checked:], bool(fin))
                     if not fin:
@@ -750,6 +799,28 @@ class FrameParser:
                     self._parts = [payload]
         return pos
 
+    def _inflate(self, payload: bytes, fin: bool) -> bytes:
+        """Inflate one frame of a compressed message: at most the bytes ``max_size`` leaves (1009 past them)."""
+        inflater = self._inflater
+        if inflater is None:
+            inflater = self._inflater = zlib.decompressobj(-self._window_bits)
+        room = self._max_size - self._size  # inflated bytes the message may still have
+        cap = room + 1 if room < _SSIZE_MAX else _SSIZE_MAX  # one more than allowed: zlib stops there
+        try:
+            data: bytes = inflater.decompress(payload, cap)
+            if fin and len(data) <= room:
+                # The 4 bytes the sender took off (RFC 7692 7.2.2) end the message's last block.
+                tail = inflater.decompress(_DEFLATE_TAIL, cap - len(data))
+                if tail:
+                    data += tail
+        except zlib.error:
+            raise FrameError(1002, "invalid compressed data (permessage-deflate)") from None
+        if len(data) > room or inflater.unconsumed_tail:
+            raise FrameError(1009, f"compressed message inflates past max_size ({self._max_size} bytes)")
+        if fin and (self._no_context_takeover or inflater.eof):
+            self._inflater = None  # the peer starts its next message afresh (a final block ends the stream)
+        return data
+
     def _check_partial(self, buf: bytearray, start: int, n: int, masked: int, decoder: Any) -> None:
         """Check the part of an incomplete text frame's payload that came since the last look."""
         done = self._checked
@@ -760,6 +831,21 @@ class FrameParser:
             chunk = apply_mask(chunk, key[shift:] + key[:shift])
         _check_text(decoder, chunk, False)
         self._checked = n - start
+
+
+_DEFLATE_TAIL = b"\x00\x00\xff\xff"
+
+
+def _window_bits(value: Any) -> int:
+    """``window_bits`` of FrameParser, as both twins read it: 0 (no compression) to 15; 1 to 7 read as 8.
+
+    RFC 7692 windows are 8 to 15 bits; a raw deflate stream has no smaller one,
+    so an inflater of 8 bits reads whatever a peer could send with fewer.
+    """
+    bits = _limit(value)
+    if not 0 <= bits <= 15:
+        raise ValueError(f"window_bits must be between 0 and 15, not {bits}")
+    return 8 if 0 < bits < 8 else bits
 
 
 def _check_text(decoder: Any, payload: bytes, final: bool) -> None:

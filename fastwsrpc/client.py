@@ -6,7 +6,8 @@ handshake is ``websockets``' sans-I/O ``ClientProtocol``); ``transport="websocke
 uses a ``websockets`` connection (:class:`WebsocketsTransport`). The native
 transport implements the ``websockets.connect`` keywords that make sense
 without extensions (headers, subprotocols, timeouts, pings, ``ssl`` and the
-socket options); any other one (``compression``, ``proxy``, ``extensions``...)
+socket options) and ``compression`` (permessage-deflate, see
+docs/guide/compression.md); any other one (``proxy``, ``extensions``...)
 switches that client to the ``websockets`` transport, so nothing that worked
 before stops working.
 
@@ -411,7 +412,7 @@ class WebSocketRpcClient:
         Default: none.
     :param transport: ``"native"`` (default): fastwsrpc's own frame codec;
         ``"websockets"``: a ``websockets`` connection. A keyword only ``websockets``
-        implements (``compression="deflate"``, for one) selects ``"websockets"`` by
+        implements (``extensions``, for one) selects ``"websockets"`` by
         itself. Any other value is an ``RpcUsageError``.
     :param idempotent_methods: Names of server methods whose calls are idempotent by
         default: with ``auto_reconnect``, a call whose answer was lost with the
@@ -662,8 +663,6 @@ class WebSocketRpcClient:
         if self.transport != "native":
             return False
         unsupported = sorted(name for name in options if name not in NATIVE_CONNECT_KWARGS)
-        if options.get("compression") is not None:
-            unsupported.append("compression")
         if unsupported:
             logger.debug("%s: using the websockets transport for %s", self.uri, ", ".join(unsupported))
             return False

@@ -87,6 +87,61 @@ class WebSocketConnectionConfig:
         )
 
 
+#: Messages shorter than this go uncompressed on a compressed connection (see CompressionConfig).
+DEFAULT_COMPRESSION_THRESHOLD = 1024
+#: The windows a server allows when CompressionConfig leaves them to it (websockets' server default).
+DEFAULT_SERVER_WINDOW_BITS = 12
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """permessage-deflate (RFC 7692) on the native server and client; ``compression="deflate"`` is the defaults.
+
+    The parameters are RFC 7692's, under its names (windows: 9 to 15 bits, zlib
+    cannot deflate with 8):
+
+    * on the server, caps and demands: it answers an offer with windows no
+      larger than ``server_max_window_bits`` (``None``: 12) and, when the client
+      allows it, ``client_max_window_bits`` (``None``: 12), and adds the
+      ``*_no_context_takeover`` set here;
+    * on the client, the offer: ``server_max_window_bits`` is asked for when
+      set (``None``: the server picks), ``client_max_window_bits`` offered with
+      its value (``None``: without one, the server picks), the
+      ``*_no_context_takeover`` set here are asked for.
+
+    ``threshold``: messages shorter than this many bytes are sent uncompressed
+    (what the peer compresses is inflated whatever its size). ``level`` and
+    ``mem_level``: zlib's, for our deflater. Memory per connection and the
+    reasons for the defaults (websockets' own: 12-bit windows on the server,
+    memLevel 5) are in docs/guide/compression.md.
+    """
+
+    threshold: int = DEFAULT_COMPRESSION_THRESHOLD
+    server_max_window_bits: Optional[int] = None
+    client_max_window_bits: Optional[int] = None
+    server_no_context_takeover: bool = False
+    client_no_context_takeover: bool = False
+    level: int = 6
+    mem_level: int = 5
+
+    def __post_init__(self) -> None:
+        _check(self.threshold >= 0, "threshold must be >= 0")
+        for name in ("server_max_window_bits", "client_max_window_bits"):
+            bits = getattr(self, name)
+            _check(bits is None or 9 <= bits <= 15, f"{name} must be None or between 9 and 15")
+        _check(-1 <= self.level <= 9, "level must be between -1 and 9")
+        _check(1 <= self.mem_level <= 9, "mem_level must be between 1 and 9")
+
+
+def compression_config(value: Any) -> Optional[CompressionConfig]:
+    """``compression=`` as the native transport takes it: ``None`` (off), ``"deflate"`` or a CompressionConfig."""
+    if value is None or isinstance(value, CompressionConfig):
+        return value
+    if value == "deflate":
+        return CompressionConfig()
+    raise ValueError(f"compression must be None, 'deflate' or a CompressionConfig, got {value!r}")
+
+
 @dataclass(frozen=True)
 class RpcConnectionConfig:
     """Lifetime and timeouts of one connection.

@@ -21,6 +21,14 @@ incoming messages are pushed to its reader straight from ``data_received`` (see
 ``RpcChannel.run``). Keepalive uses real protocol pings: every ``ping_interval``
 seconds a ping, and no pong within ``ping_timeout`` drops the connection (close
 1011).
+
+permessage-deflate (RFC 7692) is negotiated by ``websockets``' own extension
+factories (:func:`server_extensions`, :func:`client_extensions`), whose
+agreement is read into a :class:`Compression` and then dropped (the zlib
+objects websockets makes for it with it): the codec inflates (``FrameParser``'s
+``window_bits``) and :meth:`NativeWebSocket.send` deflates messages of
+``threshold`` bytes or more, each side making its zlib object on its first
+compressed message only. See docs/guide/compression.md.
 """
 
 from __future__ import annotations
@@ -28,25 +36,34 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl as _ssl
+import sys
+import zlib
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Callable, Deque, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union, cast
 
 from websockets.client import ClientProtocol
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHandshake, InvalidMessage
+from websockets.extensions.base import ClientExtensionFactory, ServerExtensionFactory
+from websockets.extensions.permessage_deflate import (
+    ClientPerMessageDeflateFactory,
+    PerMessageDeflate,
+    ServerPerMessageDeflateFactory,
+)
 from websockets.http11 import Request, Response
 from websockets.streams import StreamReader
 from websockets.typing import Origin, Subprotocol
 from websockets.uri import parse_uri
 
 from . import _accel
+from .config import DEFAULT_SERVER_WINDOW_BITS, CompressionConfig, compression_config
 from .errors import RpcMessageTooLargeError
 from .frames import FrameError
 from .logger import get_logger
 from .sender import WRITE_HIGH_WATER, CoalescingSender
 from .transport import CLOSE_NORMAL, TransportClosed
 
-__all__ = ["NativeWebSocket", "connect_native"]
+__all__ = ["Compression", "NativeWebSocket", "client_extensions", "connect_native", "server_extensions"]
 
 logger = get_logger("native")
 
@@ -63,6 +80,75 @@ _OP_BINARY = 2
 _OP_CLOSE = 8
 _OP_PING = 9
 _OP_PONG = 10
+#: The threshold of a connection without compression: no message reaches it.
+_NEVER = sys.maxsize
+
+
+class Compression(NamedTuple):
+    """What permessage-deflate agreed on one connection, as this side sees it (RFC 7692 parameters).
+
+    ``local``: our deflater (the window we compress with, and whether we start
+    every message afresh); ``remote``: the peer's, which our inflater follows.
+    """
+
+    local_max_window_bits: int
+    remote_max_window_bits: int
+    local_no_context_takeover: bool
+    remote_no_context_takeover: bool
+
+
+def _compress_settings(config: CompressionConfig) -> Dict[str, Any]:
+    return {"level": config.level, "memLevel": config.mem_level}
+
+
+def server_extensions(config: Optional[CompressionConfig]) -> Optional[List[ServerExtensionFactory]]:
+    """The extension factories for a server's ``ServerProtocol``: none, or permessage-deflate within ``config``."""
+    if config is None:
+        return None
+    return [
+        ServerPerMessageDeflateFactory(
+            server_no_context_takeover=config.server_no_context_takeover,
+            client_no_context_takeover=config.client_no_context_takeover,
+            server_max_window_bits=config.server_max_window_bits or DEFAULT_SERVER_WINDOW_BITS,
+            client_max_window_bits=config.client_max_window_bits or DEFAULT_SERVER_WINDOW_BITS,
+            compress_settings=_compress_settings(config),
+        )
+    ]
+
+
+def client_extensions(config: Optional[CompressionConfig]) -> Optional[List[ClientExtensionFactory]]:
+    """The extension factories for a client's ``ClientProtocol``: none, or a permessage-deflate offer of ``config``."""
+    if config is None:
+        return None
+    return [
+        ClientPerMessageDeflateFactory(
+            server_no_context_takeover=config.server_no_context_takeover,
+            client_no_context_takeover=config.client_no_context_takeover,
+            server_max_window_bits=config.server_max_window_bits,
+            client_max_window_bits=config.client_max_window_bits or True,
+            compress_settings=_compress_settings(config),
+        )
+    ]
+
+
+def agreed_compression(handshake: Union[ClientProtocol, Any]) -> Optional[Compression]:
+    """What the handshake agreed, read off websockets' extension object, which is dropped with its zlib objects.
+
+    websockets makes a compressor and a decompressor as it agrees (even for an
+    idle connection); ours are made on the first compressed message, so those
+    are let go at once, whatever holds the handshake object afterwards.
+    """
+    agreed: Optional[Compression] = None
+    for extension in handshake.extensions:
+        if isinstance(extension, PerMessageDeflate):
+            agreed = Compression(
+                extension.local_max_window_bits,
+                extension.remote_max_window_bits,
+                extension.local_no_context_takeover,
+                extension.remote_no_context_takeover,
+            )
+    handshake.extensions = []
+    return agreed
 
 
 class NativeWebSocket(asyncio.Protocol):
@@ -127,6 +213,11 @@ class NativeWebSocket(asyncio.Protocol):
         self._close_sent: Optional[Tuple[int, str]] = None
         #: Whether the peer started the closing handshake (it sent its close frame first).
         self.close_rcvd_then_sent = False
+        #: What permessage-deflate agreed (``None``: no compression on this connection).
+        self.compression: Optional[Compression] = None
+        self._threshold = _NEVER  # messages of this many bytes or more are sent compressed
+        self._deflater: Any = None  # zlib's compressor: made on the first compressed message
+        self._deflate_args: Tuple[int, int, int] = (0, 0, 0)  # level, wbits, memLevel
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -177,10 +268,23 @@ class NativeWebSocket(asyncio.Protocol):
     def _handshake_data(self, data: bytes) -> None:  # pragma: no cover - subclasses handle it
         raise NotImplementedError
 
-    def _open(self, rest: bytes) -> None:
-        """The handshake is over: frames from here on, starting with ``rest``."""
+    def _open(
+        self, rest: bytes, compression: Optional[Compression] = None, config: Optional[CompressionConfig] = None
+    ) -> None:
+        """The handshake is over: frames from here on, starting with ``rest`` (compressed, if agreed)."""
         self.state = OPEN
-        self._parser = self._impl.FrameParser(self.max_size, not self.is_client)
+        if compression is not None and config is not None:
+            self.compression = compression
+            self._threshold = config.threshold
+            self._deflate_args = (config.level, -compression.local_max_window_bits, config.mem_level)
+            self._parser = self._impl.FrameParser(
+                self.max_size,
+                not self.is_client,
+                compression.remote_max_window_bits,
+                compression.remote_no_context_takeover,
+            )
+        else:
+            self._parser = self._impl.FrameParser(self.max_size, not self.is_client)
         self._feed = self._parser.feed
         if self.ping_interval:
             self._ping_handle = self._loop.call_later(self.ping_interval, self._keepalive)
@@ -317,9 +421,24 @@ class NativeWebSocket(asyncio.Protocol):
         if self.state is not OPEN:
             raise self._closed_error()
         sender = self._sender
-        sender.send(self._build(opcode or self._opcode, data, self.is_client))
+        if len(data) < self._threshold:
+            sender.send(self._build(opcode or self._opcode, data, self.is_client))
+        else:
+            sender.send(self._build(opcode or self._opcode, self._deflate(data), self.is_client, True, True))
         if sender.paused:
             await sender.drain()
+
+    def _deflate(self, data: bytes) -> bytes:
+        """One message's compressed payload (RFC 7692 7.2.1): a sync flush, its 4-byte tail taken off."""
+        deflater = self._deflater
+        if deflater is None:
+            level, wbits, mem_level = self._deflate_args
+            deflater = zlib.compressobj(level, zlib.DEFLATED, wbits, mem_level)
+            assert self.compression is not None
+            if not self.compression.local_no_context_takeover:
+                self._deflater = deflater  # kept: the next message may refer to this one
+        out: bytes = deflater.compress(data) + deflater.flush(zlib.Z_SYNC_FLUSH)
+        return out[:-4]
 
     def _send_close(self, code: int, reason: str) -> None:
         payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:123]
@@ -463,8 +582,16 @@ class _ClientWebSocket(NativeWebSocket):
 
     is_client = True
 
-    def __init__(self, handshake: ClientProtocol, request: Request, max_size: int, **options: Any) -> None:
+    def __init__(
+        self,
+        handshake: ClientProtocol,
+        request: Request,
+        max_size: int,
+        compression: Optional[CompressionConfig] = None,
+        **options: Any,
+    ) -> None:
         super().__init__(max_size, **options)
+        self._compression_config = compression
         self._handshake = handshake
         self._request = request
         self._reader = StreamReader()
@@ -496,11 +623,12 @@ class _ClientWebSocket(NativeWebSocket):
                 self._fail_opening(exc)
                 return
             self.subprotocol = self._handshake.subprotocol
+            agreed = agreed_compression(self._handshake)
             rest = bytes(self._reader.buffer)
             self._reader.buffer.clear()
             if not self.opened.done():
                 self.opened.set_result(None)
-            self._open(rest)
+            self._open(rest, agreed, self._compression_config)
             return
         except Exception as exc:
             failure = InvalidMessage("did not receive a valid HTTP response")
@@ -568,7 +696,7 @@ async def connect_native(
     ping_timeout: Optional[float] = 20.0,
     close_timeout: Optional[float] = 10.0,
     max_size: Optional[int] = 2**20,
-    compression: Optional[str] = None,
+    compression: Union[str, CompressionConfig, None] = None,
     ssl: Any = None,
     binary: bool = False,
     speedups: Any = None,
@@ -580,9 +708,14 @@ async def connect_native(
     Failures are ``websockets``' own exceptions (``InvalidStatus`` for an HTTP
     refusal, ``InvalidHandshake``, ``OSError``, ``TimeoutError``) so the client
     maps them to ours exactly as it does for the ``websockets`` transport.
+
+    ``compression``: ``None`` (the default here, unlike ``websockets.connect``),
+    ``"deflate"`` (permessage-deflate offered with :class:`CompressionConfig`'s
+    defaults) or a :class:`CompressionConfig`. A server that declines the offer
+    gets an uncompressed connection; ``compression`` on the connection says
+    what was agreed.
     """
-    if compression is not None:
-        raise ValueError("the native client does not negotiate compression: use transport='websockets'")
+    config = compression_config(compression)
     wsuri = parse_uri(uri)
     if wsuri.secure:
         if ssl is None:
@@ -593,6 +726,7 @@ async def connect_native(
         wsuri,
         origin=Origin(origin) if origin is not None else None,
         subprotocols=[Subprotocol(s) for s in subprotocols] if subprotocols else None,
+        extensions=client_extensions(config),
     )
     request = handshake.connect()
     if additional_headers is not None:
@@ -607,6 +741,7 @@ async def connect_native(
         handshake,
         request,
         max_size if max_size is not None else 2**62,
+        config,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         close_timeout=close_timeout if close_timeout is not None else 10.0,

@@ -17,6 +17,8 @@ What the native server adds, because it owns the socket:
   which Starlette cannot send.
 * Several endpoints on one port: ``routes={"/admin": other_server}``; a path
   may be a template (``"/ws/{client_id}"``).
+* ``compression=``: permessage-deflate (RFC 7692) when the client offers it
+  (see docs/guide/compression.md).
 
 ``await server.serve(host, port)`` runs until cancelled or ``server.close()``;
 ``async with server.listen(host, port):`` serves for the block;
@@ -55,10 +57,11 @@ from websockets.streams import StreamReader
 from websockets.typing import Subprotocol
 
 from .channel import RpcChannel
+from .config import CompressionConfig, compression_config
 from .interceptors import FEATURES_HEADER, format_features, parse_features
 from .logger import get_logger
 from .methods import RpcMethodsBase
-from .native import _MAX_HANDSHAKE, CONNECTING, NativeWebSocket
+from .native import _MAX_HANDSHAKE, CONNECTING, NativeWebSocket, agreed_compression, server_extensions
 from .origin import origin_refusal
 from .service import RpcService
 from .sessions import SESSION_HEADER, SESSION_QUERY, Session
@@ -176,15 +179,17 @@ class _ServerWebSocket(NativeWebSocket):
             self._open_handle.cancel()
         super().connection_lost(exc)
 
-    def accepted(self, response: Response, handshake: ServerProtocol) -> None:
-        """Write the 101 and switch to frames."""
+    def accepted(
+        self, response: Response, handshake: ServerProtocol, compression: Optional[CompressionConfig] = None
+    ) -> None:
+        """Write the 101 and switch to frames (compressed, if ``handshake`` agreed it within ``compression``)."""
         if self._open_handle is not None:
             self._open_handle.cancel()
         handshake.send_response(response)
         assert self.transport is not None
         self.transport.write(b"".join(handshake.data_to_send()))
         self.subprotocol = response.headers.get("Sec-WebSocket-Protocol")
-        self._open(self.take_rest())
+        self._open(self.take_rest(), agreed_compression(handshake), compression)
         if self._end is None:
             self.transport.resume_reading()
 
@@ -201,7 +206,10 @@ class WebSocketRpcServer:
     Takes every keyword argument of :class:`~fastwsrpc.endpoint.WebSocketRpcEndpoint`
     plus ``authenticate``, ``ping_interval`` / ``ping_timeout`` (seconds; ``None``
     turns server pings off), ``open_timeout`` (the opening handshake, authentication
-    included), ``close_timeout``, ``routes`` and ``speedups`` (a twin, for tests).
+    included), ``close_timeout``, ``routes``, ``speedups`` (a twin, for tests) and
+    ``compression``: ``"deflate"`` (the default: permessage-deflate when the client
+    offers it, with :class:`~fastwsrpc.config.CompressionConfig`'s defaults), a
+    ``CompressionConfig``, or ``None`` (never). See docs/guide/compression.md.
     """
 
     def __init__(
@@ -216,6 +224,7 @@ class WebSocketRpcServer:
         routes: Optional[Mapping[str, WebSocketRpcServer]] = None,
         speedups: Any = None,
         health_path: str = "/healthz",
+        compression: Any = "deflate",
         **endpoint_kwargs: Any,
     ) -> None:
         #: Everything but the socket, shared with the FastAPI endpoint (:class:`~fastwsrpc.service.RpcService`).
@@ -226,6 +235,8 @@ class WebSocketRpcServer:
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
         self.speedups = speedups
+        #: permessage-deflate as this server agrees it (``None``: declined).
+        self.compression: Optional[CompressionConfig] = compression_config(compression)
         #: A plain GET here answers 200 "ok", or 503 while draining (for load balancers).
         self.health_path = health_path
         self._routes: List[_Route] = [_Route(path, srv) for path, srv in (routes or {}).items()]
@@ -409,7 +420,9 @@ class WebSocketRpcServer:
                     return Subprotocol(name)
             return None
 
-        handshake = ServerProtocol(select_subprotocol=choose, max_size=None)
+        handshake = ServerProtocol(
+            select_subprotocol=choose, max_size=None, extensions=server_extensions(target.compression)
+        )
         if path == self.health_path and "upgrade" not in request.headers.get("Connection", "").lower():
             health = (503, "draining\n") if self.service.draining else (200, "ok\n")
             conn.refused(handshake.reject(*health), handshake)
@@ -464,7 +477,7 @@ class WebSocketRpcServer:
             response.headers[SESSION_HEADER] = session_header
         if conn.transport is None or conn.transport.is_closing():
             return  # the client left while we decided
-        conn.accepted(response, handshake)
+        conn.accepted(response, handshake, target.compression)
         await target._serve_channel(conn, info, name, agreed, self, session, asked is not None)
 
     async def _serve_channel(

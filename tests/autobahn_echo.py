@@ -7,6 +7,12 @@ server is driven by :func:`run_echo_client` (the native client,
 :func:`fastwsrpc.native.connect_native`). Both echo text as text and binary as
 binary, through the connection's public ``receive`` / ``send`` and its
 ``opcodes`` record, as any application on the native transport would.
+
+``compression``: what either peer agrees of permessage-deflate (``None``, off;
+``"deflate"`` or a :class:`~fastwsrpc.config.CompressionConfig`), for the
+12.* and 13.* cases. The echo server agrees it as ``WebSocketRpcServer`` does
+(websockets' extension factory, then the native codec); the echo client offers
+it on every case connection.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ import asyncio
 import types
 from collections import deque
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Optional, Set
+from typing import Any, AsyncIterator, Set
 
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
-from fastwsrpc.native import NativeWebSocket, connect_native
+from fastwsrpc.config import compression_config
+from fastwsrpc.native import NativeWebSocket, connect_native, server_extensions
 from fastwsrpc.server import _ServerWebSocket
 from fastwsrpc.transport import TransportClosed
 
@@ -55,7 +62,7 @@ class _EchoServer:
 
     def __init__(self, speedups: Any, compression: Any = None) -> None:
         self.speedups = speedups
-        self.compression = compression
+        self.compression = compression_config(compression)
         self.settings = types.SimpleNamespace(max_message_size=MAX_SIZE)
         self.tasks: Set[asyncio.Task[None]] = set()
 
@@ -65,13 +72,13 @@ class _EchoServer:
         task.add_done_callback(self.tasks.discard)
 
     async def _serve(self, conn: _ServerWebSocket, request: Request) -> None:
-        handshake = ServerProtocol(max_size=None)
+        handshake = ServerProtocol(max_size=None, extensions=server_extensions(self.compression))
         response = handshake.accept(request)
         if response.status_code != 101:
             conn.refused(response, handshake)
             return
         conn.opcodes = deque()
-        conn.accepted(response, handshake)
+        conn.accepted(response, handshake, self.compression)
         await echo(conn)
 
 
@@ -92,7 +99,7 @@ async def echo_server(speedups: Any, compression: Any = None) -> AsyncIterator[i
         await server.wait_closed()
 
 
-async def _connect(url: str, speedups: Any, compression: Optional[str] = None) -> NativeWebSocket:
+async def _connect(url: str, speedups: Any, compression: Any = None) -> NativeWebSocket:
     return await connect_native(
         url,
         max_size=MAX_SIZE,
@@ -106,7 +113,7 @@ async def _connect(url: str, speedups: Any, compression: Optional[str] = None) -
 
 
 async def run_echo_client(
-    address: str, port: int, speedups: Any, *, concurrency: int = 8, compression: Optional[str] = None
+    address: str, port: int, speedups: Any, *, concurrency: int = 8, compression: Any = None
 ) -> None:
     """Play every case of the fuzzing server at ``address:port``, ``concurrency`` at a time; then its reports."""
     base = f"ws://{address}:{port}"

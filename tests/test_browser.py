@@ -41,7 +41,7 @@ from websockets.sync.client import connect as ws_connect
 from fastwsrpc.browser import client_script, client_types, mount_client_script
 
 from .durable_js_app import DurableServer
-from .support import ServerThread, bound_socket
+from .support import NativeServerThread, ServerThread, bound_socket
 
 pytestmark = pytest.mark.e2e
 
@@ -515,6 +515,39 @@ def test_the_page_reconnects_after_the_server_restarts(tab: Tab) -> None:
         assert ["connect", {"reconnected": True}] in events
         assert tab.run("return await rpc.other.greet();") == "hello, test page"  # both ways again
         tab.run("await rpc.close();")
+
+
+class CompressionMethods(EXAMPLE_APP.DemoServer):  # type: ignore[misc,name-defined]
+    """The demo's methods, plus what the compression test asks the native server."""
+
+    async def echo(self, text: str) -> str:
+        return text
+
+    async def agreed(self) -> Any:
+        """What permessage-deflate agreed on this connection, and whether our deflater was made."""
+        socket = self.channel.socket
+        compression = socket.compression
+        return [list(compression) if compression is not None else None, socket._deflater is not None]
+
+
+def test_chromium_and_the_native_server_agree_compression(tab: Tab, server: ServerThread) -> None:
+    """Chromium always offers permessage-deflate: the native server agrees it and both sides use it."""
+    from fastwsrpc.server import WebSocketRpcServer
+
+    native = WebSocketRpcServer(CompressionMethods(), allowed_origins="*")
+    with NativeServerThread(native) as srv:
+        tab.open(server.url("/test", scheme="http"))  # the page from uvicorn, the socket to the native server
+        answers = tab.run(
+            f"""window.rpc = await fastwsrpc.connect("{srv.url()}", {{ methods, timeout: 10000 }});
+               const big = "compressible JSON text, ".repeat(2000) + "\u00e9\u4e2d\ud83d\ude00";
+               const small = await rpc.call("add", {{ a: 1, b: 2 }});
+               const echoed = await rpc.call("echo", {{ text: big }});
+               const agreed = await rpc.call("agreed");
+               await rpc.close();
+               return [small, echoed === big, agreed];"""
+        )
+    # Chromium offers client_max_window_bits: the server caps it (12) and its own window (12); takeover kept.
+    assert answers == [3, True, [[12, 12, False, False], True]], answers
 
 
 # ----------------------------------------------------------- durable: sessions, idempotent calls, recovery
