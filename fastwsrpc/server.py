@@ -108,6 +108,8 @@ class _Route:
 class _ServerWebSocket(NativeWebSocket):
     """One accepted TCP connection: reads the upgrade request, then hands over to the server."""
 
+    __slots__ = ("_open_handle", "_reader", "_request_bytes", "_request_parser", "_server", "opening_task", "request")
+
     def __init__(self, server: WebSocketRpcServer) -> None:
         super().__init__(
             server.settings.max_message_size,
@@ -118,7 +120,8 @@ class _ServerWebSocket(NativeWebSocket):
             speedups=server.speedups,
         )
         self._server = server
-        self._reader = StreamReader()
+        #: The request's bytes until the upgrade; None after (frames go to the parser).
+        self._reader: Optional[StreamReader] = StreamReader()
         self._request_parser: Optional[Generator[None, None, Request]] = Request.parse(self._reader.read_line)
         self._open_handle: Optional[asyncio.TimerHandle] = None
         self._request_bytes = 0  # bytes received while the request was being read
@@ -138,6 +141,8 @@ class _ServerWebSocket(NativeWebSocket):
                 task.cancel()  # an authenticate that hangs must not outlive its connection
 
     def _handshake_data(self, data: bytes) -> None:
+        if self._reader is None:
+            return  # refused: its close is on the way
         if self._request_parser is None:
             self._reader.feed_data(data)  # behind the request, while authentication runs
             return
@@ -169,10 +174,9 @@ class _ServerWebSocket(NativeWebSocket):
             self.transport.close()
 
     def take_rest(self) -> bytes:
-        """What arrived behind the request (frames a client sent without waiting)."""
-        rest = bytes(self._reader.buffer)
-        self._reader.buffer.clear()
-        return rest
+        """What arrived behind the request (frames a client sent without waiting); the reader goes with it."""
+        reader, self._reader = self._reader, None
+        return bytes(reader.buffer) if reader is not None else b""
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         if self._open_handle is not None:
@@ -185,6 +189,7 @@ class _ServerWebSocket(NativeWebSocket):
         """Write the 101 and switch to frames (compressed, if ``handshake`` agreed it within ``compression``)."""
         if self._open_handle is not None:
             self._open_handle.cancel()
+            self._open_handle = None
         handshake.send_response(response)
         assert self.transport is not None
         self.transport.write(b"".join(handshake.data_to_send()))
@@ -478,6 +483,8 @@ class WebSocketRpcServer:
         if conn.transport is None or conn.transport.is_closing():
             return  # the client left while we decided
         conn.accepted(response, handshake, target.compression)
+        # This frame lasts as long as the connection: let the handshake's objects go now (about 6 kB).
+        del handshake, response, request, choose, found
         await target._serve_channel(conn, info, name, agreed, self, session, asked is not None)
 
     async def _serve_channel(
