@@ -407,13 +407,21 @@ class WebSocketRpcServer:
         return None
 
     async def _connection(self, conn: _ServerWebSocket, request: Request) -> None:
+        """The upgrade, then the channel, in one task whose frames last as long as the connection:
+        kept few (each costs an idle connection its locals), the upgrade's is gone once it returns."""
         try:
-            await self._upgrade_and_serve(conn, request)
+            opened = await self._upgrade(conn, request)
+            if opened is not None:
+                del request
+                await opened[0]._serve_channel(conn, self, *opened[1:])
         except Exception:  # a bug of ours or a callback's: this connection ends, the server goes on
             logger.exception("connection from %s failed", conn.peer or "?")
             conn.abort()
 
-    async def _upgrade_and_serve(self, conn: _ServerWebSocket, request: Request) -> None:
+    async def _upgrade(
+        self, conn: _ServerWebSocket, request: Request
+    ) -> Optional[Tuple[WebSocketRpcServer, HandshakeRequest, Any, Any, Optional[Session], bool]]:
+        """Decide the upgrade and answer it: what serving the connection needs, or None (refused, or gone)."""
         path, _, query_string = request.path.partition("?")
         found = self._match(path)
         target = found[0] if found is not None else self
@@ -431,17 +439,17 @@ class WebSocketRpcServer:
         if path == self.health_path and "upgrade" not in request.headers.get("Connection", "").lower():
             health = (503, "draining\n") if self.service.draining else (200, "ok\n")
             conn.refused(handshake.reject(*health), handshake)
-            return
+            return None
         if target.service.draining:
             conn.refused(handshake.reject(503, "draining: this server is restarting, try another\n"), handshake)
-            return
+            return None
         if found is None:
             conn.refused(handshake.reject(404, f"no WebSocket endpoint at {path}\n"), handshake)
-            return
+            return None
         response = handshake.accept(request)
         if response.status_code != 101:
             conn.refused(response, handshake)
-            return
+            return None
         refusal = origin_refusal(
             ", ".join(request.headers.get_all("Origin")) or None,
             ", ".join(request.headers.get_all("Host")) or None,
@@ -450,7 +458,7 @@ class WebSocketRpcServer:
         if refusal is not None:
             logger.info("refused %s at %s with HTTP 403: %s", conn.peer or "?", path, refusal)
             conn.refused(handshake.reject(403, refusal + "\n"), handshake)
-            return
+            return None
         params = found[1]
         info = HandshakeRequest(
             path=path,
@@ -470,7 +478,7 @@ class WebSocketRpcServer:
                 status = status if isinstance(status, int) and 400 <= status < 500 else 403
                 logger.info("refused %s at %s with HTTP %s: %s", conn.peer or "?", path, status, exc)
                 conn.refused(handshake.reject(status, "authentication failed\n"), handshake)
-                return
+                return None
             if who is not None:
                 name = who
         service = target.service
@@ -481,27 +489,25 @@ class WebSocketRpcServer:
         if session_header is not None:
             response.headers[SESSION_HEADER] = session_header
         if conn.transport is None or conn.transport.is_closing():
-            return  # the client left while we decided
+            return None  # the client left while we decided
         conn.accepted(response, handshake, target.compression)
-        # This frame lasts as long as the connection: let the handshake's objects go now (about 6 kB).
-        del handshake, response, request, choose, found
-        await target._serve_channel(conn, info, name, agreed, self, session, asked is not None)
+        return target, info, name, agreed, session, asked is not None
 
-    async def _serve_channel(
+    def _serve_channel(
         self,
         conn: _ServerWebSocket,
+        listener: WebSocketRpcServer,
         info: HandshakeRequest,
         name: Any,
         agreed: Any,
-        listener: WebSocketRpcServer,
         session: Optional[Session] = None,
         session_notice: bool = False,
-    ) -> None:
+    ) -> Awaitable[None]:
         """What the FastAPI endpoint does after ``accept``, on the native transport."""
         context: Dict[str, Any] = {**info.path_params, "websocket": conn, "request": info}
         if name is not None:
             context["client_id"] = name
-        await self.service.serve(
+        return self.service.serve(  # the service's coroutine itself: no frame of this method stays
             conn,
             context=context,
             subprotocol=conn.subprotocol,
