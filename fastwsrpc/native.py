@@ -39,7 +39,7 @@ import ssl as _ssl
 import sys
 import zlib
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Callable, Deque, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union, cast
 
 from websockets.client import ClientProtocol
 from websockets.datastructures import Headers
@@ -62,6 +62,7 @@ from .frames import FrameError
 from .logger import get_logger
 from .sender import WRITE_HIGH_WATER, CoalescingSender
 from .transport import CLOSE_NORMAL, TransportClosed
+from .wheel import wheel_for
 
 __all__ = ["Compression", "NativeWebSocket", "client_extensions", "connect_native", "server_extensions"]
 
@@ -178,8 +179,8 @@ class NativeWebSocket(asyncio.Protocol):
         "_opcode",
         "_parser",
         "_pending_error",
+        "_ping_bucket",
         "_ping_deadline",
-        "_ping_handle",
         "_pings",
         "_push_error",
         "_reading_paused",
@@ -246,7 +247,9 @@ class NativeWebSocket(asyncio.Protocol):
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._pings: Dict[bytes, asyncio.Future[float]] = {}
         self._sent_at = 0.0  # when the last ping went out: a pong answers it or a later one
-        self._ping_handle: Optional[asyncio.TimerHandle] = None
+        #: Where this connection waits for its next keepalive ping: a bucket of the loop's wheel
+        #: (see fastwsrpc/wheel.py: one timer for every connection, not a TimerHandle each).
+        self._ping_bucket: Optional[Set[Any]] = None
         self._ping_deadline: Optional[asyncio.TimerHandle] = None
         self._close_handle: Optional[asyncio.TimerHandle] = None
         #: A protocol error behind messages the application has not read yet (see _on_events).
@@ -285,7 +288,8 @@ class NativeWebSocket(asyncio.Protocol):
             # The peer ended it. Python < 3.11's SSL transport does not count
             # itself closed then, and warns (ResourceWarning) when collected.
             transport.close()
-        for handle in (self._ping_handle, self._ping_deadline, self._close_handle, self._fail_handle):
+        self._leave_wheel()
+        for handle in (self._ping_deadline, self._close_handle, self._fail_handle):
             if handle is not None:
                 handle.cancel()
         if self._end is None:
@@ -330,7 +334,7 @@ class NativeWebSocket(asyncio.Protocol):
             self._parser = self._impl.FrameParser(self.max_size, not self.is_client)
         self._feed = self._parser.feed
         if self.ping_interval:
-            self._ping_handle = self._loop.call_later(self.ping_interval, self._keepalive)
+            self._ping_bucket = wheel_for(self._loop, self.ping_interval).add(self)
         if rest:
             self._on_events(self._feed(rest))
 
@@ -590,12 +594,16 @@ class NativeWebSocket(asyncio.Protocol):
             self._ping_deadline.cancel()
             self._ping_deadline = None
 
-    def _keepalive(self) -> None:
-        """Every ``ping_interval``: a ping; no pong within ``ping_timeout`` drops the connection."""
+    def _leave_wheel(self) -> None:
+        bucket, self._ping_bucket = self._ping_bucket, None
+        if bucket is not None:
+            bucket.discard(self)
+
+    def on_turn(self) -> None:
+        """Every ``ping_interval`` (the wheel's turn): a ping; no pong within ``ping_timeout`` drops the connection."""
         if self.state is not OPEN:
+            self._leave_wheel()
             return
-        assert self.ping_interval is not None
-        self._ping_handle = self._loop.call_later(self.ping_interval, self._keepalive)
         if self._ping_deadline is not None:
             return  # the last ping is still within its timeout
         payload = os.urandom(4)
