@@ -59,6 +59,35 @@ async def publish_all(server: WebSocketRpcServer) -> None:
             await asyncio.sleep(0.01)  # about 1,000 a second
 
 
+def durable_client(urls: Any, attempts: int) -> WebSocketRpcClient:
+    """A client that comes back fast and often: the chaos is in the link, not in its patience."""
+    retry = RpcRetryConfig(max_attempts=200, min_wait=0.01, max_wait=0.05)
+    return WebSocketRpcClient(
+        urls, RpcMethodsBase(), auto_reconnect=True, reconnect_delay=0.01, retry_config=retry,
+        max_reconnect_attempts=attempts, default_response_timeout=120,
+    )  # fmt: skip
+
+
+async def consume(subscription: Any, received: List[int]) -> None:
+    """Every event, in order, none twice, no gap notice: else the assertion says where."""
+    while len(received) < EVENTS:
+        event = await subscription.next()
+        assert not event.is_notice, f"a gap after {len(received)} events: {event}"
+        assert event.data == len(received), (event.data, len(received))
+        received.append(event.data)
+
+
+async def call_all(client: WebSocketRpcClient, results: Dict[int, int]) -> None:
+    """CALLS idempotent calls, 64 in flight."""
+    gate = asyncio.Semaphore(64)
+
+    async def one(n: int) -> None:
+        async with gate:
+            results[n] = (await client.call("count", {"n": n}, idempotent=True)).result
+
+    await asyncio.gather(*(one(n) for n in range(CALLS)))
+
+
 async def test_nothing_is_lost_over_a_link_that_keeps_dropping() -> None:
     methods = Counted()
     server = WebSocketRpcServer(methods, topic_history=EVENTS)
@@ -67,34 +96,16 @@ async def test_nothing_is_lost_over_a_link_that_keeps_dropping() -> None:
         proxy = await TcpProxy(srv.port).start()
         cuts = 0
         try:
-            retry = RpcRetryConfig(max_attempts=200, min_wait=0.01, max_wait=0.05)
-            client = WebSocketRpcClient(
-                proxy.url(), RpcMethodsBase(), auto_reconnect=True, reconnect_delay=0.01, retry_config=retry,
-                max_reconnect_attempts=200, default_response_timeout=120,
-            )  # fmt: skip
+            client = durable_client(proxy.url(), 200)
             async with client:
                 subscription = client.subscribe("ticks")
                 await subscription.open()
                 received: List[int] = []
-
-                async def consume() -> None:
-                    while len(received) < EVENTS:
-                        event = await subscription.next()
-                        assert not event.is_notice, f"a gap after {len(received)} events: {event}"
-                        assert event.data == len(received), (event.data, len(received))
-                        received.append(event.data)
-
                 results: Dict[int, int] = {}
-                gate = asyncio.Semaphore(64)
-
-                async def one(n: int) -> None:
-                    async with gate:
-                        results[n] = (await client.call("count", {"n": n}, idempotent=True)).result
-
                 assert srv.loop is not None
                 publisher = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(publish_all(server), srv.loop))
-                consumer = asyncio.ensure_future(consume())
-                calls = asyncio.ensure_future(asyncio.gather(*(one(n) for n in range(CALLS))))
+                consumer = asyncio.ensure_future(consume(subscription, received))
+                calls = asyncio.ensure_future(call_all(client, results))
                 for _ in range(200):  # bounded: about 30 s of cuts at most
                     if publisher.done() and calls.done():
                         break
@@ -192,22 +203,12 @@ async def test_two_nodes_one_killed_nothing_is_lost(broker: str, request: Any, t
         for node in nodes:
             node.start()
         proxies = [await TcpProxy(node.port).start() for node in nodes]
-        retry = RpcRetryConfig(max_attempts=200, min_wait=0.01, max_wait=0.05)
-        client = WebSocketRpcClient(
-            [p.url() for p in proxies], RpcMethodsBase(), auto_reconnect=True, reconnect_delay=0.01,
-            retry_config=retry, max_reconnect_attempts=400, default_response_timeout=120,
-        )  # fmt: skip
+        client = durable_client([p.url() for p in proxies], 400)
         async with client:
             subscription = client.subscribe("ticks")
             await subscription.open()
             received: List[int] = []
-
-            async def consume() -> None:
-                while len(received) < EVENTS:
-                    event = await subscription.next()
-                    assert not event.is_notice, f"a gap after {len(received)} events: {event}"
-                    assert event.data == len(received), (event.data, len(received))
-                    received.append(event.data)
+            results: Dict[int, int] = {}
 
             async def publish() -> None:
                 for i in range(EVENTS):
@@ -215,16 +216,9 @@ async def test_two_nodes_one_killed_nothing_is_lost(broker: str, request: Any, t
                     if i % 10 == 9:
                         await asyncio.sleep(0.01)  # about 1,000 a second
 
-            results: Dict[int, int] = {}
-            gate = asyncio.Semaphore(64)
-
-            async def one(n: int) -> None:
-                async with gate:
-                    results[n] = (await client.call("count", {"n": n}, idempotent=True)).result
-
             publishing = asyncio.ensure_future(publish())
-            consumer = asyncio.ensure_future(consume())
-            calls = asyncio.ensure_future(asyncio.gather(*(one(n) for n in range(CALLS))))
+            consumer = asyncio.ensure_future(consume(subscription, received))
+            calls = asyncio.ensure_future(call_all(client, results))
             loop = asyncio.get_running_loop()
             for _ in range(300):  # bounded: about 60 s of cuts at most
                 if publishing.done() and calls.done():
