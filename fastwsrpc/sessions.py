@@ -503,19 +503,20 @@ class SessionStore:
         except RpcBrokerUnavailableError as exc:
             logger.warning("session %s: the broker is away (%s): this node's sessions only", requested, exc)
             return self.open(requested)
-        if previous is None or previous == shared.node_id:
-            # The broker does not know it (expired there) or it never left this node.
+        if previous is None or (previous == shared.node_id and local is not None):
+            # The broker does not know it (expired there), or it never left this node.
             if local is not None and not local.broken:
                 local.resumed = True
                 return local, True
             return self._new(local), False
-        # It comes from another node: this node's copy (if any) is stale.
+        # It comes from another node (this node's copy, if any, is stale), or this node let it go
+        # (evicted) while the broker kept its records.
         if local is not None:
             self._forget(local)
             local.close()
         session = Session(self, requested, shared)
         try:
-            running = await shared.hand_over(previous, requested)
+            running = await shared.hand_over(previous, requested) if previous != shared.node_id else None
             session.recorded = await shared.recorded(requested)
         except RpcBrokerUnavailableError as exc:
             logger.warning("session %s could not be taken over (%s): starting a new one", requested, exc)

@@ -222,3 +222,19 @@ async def test_a_stream_cannot_move_to_another_node_and_the_client_is_told(speed
         await peer.send(json.dumps({"jsonrpc": "2.0", "method": "ticks", "params": {"n": 100}, "id": "idem-5"}))
         # Not resumed: a client that had items fails the stream rather than read it again from the start.
         assert (await answer(peer))["result"] == {"stream": "idem-5"}
+
+
+async def test_a_session_this_node_let_go_is_taken_up_again_from_the_broker(speedups: Any, cluster: Cluster2) -> None:
+    a, _ = cluster.nodes
+    async with connected(a, "new", speedups) as (peer, header, _):
+        sid = session_id(header)
+        await peer.send(request("idem-4", "count", 4))
+        assert (await answer(peer))["result"] == 4
+    record = cluster.hub.sessions
+    await eventually(lambda: sid in record and record_key("idem-4") in record[sid][1])
+    a.sessions._expire(sid)  # gone from this node's memory (evicted, say); the broker still has it
+    async with connected(a, sid, speedups) as (peer, header, _):
+        assert header == f"{sid}; resumed=1"
+        await peer.send(request("idem-4", "count", 4))
+        assert (await answer(peer))["result"] == 4
+    assert cluster.runs == Counter({4: 1})
