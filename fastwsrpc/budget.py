@@ -18,12 +18,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any, Deque, Optional, Tuple
+from typing import Any, Deque, Optional, Tuple, cast
 
 from .config import RpcSettings
 
 #: Seconds a refused caller is told to wait before it tries again (``data.retry_after`` of -32001).
 RETRY_AFTER = 0.1
+
+#: The queue of every budget that has queued nothing yet: an empty tuple, shared. A
+#: deque is about 600 bytes, a quarter of the growth of an idle connection since
+#: 2f44ab7, and most connections never queue. Reads (``len``, truth, iteration)
+#: work on it as on an empty deque; ``queue`` makes the deque, ``forget`` drops it.
+NO_QUEUE = cast(Deque[Tuple[Any, int]], ())
 
 
 class Budget:
@@ -59,7 +65,7 @@ class Budget:
         #: Our own calls that our running handlers wait for (see ``overflow``).
         self.nested = 0
         #: ``(message, bytes)`` waiting past ``max_active``.
-        self.deferred: Deque[Tuple[Any, int]] = deque()
+        self.deferred: Deque[Tuple[Any, int]] = NO_QUEUE
         #: The future a paused reader waits on.
         self.room: Optional[asyncio.Future[None]] = None
         #: Calls refused with -32001: past the queue or the byte budget.
@@ -68,6 +74,17 @@ class Budget:
         self.overflowed_notifications = 0
         #: Notifications dropped past a full queue while our handlers waited for this peer's answers.
         self.dropped_notifications = 0
+
+    def queue(self, msg: Any, size: int) -> None:
+        """Put ``(msg, size)`` at the end of the queue (made here, on first use; see ``NO_QUEUE``)."""
+        deferred = self.deferred
+        if deferred is NO_QUEUE:
+            deferred = self.deferred = deque()
+        deferred.append((msg, size))
+
+    def forget(self) -> None:
+        """Drop what is queued (the connection ended)."""
+        self.deferred = NO_QUEUE
 
     def fits(self, size: int) -> bool:
         """Whether ``size`` more bytes fit (a message is always admitted to an empty budget)."""

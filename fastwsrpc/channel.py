@@ -28,6 +28,7 @@ from .methods import RpcMethodsBase
 from .outgoing import BatchCall, OutgoingCalls, Params, RpcCaller
 from .protocol import (
     _BIG_FRAME,
+    CONTROL_METHODS,
     Batch,
     CancelRequest,
     MetaNotice,
@@ -179,11 +180,10 @@ class RpcChannel(ChannelApi):
 
     def _push(self, frame: bytes) -> None:
         """A message straight from the transport (see ``run``); stops the pushing when the reader must pause."""
-        if self._state.closed:
-            self.socket.push = None  # type: ignore[attr-defined]
-            return
-        self._reader_context.run(self.feed, frame)
-        if self._state.closed or self._budget.must_pause():
+        if not self._state.closed:
+            self._reader_context.run(self.feed, frame)
+        b = self._budget  # Budget.must_pause, inlined: this runs for every frame the native transport reads
+        if self._state.closed or b.sending >= b.max_sending or b.held > b.max_bytes or len(b.deferred) > b.max_queued:
             self.socket.push = None  # type: ignore[attr-defined]  # queue from here; the reader decides
 
     def feed(self, frame: Union[str, bytes]) -> None:
@@ -193,7 +193,7 @@ class RpcChannel(ChannelApi):
         if size <= _BIG_FRAME:  # the hot path: a call or a notification, decoded once, started at once
             msg = self._decode(frame, self._limits[0], self._limits[1])
             kind = type(msg)
-            if kind is Request or (kind is Notification and msg.method[:2] != "$/"):
+            if kind is Request or (kind is Notification and msg.method not in CONTROL_METHODS):
                 return self._admit(msg, size)
             event = self._protocol.event_of(msg)
         else:

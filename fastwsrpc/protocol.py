@@ -161,6 +161,8 @@ STREAM_ITEM = "$/stream.item"
 STREAM_END = "$/stream.end"
 STREAM_CREDIT = "$/stream.credit"
 STREAM_CANCEL = "$/stream.cancel"
+#: All of them: a set lookup tells an ordinary notification from ours without slicing its name.
+CONTROL_METHODS = frozenset({CANCEL_REQUEST, META, STREAM_ITEM, STREAM_END, STREAM_CREDIT, STREAM_CANCEL})
 
 _JSONRPC_INVALID_REQUEST = -32600
 #: Frames longer than this are checked for an oversized batch before they are decoded.
