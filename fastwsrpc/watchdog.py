@@ -1,8 +1,9 @@
 """The timeouts that need a clock: send (a peer that reads nothing), idle, and receive (slowloris).
 
-One timer per connection, started only when one of them is set. It compares
-the channel's progress counters with the previous tick, so the per-message
-path pays an integer increment and never reads the clock.
+Started only when one of them is set, on the loop's timing wheel for its tick
+(:mod:`fastwsrpc.wheel`: one timer for every connection, not a ``TimerHandle``
+each). It compares the channel's progress counters with the previous tick, so
+the per-message path pays an integer increment and never reads the clock.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from typing import Any, Callable, Coroutine, Optional, Set
 from .config import RpcSettings
 from .logger import get_logger
 from .transport import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION
+from .wheel import wheel_for
 
 logger = get_logger("channel")
 
 
 class Watchdog:
-    """One timer per connection for the timeouts that need a clock: send, idle, receive.
+    """The timeouts that need a clock, for one connection: send, idle, receive.
 
     It ticks every quarter of the shortest timeout set and compares the
     progress record (:class:`~fastwsrpc.state.ConnectionState`) and the budget
@@ -37,7 +39,7 @@ class Watchdog:
         "_settings",
         "_socket",
         "_state",
-        "handle",
+        "bucket",
         "idle_for",
         "last_received",
         "last_sent",
@@ -74,7 +76,9 @@ class Watchdog:
         self.last_received = self.last_sent = -1
         #: Set at every tick when a test puts an Event here (to wait for ticks, not for time).
         self.tick_event: Optional[asyncio.Event] = None
-        self.handle: Optional[asyncio.TimerHandle] = loop.call_later(tick, self._check)
+        # Turned once per tick by the loop's wheel. Its first turn may come up to one tick
+        # early: harmless, as the first turn only takes the counters as they are (-1 above).
+        self.bucket: Optional[Set[Any]] = wheel_for(loop, tick).add(self)
 
     @staticmethod
     def tick_for(settings: RpcSettings) -> Optional[float]:
@@ -83,11 +87,14 @@ class Watchdog:
         return min(timeouts) / 4 if timeouts else None
 
     def stop(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
+        bucket, self.bucket = self.bucket, None
+        if bucket is not None:
+            bucket.discard(self)
 
-    def _check(self) -> None:
+    def on_turn(self) -> None:
+        """Every tick (the wheel's turn): compare progress with the last tick, act on a timeout."""
+        if self.bucket is None:
+            return
         if self.tick_event is not None:
             self.tick_event.set()
         state = self._state
@@ -103,6 +110,7 @@ class Watchdog:
         self.stalled_for = self.stalled_for + tick if (busy and not sent_any) else 0.0
         if s.send_timeout and self.stalled_for >= s.send_timeout:
             logger.warning("%s: peer %s read nothing for %.3g s; disconnecting", self._label, peer, s.send_timeout)
+            self.stop()
             spawn_background(self._loop, self._abort(f"send timeout: the peer read nothing for {s.send_timeout} s"))
             return
         # A message started and not finished (slowloris); not while we chose not to read.
@@ -117,6 +125,7 @@ class Watchdog:
                 peer,
                 s.message_receive_timeout,
             )
+            self.stop()
             spawn_background(self._loop, self._close(CLOSE_POLICY_VIOLATION, "message receive timeout"))
             return
         # Nothing either way and nothing in flight.
@@ -124,10 +133,11 @@ class Watchdog:
         self.idle_for = self.idle_for + tick if idle else 0.0
         if s.idle_timeout and self.idle_for >= s.idle_timeout:
             logger.info("%s: idle for %.3g s; closing", self._label, s.idle_timeout)
+            self.stop()
             spawn_background(self._loop, self._close(CLOSE_GOING_AWAY, "idle timeout"))
             return
-        if not state.closed:
-            self.handle = self._loop.call_later(tick, self._check)
+        if state.closed:
+            self.stop()
 
 
 #: Tasks that must outlive the channel's own cancellation (closing, error
