@@ -417,11 +417,17 @@ async def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-async def drive(kind: str, url: str, quick: bool, server_pid: int) -> Dict[str, Any]:
+async def drive(
+    kind: str, url: str, quick: bool, server_pid: int, figures: Optional[List[str]] = None
+) -> Dict[str, Any]:
     _raise_fd_limit()
     d = Driver(kind, url)
     scale = 0.25 if quick else 1.0
     out: Dict[str, Any] = {}
+
+    def want(*keys: str) -> bool:
+        return figures is None or any(k in figures for k in keys)
+
     conn = await d.open()
     try:
         for _ in range(200):  # warm up
@@ -429,25 +435,28 @@ async def drive(kind: str, url: str, quick: bool, server_pid: int) -> Dict[str, 
 
         n = int(3000 * scale)
         lat: List[float] = []
-        for i in range(n):
+        for i in range(n if want("seq_calls_s", "seq_p50_us", "seq_p99_us") else 0):
             t0 = time.perf_counter()
             await d.call(conn, "add", a=i, b=1)
             lat.append(time.perf_counter() - t0)
-        out["seq_calls_s"] = n / sum(lat)
-        q = statistics.quantiles(lat, n=100)
-        out["seq_p50_us"], out["seq_p99_us"] = q[49] * 1e6, q[98] * 1e6
+        if lat:
+            out["seq_calls_s"] = n / sum(lat)
+            q = statistics.quantiles(lat, n=100)
+            out["seq_p50_us"], out["seq_p99_us"] = q[49] * 1e6, q[98] * 1e6
 
         # Pipelined figures are bimodal on two cores: the two processes either
         # overlap or fall into taking turns, and one round can land either way.
         # Each is the median of three rounds of a third of the calls.
         for window in (64, 512):
+            if not want(f"inflight{window}_calls_s"):
+                continue
             n = int(10_000 * scale)
             rounds = [n / await _timed(lambda w=window, n=n: d.in_flight(conn, n, w)) for _ in range(3)]
             out[f"inflight{window}_calls_s"] = statistics.median(rounds)
 
         n = int(20_000 * scale)
         notify_rounds = []
-        for _ in range(3):
+        for _ in range(3 if want("notify_s") else 0):
             base = await d.call(conn, "notes")
             t0 = time.perf_counter()
             await d.notify(conn, n)
@@ -455,20 +464,22 @@ async def drive(kind: str, url: str, quick: bool, server_pid: int) -> Dict[str, 
             while await d.call(conn, "notes") < base + n and time.perf_counter() < deadline:
                 await asyncio.sleep(0.001)
             notify_rounds.append(n / (time.perf_counter() - t0))
-        out["notify_s"] = statistics.median(notify_rounds)
+        if notify_rounds:
+            out["notify_s"] = statistics.median(notify_rounds)
 
-        payload = "x" * MIB
-        n = max(5, int(40 * scale))
-        out["echo_1mib_MB_s"] = n * 2 * MIB / 1e6 / await _timed(lambda: _seq_echo(d, conn, payload, n))
+        if want("echo_1mib_MB_s"):
+            payload = "x" * MIB
+            n = max(5, int(40 * scale))
+            await _seq_echo(d, conn, payload, 2)  # warm up: buffers of this size
+            out["echo_1mib_MB_s"] = n * 2 * MIB / 1e6 / await _timed(lambda: _seq_echo(d, conn, payload, n))
 
-        if kind.startswith(("fastwsrpc", "native")):
+        if kind.startswith(("fastwsrpc", "native")) and want("s2c_calls_s"):
             n = int(20_000 * scale)
             elapsed = await d.call(conn, "call_me", n=n, in_flight=64)
             out["s2c_calls_s"] = n / elapsed
     finally:
         await d.close(conn)
-
-    clients = [await d.open() for _ in range(50)]
+    clients = [await d.open() for _ in range(50 if want("clients50_calls_s") else 0)]
     try:
         per = int(400 * scale)
 
@@ -476,9 +487,12 @@ async def drive(kind: str, url: str, quick: bool, server_pid: int) -> Dict[str, 
             for i in range(per):
                 await d.call(c, "add", a=i, b=1)
 
-        out["clients50_calls_s"] = 50 * per / await _timed(lambda: asyncio.gather(*(one(c) for c in clients)))
+        if clients:
+            out["clients50_calls_s"] = 50 * per / await _timed(lambda: asyncio.gather(*(one(c) for c in clients)))
     finally:
         await asyncio.gather(*(d.close(c) for c in clients))
+    if not want("idle1000_rss_MB"):
+        return out
 
     from websockets.asyncio.client import connect
 
@@ -530,7 +544,9 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     raise RuntimeError("server did not start")
 
 
-def run_contender(kind: str, quick: bool, ws_impl: str) -> Optional[Dict[str, Any]]:
+def run_contender(
+    kind: str, quick: bool, ws_impl: str, figures: Optional[List[str]] = None
+) -> Optional[Dict[str, Any]]:
     port = _free_port()
     env = _env(kind)
     server = subprocess.Popen(
@@ -541,6 +557,8 @@ def run_contender(kind: str, quick: bool, ws_impl: str) -> Optional[Dict[str, An
         cmd = [sys.executable, __file__, "--drive", kind, "--port", str(port), "--server-pid", str(server.pid)]
         if quick:
             cmd.append("--quick")
+        if figures:
+            cmd += ["--figures", *figures]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             print(f"{kind}: driver failed\n{done.stderr[-2000:]}", file=sys.stderr)
@@ -882,6 +900,12 @@ def main() -> None:
     parser.add_argument("--uvicorn-ws", default="websockets-sansio", help="uvicorn's ws implementation")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--cluster", action="store_true", help="the scale-out figures (Redis and NATS) instead")
+    parser.add_argument(
+        "--figures",
+        nargs="*",
+        choices=[key for key, _label, _ in FIGURES],
+        help="only these figures (all by default), e.g. --figures echo_1mib_MB_s",
+    )
     parser.add_argument("--serve-cluster", help=argparse.SUPPRESS)
     parser.add_argument("--drive-cluster", help=argparse.SUPPRESS)
     parser.add_argument("--ports", type=int, nargs="*", help=argparse.SUPPRESS)
@@ -917,7 +941,9 @@ def main() -> None:
             uvloop.install()
         except ImportError:
             pass
-        figures = asyncio.run(drive(args.drive, f"ws://127.0.0.1:{args.port}/ws", args.quick, args.server_pid))
+        figures = asyncio.run(
+            drive(args.drive, f"ws://127.0.0.1:{args.port}/ws", args.quick, args.server_pid, args.figures)
+        )
         print(json.dumps(figures))
         return
     order = [n for n in CONTENDERS if n in (args.only or CONTENDERS)]
@@ -928,7 +954,7 @@ def main() -> None:
         # weighs on both sides of each pair alike.
         for kind in order if i % 2 == 0 else order[::-1]:
             print(f"round {i + 1}: running {kind} ...", flush=True)
-            figures = run_contender(kind, args.quick, args.uvicorn_ws)
+            figures = run_contender(kind, args.quick, args.uvicorn_ws, args.figures)
             if figures is not None:
                 results[kind] = figures
         rounds.append(results)

@@ -19,6 +19,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_AsLongLongAndOverflow, PyLong_Check, PyLong_CheckExact
 from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.unicode cimport PyUnicode_GET_LENGTH
 from libc.math cimport isfinite
 from libc.string cimport memchr, memcpy
@@ -32,6 +33,8 @@ cdef extern from "Python.h":
     void* PyUnicode_DATA(object o)
     Py_UCS4 PyUnicode_READ(int kind, void* data, Py_ssize_t index)
     bint PyUnicode_IS_ASCII(object o)
+    # Resizes a bytes object nobody else holds (in place where the allocator can); NULL and an error on failure.
+    int _PyBytes_Resize(PyObject** obj, Py_ssize_t size) except -1
     # The raw call, so that a failed hash can be told apart from a missing key.
     PyObject* _PyDict_GetItemWithError "PyDict_GetItemWithError"(object d, object key)
     # The same call for classification, where any error (a key whose __eq__ raises)
@@ -335,10 +338,17 @@ cdef bint _nests_deeper(const _code_unit* s, Py_ssize_t n, Py_ssize_t max_depth)
     openers still ahead cannot pass it (counting them is a branchless loop
     that the compiler vectorises).
     """
-    cdef Py_ssize_t i, depth = 0, ahead = 0
-    cdef uint8_t k
-    for i in range(n):
-        ahead += (s[i] == 0x5B) | (s[i] == 0x7B)
+    cdef Py_ssize_t i = 0, j, stop, depth = 0, ahead = 0
+    cdef uint8_t k, block
+    while i < n:
+        # In blocks whose count fits a byte, so that the compiler vectorises the loop
+        # 16 or 32 units wide; | 0x20 maps [ to { and nothing else to {.
+        stop = i + 240 if n - i > 240 else n
+        block = 0
+        for j in range(i, stop):
+            block += (s[j] | 0x20) == 0x7B
+        ahead += block
+        i = stop
     if ahead <= max_depth:
         return False
     i = 0
@@ -559,6 +569,9 @@ cdef object _urandom = os.urandom
 cdef object _decompressobj = zlib.decompressobj
 cdef object _ZlibError = zlib.error
 cdef bytes _DEFLATE_TAIL = b"\x00\x00\xff\xff"
+# A frame's payload is read into a buffer of its own size up to this many bytes; a larger
+# one's buffer grows as its bytes come, so that a header alone never reserves more.
+cdef Py_ssize_t _EAGER = 2 * 1024 * 1024
 cdef bytes _mask_pool = b""
 cdef Py_ssize_t _mask_pos = 4096
 
@@ -594,19 +607,18 @@ cdef inline bint _sendable_code(int code):
 
 
 cdef void _xor_into(char* dst, const char* src, Py_ssize_t n, const unsigned char* key) noexcept nogil:
+    """``dst`` = ``src`` XOR the key repeated: a counted loop over 8-byte words, which the compiler vectorises."""
     cdef uint64_t k8, w
     cdef uint32_t k4
-    cdef Py_ssize_t i = 0
+    cdef Py_ssize_t i, words = n >> 3
     memcpy(&k4, key, 4)
     k8 = (<uint64_t>k4 << 32) | k4
-    while i + 8 <= n:
-        memcpy(&w, src + i, 8)
+    for i in range(words):
+        memcpy(&w, src + 8 * i, 8)
         w ^= k8
-        memcpy(dst + i, &w, 8)
-        i += 8
-    while i < n:
+        memcpy(dst + 8 * i, &w, 8)
+    for i in range(words * 8, n):
         dst[i] = src[i] ^ key[i & 3]
-        i += 1
 
 
 cdef bytes _masked_copy(const char* src, Py_ssize_t n, const unsigned char* key):
@@ -696,6 +708,16 @@ cdef struct Utf8State:
     int hi
 
 
+cdef inline bint _ascii(const unsigned char* s, Py_ssize_t words) noexcept nogil:
+    """Whether ``words`` 8-byte words from ``s`` are all ASCII (an OR of them all, vectorised)."""
+    cdef uint64_t acc = 0, w
+    cdef Py_ssize_t i
+    for i in range(words):
+        memcpy(&w, s + 8 * i, 8)
+        acc |= w
+    return (acc & 0x8080808080808080ULL) == 0
+
+
 cdef inline bint _utf8_step(Utf8State* st, const unsigned char* s, Py_ssize_t n) noexcept nogil:
     """Advance the checker over ``s``; False at the first byte that cannot be UTF-8 (Unicode table 3-7)."""
     cdef Py_ssize_t i = 0
@@ -703,6 +725,8 @@ cdef inline bint _utf8_step(Utf8State* st, const unsigned char* s, Py_ssize_t n)
     cdef uint64_t w
     while i < n:
         if st.need == 0:
+            while i + 256 <= n and _ascii(s + i, 32):  # whole blocks first: a loop without a branch
+                i += 256
             while i + 8 <= n:
                 memcpy(&w, s + i, 8)
                 if w & 0x8080808080808080ULL:
@@ -750,7 +774,14 @@ cdef int _window_bits(object value) except -1:
 
 
 cdef class FrameParser:
-    """Sans-I/O WebSocket reader (see the pure twin's docstring: same contract, permessage-deflate included)."""
+    """Sans-I/O WebSocket reader (see the pure twin's docstring: same contract, permessage-deflate included).
+
+    A frame whose payload is not all in the data at hand is read into the bytes
+    object that becomes its payload, piece by piece as the data comes (unmasked
+    on the way, text checked on the copy): one copy per byte from the socket's
+    data to the message, where a buffer would take two or three. Its rules are
+    applied exactly as if it had come whole (see ``_stream``).
+    """
 
     cdef readonly Py_ssize_t max_size
     cdef readonly bint require_mask
@@ -761,11 +792,20 @@ cdef class FrameParser:
     cdef int _opcode
     cdef Py_ssize_t _size
     cdef Utf8State _utf8
-    cdef Py_ssize_t _checked  # payload bytes of the incomplete text frame at the buffer's head already checked
+    cdef Py_ssize_t _checked  # payload bytes of the incomplete text frame already checked
     cdef int _window_bits  # the peer's LZ77 window (permessage-deflate); 0: not negotiated
     cdef bint _no_context_takeover  # the peer's: a fresh decompressor per message
     cdef object _inflater  # zlib's decompressor, made on the first compressed message
     cdef bint _inflating  # the fragmented message under way is compressed
+    # The incomplete frame being read into its payload (_big is None: none).
+    cdef object _big  # bytes: the payload so far, in a buffer of _big_cap bytes
+    cdef Py_ssize_t _big_fill
+    cdef Py_ssize_t _big_cap
+    cdef Py_ssize_t _big_len  # the frame's payload length
+    cdef int _big_b1  # its first header byte
+    cdef bint _big_masked
+    cdef bint _big_check  # text checked as it comes (the partial check's condition)
+    cdef unsigned char _big_key[4]
 
     def __init__(self, object max_size, object require_mask, object window_bits=0, object no_context_takeover=False):
         self.max_size = _limit(max_size)
@@ -782,26 +822,37 @@ cdef class FrameParser:
         self._size = 0
         self._utf8.need = 0
         self._checked = 0
+        self._big = None
 
     def __reduce__(self):
         raise _no_pickle(self)
 
     cpdef bint receiving(self):
-        return PyByteArray_GET_SIZE(self._buffer) > 0 or self._opcode != 0
+        return PyByteArray_GET_SIZE(self._buffer) > 0 or self._opcode != 0 or self._big is not None
 
     cpdef list feed(self, object data):
         cdef list events = []
-        cdef Py_ssize_t pos, n
+        cdef Py_ssize_t pos, n, off = 0
+        cdef const char* p
         if not PyBytes_Check(data):
             raise _not_bytes("data", data)
         if self.error is not None or self.closed:
             return events
-        cdef bint direct = PyByteArray_GET_SIZE(self._buffer) == 0
+        n = PyBytes_GET_SIZE(data)
+        p = PyBytes_AS_STRING(data)
+        cdef bint direct = True
         try:
+            if self._big is not None:
+                # The rest of a frame under way (nothing is buffered while one is).
+                off = self._stream(p, n, events)
+                if self.closed or off == n:
+                    if self.closed:
+                        self._buffer = bytearray()
+                    return events
+            direct = PyByteArray_GET_SIZE(self._buffer) == 0
             if direct:
                 # The common case: nothing left over, so parse the chunk where it lies.
-                n = PyBytes_GET_SIZE(data)
-                pos = self._parse(PyBytes_AS_STRING(data), n, events)
+                pos = off + self._parse(p + off, n - off, events)
             else:
                 self._buffer += data
                 n = PyByteArray_GET_SIZE(self._buffer)
@@ -811,6 +862,7 @@ cdef class FrameParser:
             self._buffer = bytearray()
             self._parts = []
             self._inflater = None
+            self._big = None
             return events
         if self.closed:
             self._buffer = bytearray()
@@ -826,8 +878,7 @@ cdef class FrameParser:
         cdef Py_ssize_t pos = 0, start, end, limit
         cdef unsigned long long length
         cdef int b1, b2, opcode, i
-        cdef Py_ssize_t checked
-        cdef bint masked, fin, compressed
+        cdef bint masked
         cdef bytes payload
         while n - pos >= 2:
             b1 = buf[pos]
@@ -861,85 +912,178 @@ cdef class FrameParser:
                     )
                 raise _FrameError(1009, f"message of {length} bytes exceeds max_size ({self.max_size} bytes)")
             if masked:
+                if n - start < 4:
+                    break  # the key is not all here: wait for it with the header
                 start += 4
             end = start + <Py_ssize_t>length
             if end > n:
-                # Fail fast on UTF-8 (see the pure twin): check what has come of a text frame.
-                # A compressed message is checked once inflated (RSV1, or _inflating).
-                if n > start + self._checked and not (b1 & 0x70) and (
+                # Read the payload into its own bytes as it comes (see _stream).
+                self._big_b1 = b1
+                self._big_masked = masked
+                if masked:
+                    memcpy(self._big_key, buf + start - 4, 4)
+                self._big_len = <Py_ssize_t>length
+                self._big_fill = 0
+                self._big_cap = 0
+                # Fail fast on UTF-8 (see the pure twin): what comes of a text frame is checked
+                # as it comes. A compressed message is checked once inflated (RSV1, or _inflating).
+                self._big_check = not (b1 & 0x70) and (
                     (opcode == 1 and not self._opcode) or (opcode == 0 and self._opcode == 1 and not self._inflating)
-                ):
-                    if opcode == 1 and self._checked == 0:
-                        self._utf8.need = 0
-                    self._check_partial(base, start, n, masked)
-                break
+                )
+                if self._big_check and opcode == 1:
+                    self._utf8.need = 0
+                self._checked = 0
+                self._big = b""
+                self._stream(base + start, n - start, events)
+                return n
             if masked:
                 payload = _masked_copy(base + start, end - start, buf + start - 4)
             else:
                 payload = PyBytes_FromStringAndSize(base + start, end - start)
             pos = end
-            checked = self._checked  # of this frame's payload, checked while it was incomplete
-            self._checked = 0
-            compressed = False
-            if b1 & 0x70:
-                # RSV1 is permessage-deflate's, on the first frame of a data message only.
-                if (b1 & 0x70) != 0x40 or self._window_bits == 0 or not 1 <= opcode <= 2:
-                    raise _FrameError(1002, "reserved bits must be 0")
-                compressed = True
-            fin = (b1 & 0x80) != 0
-            if opcode >= 8:
-                if length > 125:
-                    raise _FrameError(1002, "control frame too long")
-                if not fin:
-                    raise _FrameError(1002, "fragmented control frame")
-                if opcode == 8:
-                    parse_close(payload)
-                    # A close ends the stream, a fragmented message under way with it (Autobahn 7.1.5).
-                    events.append((8, payload))
-                    self.closed = True
-                    self._parts = []
-                    self._opcode = 0
-                    self._size = 0
-                    self._inflater = None
-                    self._inflating = False
-                    return pos
-                events.append((opcode, payload))
-            elif opcode == 0:
-                if not self._opcode:
-                    raise _FrameError(1002, "unexpected continuation frame")
-                if self._inflating:
-                    payload = self._inflate(payload, fin)
-                    length = <unsigned long long>PyBytes_GET_SIZE(payload)
-                if self._opcode == 1:
-                    self._check_text(payload, checked, fin)
-                self._parts.append(payload)
-                if fin:
-                    events.append((self._opcode, b"".join(self._parts)))
-                    self._opcode = 0
-                    self._size = 0
-                    self._parts = []
-                    self._inflating = False
-                else:
-                    self._size += <Py_ssize_t>length
-            else:
-                if self._opcode:
-                    raise _FrameError(1002, "expected a continuation frame")
-                if compressed:
-                    payload = self._inflate(payload, fin)
-                    length = <unsigned long long>PyBytes_GET_SIZE(payload)
-                    if not fin:
-                        self._inflating = True
-                if opcode == 1:
-                    if not checked:
-                        self._utf8.need = 0
-                    self._check_text(payload, checked, fin)
-                if fin:
-                    events.append((opcode, payload))
-                else:
-                    self._opcode = opcode
-                    self._size = <Py_ssize_t>length
-                    self._parts = [payload]
+            if b1 == 0x82 and not self._opcode:  # a whole binary message: _frame's own outcome, without the call
+                events.append((2, payload))
+            elif b1 == 0x81 and not self._opcode:  # a whole text message, likewise
+                self._utf8.need = 0
+                self._check_text(payload, 0, True)
+                events.append((1, payload))
+            elif self._frame(b1, payload, 0, events):
+                return pos
         return pos
+
+    cdef Py_ssize_t _stream(self, const char* src, Py_ssize_t n, list events) except -1:
+        """Copy what ``src`` holds of the frame under way into its payload; the frame's rules once it is whole.
+
+        Returns the bytes taken. The payload's buffer is the frame's size up
+        to _EAGER bytes; past that it grows with what comes (a header alone
+        reserves no more than _EAGER). Text is checked on the copy, as the
+        buffered path checks each incomplete piece: the same error in the same
+        ``feed``, the same reason; and since the check runs only where nothing
+        else about the frame can be wrong (no reserved bit, the fragment
+        expected), checking the last piece before the frame's rules changes no
+        outcome.
+        """
+        cdef Py_ssize_t fill = self._big_fill
+        cdef Py_ssize_t take = self._big_len - fill
+        cdef unsigned char key[4]
+        cdef char* dst
+        cdef int i
+        cdef bytes payload
+        if take > n:
+            take = n
+        if fill + take > self._big_cap:
+            self._reserve(fill + take)
+        dst = PyBytes_AS_STRING(self._big) + fill
+        if self._big_masked:
+            for i in range(4):
+                key[i] = self._big_key[(fill + i) & 3]
+            _xor_into(dst, src, take, key)
+        elif take:
+            memcpy(dst, src, take)
+        if self._big_check:
+            if not _utf8_step(&self._utf8, <const unsigned char*>dst, take):
+                self._utf8.need = 0
+                raise _FrameError(1007, "invalid UTF-8 in a text message")
+            self._checked = fill + take
+        fill += take
+        self._big_fill = fill
+        if fill == self._big_len:
+            payload = self._big  # the buffer is the frame's size by now (_reserve)
+            self._big = None
+            fill = self._checked
+            self._checked = 0
+            self._frame(self._big_b1, payload, fill, events)
+        return take
+
+    cdef int _reserve(self, Py_ssize_t needed) except -1:
+        """Make the payload's buffer hold ``needed`` bytes: the whole frame up to _EAGER, else doubling."""
+        cdef Py_ssize_t cap = self._big_len
+        cdef PyObject* raw
+        if cap > _EAGER:
+            cap = self._big_cap * 2
+            if cap < _EAGER:
+                cap = _EAGER
+            if cap < needed:
+                cap = needed
+            if cap > self._big_len:
+                cap = self._big_len
+        if self._big_cap == 0:
+            self._big = PyBytes_FromStringAndSize(NULL, cap)
+        else:
+            # Ours alone: resized in place where the allocator can (a bytes that nobody has seen yet).
+            raw = <PyObject*>self._big
+            Py_INCREF(self._big)
+            self._big = None
+            _PyBytes_Resize(&raw, cap)
+            self._big = <object>raw
+            Py_DECREF(<object>raw)
+        self._big_cap = cap
+        return 0
+
+    cdef bint _frame(self, int b1, bytes payload, Py_ssize_t checked, list events) except -1:
+        """A whole frame's rules and event (``checked``: its text bytes checked already); True at a close."""
+        cdef int opcode = b1 & 0x0F
+        cdef Py_ssize_t length = PyBytes_GET_SIZE(payload)
+        cdef bint fin, compressed = False
+        if b1 & 0x70:
+            # RSV1 is permessage-deflate's, on the first frame of a data message only.
+            if (b1 & 0x70) != 0x40 or self._window_bits == 0 or not 1 <= opcode <= 2:
+                raise _FrameError(1002, "reserved bits must be 0")
+            compressed = True
+        fin = (b1 & 0x80) != 0
+        if opcode >= 8:
+            if length > 125:
+                raise _FrameError(1002, "control frame too long")
+            if not fin:
+                raise _FrameError(1002, "fragmented control frame")
+            if opcode == 8:
+                parse_close(payload)
+                # A close ends the stream, a fragmented message under way with it (Autobahn 7.1.5).
+                events.append((8, payload))
+                self.closed = True
+                self._parts = []
+                self._opcode = 0
+                self._size = 0
+                self._inflater = None
+                self._inflating = False
+                return True
+            events.append((opcode, payload))
+        elif opcode == 0:
+            if not self._opcode:
+                raise _FrameError(1002, "unexpected continuation frame")
+            if self._inflating:
+                payload = self._inflate(payload, fin)
+                length = PyBytes_GET_SIZE(payload)
+            if self._opcode == 1:
+                self._check_text(payload, checked, fin)
+            self._parts.append(payload)
+            if fin:
+                events.append((self._opcode, b"".join(self._parts)))
+                self._opcode = 0
+                self._size = 0
+                self._parts = []
+                self._inflating = False
+            else:
+                self._size += length
+        else:
+            if self._opcode:
+                raise _FrameError(1002, "expected a continuation frame")
+            if compressed:
+                payload = self._inflate(payload, fin)
+                length = PyBytes_GET_SIZE(payload)
+                if not fin:
+                    self._inflating = True
+            if opcode == 1:
+                if not checked:
+                    self._utf8.need = 0
+                self._check_text(payload, checked, fin)
+            if fin:
+                events.append((opcode, payload))
+            else:
+                self._opcode = opcode
+                self._size = length
+                self._parts = [payload]
+        return False
 
     cdef bytes _inflate(self, bytes payload, bint fin):
         """Inflate one frame of a compressed message: at most the bytes ``max_size`` leaves (1009 past them)."""
@@ -971,24 +1115,4 @@ cdef class FrameParser:
         ) or (final and self._utf8.need != 0):
             self._utf8.need = 0
             raise _FrameError(1007, "invalid UTF-8 in a text message")
-        return 0
-
-    cdef int _check_partial(self, const char* base, Py_ssize_t start, Py_ssize_t n, bint masked) except -1:
-        """Check the part of an incomplete text frame's payload that came since the last look."""
-        cdef Py_ssize_t done = self._checked
-        cdef unsigned char key[4]
-        cdef int i
-        cdef bytes chunk
-        cdef bint ok
-        if masked:
-            for i in range(4):
-                key[i] = <unsigned char>base[start - 4 + ((done + i) & 3)]
-            chunk = _masked_copy(base + start + done, n - start - done, key)
-            ok = _utf8_step(&self._utf8, <const unsigned char*>PyBytes_AS_STRING(chunk), n - start - done)
-        else:
-            ok = _utf8_step(&self._utf8, <const unsigned char*>base + start + done, n - start - done)
-        if not ok:
-            self._utf8.need = 0
-            raise _FrameError(1007, "invalid UTF-8 in a text message")
-        self._checked = n - start
         return 0

@@ -582,10 +582,22 @@ class FrameParser:
     takeover), or dropped after each message with ``no_context_takeover`` (the
     peer's: it starts every message afresh). Corrupt deflate data is a 1002.
 
+    A frame whose payload is not all in the data at hand is taken piece by
+    piece as the data comes, each piece unmasked once (and, for text, checked)
+    and the pieces joined once the frame is whole: no buffer holds the payload
+    in the meantime (the compiled twin reads it straight into the bytes object
+    it hands out). Its rules are applied exactly as if it had come whole.
+
     The four public attributes are read-only, as the compiled twin's.
     """
 
     __slots__ = (
+        "_big",
+        "_big_b1",
+        "_big_decoder",
+        "_big_fill",
+        "_big_key",
+        "_big_len",
         "_buffer",
         "_checked",
         "_closed",
@@ -619,8 +631,15 @@ class FrameParser:
         self._opcode = 0  # of the fragmented message under way; 0: none
         self._size = 0  # its bytes so far
         self._decoder: Any = None  # its UTF-8 check, when it is text
-        self._checked = 0  # payload bytes of the incomplete text frame at the buffer's head already checked
+        self._checked = 0  # payload bytes of the incomplete text frame already checked
         self._frame_decoder: Any = None  # their UTF-8 check, when that frame starts a text message
+        # The incomplete frame being read piece by piece (see _stream); _big is None: none.
+        self._big: Optional[List[bytes]] = None  # its payload so far, unmasked, in pieces
+        self._big_fill = 0
+        self._big_len = 0
+        self._big_b1 = 0
+        self._big_key: Optional[bytes] = None  # its mask key (None: not masked)
+        self._big_decoder: Any = None  # the UTF-8 check of its pieces as they come, or None
 
     @property
     def max_size(self) -> int:
@@ -644,24 +663,31 @@ class FrameParser:
 
     def receiving(self) -> bool:
         """Whether part of a frame or of a fragmented message is waiting for the rest (slowloris watch)."""
-        return bool(self._buffer) or self._opcode != 0
+        return bool(self._buffer) or self._opcode != 0 or self._big is not None
 
     def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
-        """Parse what ``data`` completes; an incomplete frame waits in the buffer for the next call."""
+        """Parse what ``data`` completes; an incomplete frame waits (its header buffered, its payload in pieces)."""
         if type(data) is not bytes:
             data = _bytes_arg("data", data)
         if self._error is not None or self._closed:
             return []
-        buf = self._buffer
-        buf += data
         events: List[Tuple[int, bytes]] = []
+        buf = self._buffer
         try:
+            if self._big is not None:
+                # The rest of a frame under way (nothing is buffered while one is).
+                taken = self._stream(data, events)
+                if self._closed or taken == len(data):
+                    return events
+                data = data[taken:]
+            buf += data
             pos = self._parse(buf, events)
         except FrameError as exc:
             self._error = exc
             self._buffer = bytearray()
             self._parts = []
             self._decoder = self._frame_decoder = self._inflater = None
+            self._big = self._big_decoder = None
             return events
         if self._closed:
             self._buffer = bytearray()
@@ -703,101 +729,154 @@ class FrameParser:
                     )
                 raise FrameError(1009, f"message of {length} bytes exceeds max_size ({self._max_size} bytes)")
             if masked:
+                if n - start < 4:
+                    break  # the key is not all here: wait for it with the header
                 start += 4
             end = start + length
             if end > n:
-                # Fail fast on UTF-8 (Autobahn 6.4.3): what has come of a text frame is
-                # checked now, not once the frame is whole; only for a frame whose
-                # header the checks below would pass, so that the error is the one
-                # the whole frame would have given.
-                # A compressed message is checked once inflated (RSV1 on its first frame, or
-                # its continuation: _inflating).
-                if n > start + self._checked and not b1 & 0x70:
+                # The payload is read in pieces as it comes (see _stream). Fail fast on
+                # UTF-8 (Autobahn 6.4.3): what comes of a text frame is checked as it comes,
+                # not once the frame is whole; only for a frame whose header the checks of
+                # _frame would pass, so that the error is the one the whole frame would
+                # have given. A compressed message is checked once inflated (RSV1 on its
+                # first frame, or its continuation: _inflating).
+                decoder = None
+                if not b1 & 0x70:
                     if opcode == OP_TEXT and not self._opcode:
-                        if self._frame_decoder is None:
-                            self._frame_decoder = _Utf8Decoder()
-                        self._check_partial(buf, start, n, masked, self._frame_decoder)
+                        decoder = self._frame_decoder = _Utf8Decoder()
                     elif opcode == OP_CONT and self._decoder is not None and not self._inflating:
-                        self._check_partial(buf, start, n, masked, self._decoder)
-                break
+                        decoder = self._decoder
+                self._big = []
+                self._big_fill = 0
+                self._big_len = length
+                self._big_b1 = b1
+                self._big_key = bytes(buf[start - 4 : start]) if masked else None
+                self._big_decoder = decoder
+                self._checked = 0
+                with memoryview(buf) as view:
+                    self._stream(bytes(view[start:n]), events)
+                return n
             payload = bytes(buf[start:end])
             if masked:
                 payload = apply_mask(payload, bytes(buf[start - 4 : start]))
             pos = end
-            checked = self._checked  # of this frame's payload, checked while it was incomplete
-            if checked:
-                self._checked = 0
-            compressed = False
-            if b1 & 0x70:
-                # RSV1 is permessage-deflate's, on the first frame of a data message only.
-                if b1 & 0x70 != 0x40 or not self._window_bits or not OP_TEXT <= opcode <= OP_BINARY:
-                    raise FrameError(1002, "reserved bits must be 0")
-                compressed = True
-            fin = b1 & 0x80
-            if opcode >= OP_CLOSE:
-                if length > 125:
-                    raise FrameError(1002, "control frame too long")
-                if not fin:
-                    raise FrameError(1002, "fragmented control frame")
-                if opcode == OP_CLOSE:
-                    parse_close(payload)
-                    # A close ends the stream, a fragmented message under way with it
-                    # (control frames may come between fragments: Autobahn 7.1.5).
-                    events.append((OP_CLOSE, payload))
-                    self._closed = True
-                    self._parts = []
-                    self._opcode = self._size = 0
-                    self._decoder = self._inflater = None
-                    self._inflating = False
-                    return pos
-                events.append((opcode, payload))
-            elif opcode == OP_CONT:
-                if not self._opcode:
-                    raise FrameError(1002, "unexpected continuation frame")
-                if self._inflating:
-                    payload = self._inflate(payload, bool(fin))
-                    length = len(payload)
-                if self._decoder is not None:
-                    _check_text(self._decoder, payload[checked:] if checked else payload, bool(fin))
-                self._parts.append(payload)
-                if fin:
-                    events.append((self._opcode, b"".join(self._parts)))
-                    self._opcode = self._size = 0
-                    self._parts = []
-                    self._decoder = None
-                    self._inflating = False
-                else:
-                    self._size += length
+            if b1 == 0x81 and not self._opcode:  # a whole text message: _frame's own outcome, without the call
+                if not payload.isascii():
+                    _check_text(_Utf8Decoder(), payload, True)
+                events.append((OP_TEXT, payload))
+            elif b1 == 0x82 and not self._opcode:  # a whole binary message, likewise
+                events.append((OP_BINARY, payload))
+            elif self._frame(b1, payload, 0, events):
+                return pos
+        return pos
+
+    def _stream(self, data: bytes, events: List[Tuple[int, bytes]]) -> int:
+        """Take what ``data`` holds of the frame under way; the frame's rules once it is whole.
+
+        Returns the bytes taken. Each piece is unmasked once and, for text, checked
+        at once (the same error, in the same ``feed``, as the compiled twin); the
+        pieces are joined once the frame is whole. The check runs only where
+        nothing else about the frame can be wrong, so checking the last piece
+        before the frame's rules changes no outcome.
+        """
+        fill = self._big_fill
+        take = min(self._big_len - fill, len(data))
+        piece = data if take == len(data) else data[:take]
+        key = self._big_key
+        if key is not None and take:
+            shift = fill & 3
+            piece = apply_mask(piece, key[shift:] + key[:shift])
+        if self._big_decoder is not None:
+            _check_text(self._big_decoder, piece, False)
+            self._checked = fill + take
+        pieces = self._big
+        assert pieces is not None
+        if take:
+            pieces.append(piece)
+        fill += take
+        self._big_fill = fill
+        if fill == self._big_len:
+            payload = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            self._big = self._big_decoder = None
+            checked, self._checked = self._checked, 0
+            self._frame(self._big_b1, payload, checked, events)
+        return take
+
+    def _frame(self, b1: int, payload: bytes, checked: int, events: List[Tuple[int, bytes]]) -> bool:
+        """A whole frame's rules and event (``checked``: its text bytes checked already); True at a close."""
+        opcode = b1 & 0x0F
+        length = len(payload)
+        compressed = False
+        if b1 & 0x70:
+            # RSV1 is permessage-deflate's, on the first frame of a data message only.
+            if b1 & 0x70 != 0x40 or not self._window_bits or not OP_TEXT <= opcode <= OP_BINARY:
+                raise FrameError(1002, "reserved bits must be 0")
+            compressed = True
+        fin = b1 & 0x80
+        if opcode >= OP_CLOSE:
+            if length > 125:
+                raise FrameError(1002, "control frame too long")
+            if not fin:
+                raise FrameError(1002, "fragmented control frame")
+            if opcode == OP_CLOSE:
+                parse_close(payload)
+                # A close ends the stream, a fragmented message under way with it
+                # (control frames may come between fragments: Autobahn 7.1.5).
+                events.append((OP_CLOSE, payload))
+                self._closed = True
+                self._parts = []
+                self._opcode = self._size = 0
+                self._decoder = self._inflater = None
+                self._inflating = False
+                return True
+            events.append((opcode, payload))
+        elif opcode == OP_CONT:
+            if not self._opcode:
+                raise FrameError(1002, "unexpected continuation frame")
+            if self._inflating:
+                payload = self._inflate(payload, bool(fin))
+                length = len(payload)
+            if self._decoder is not None:
+                _check_text(self._decoder, payload[checked:] if checked else payload, bool(fin))
+            self._parts.append(payload)
+            if fin:
+                events.append((self._opcode, b"".join(self._parts)))
+                self._opcode = self._size = 0
+                self._parts = []
+                self._decoder = None
+                self._inflating = False
             else:
-                if self._opcode:
-                    raise FrameError(1002, "expected a continuation frame")
-                if compressed:
-                    payload = self._inflate(payload, bool(fin))
-                    length = len(payload)
-                    if opcode == OP_TEXT and (not fin or not payload.isascii()):
-                        decoder = _Utf8Decoder()
-                        _check_text(decoder, payload, bool(fin))
-                        if not fin:
-                            self._decoder = decoder
-                    if not fin:
-                        self._inflating = True
-                elif checked:  # a text frame, partly checked already (see above)
-                    decoder, self._frame_decoder = self._frame_decoder, None
-                    _check_text(decoder, payload[checked:], bool(fin))
-                    if not fin:
-                        self._decoder = decoder
-                elif opcode == OP_TEXT and (not fin or not payload.isascii()):
+                self._size += length
+        else:
+            if self._opcode:
+                raise FrameError(1002, "expected a continuation frame")
+            if compressed:
+                payload = self._inflate(payload, bool(fin))
+                length = len(payload)
+                if opcode == OP_TEXT and (not fin or not payload.isascii()):
                     decoder = _Utf8Decoder()
                     _check_text(decoder, payload, bool(fin))
                     if not fin:
                         self._decoder = decoder
-                if fin:
-                    events.append((opcode, payload))
-                else:
-                    self._opcode = opcode
-                    self._size = length
-                    self._parts = [payload]
-        return pos
+                if not fin:
+                    self._inflating = True
+            elif checked:  # a text frame, checked already as it came (see _stream)
+                decoder, self._frame_decoder = self._frame_decoder, None
+                _check_text(decoder, payload[checked:], bool(fin))
+                if not fin:
+                    self._decoder = decoder
+            elif opcode == OP_TEXT and (not fin or not payload.isascii()):
+                decoder = _Utf8Decoder()
+                _check_text(decoder, payload, bool(fin))
+                if not fin:
+                    self._decoder = decoder
+            if fin:
+                events.append((opcode, payload))
+            else:
+                self._opcode = opcode
+                self._size = length
+                self._parts = [payload]
+        return False
 
     def _inflate(self, payload: bytes, fin: bool) -> bytes:
         """Inflate one frame of a compressed message: at most the bytes ``max_size`` leaves (1009 past them)."""
@@ -820,17 +899,6 @@ class FrameParser:
         if fin and (self._no_context_takeover or inflater.eof):
             self._inflater = None  # the peer starts its next message afresh (a final block ends the stream)
         return data
-
-    def _check_partial(self, buf: bytearray, start: int, n: int, masked: int, decoder: Any) -> None:
-        """Check the part of an incomplete text frame's payload that came since the last look."""
-        done = self._checked
-        chunk = bytes(buf[start + done : n])
-        if masked:
-            key = bytes(buf[start - 4 : start])
-            shift = done & 3
-            chunk = apply_mask(chunk, key[shift:] + key[:shift])
-        _check_text(decoder, chunk, False)
-        self._checked = n - start
 
 
 _DEFLATE_TAIL = b"\x00\x00\xff\xff"

@@ -83,6 +83,15 @@ _OP_PING = 9
 _OP_PONG = 10
 #: The threshold of a connection without compression: no message reaches it.
 _NEVER = sys.maxsize
+#: From this size on, a server's frame goes out as its header and the message itself (no copy).
+_SPLIT = 64 * 1024
+
+
+def _header(opcode: int, n: int) -> bytes:
+    """The header of a whole, unmasked frame of ``n`` bytes (``build_frame``'s bytes, payload aside)."""
+    if n < 65536:
+        return bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big") if n >= 126 else bytes((0x80 | opcode, n))
+    return bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
 
 
 class Compression(NamedTuple):
@@ -471,8 +480,14 @@ class NativeWebSocket(asyncio.Protocol):
         if self.state is not OPEN:
             raise self._closed_error()
         sender = self._sender
-        if len(data) < self._threshold:
-            sender.send(self._build(opcode or self._opcode, data, self.is_client))
+        n = len(data)
+        if n < self._threshold:
+            if n < _SPLIT or self.is_client or type(data) is not bytes:
+                sender.send(self._build(opcode or self._opcode, data, self.is_client))
+            else:
+                # Header and message written as they are, behind what is queued: no copy of a large message.
+                sender.send_control(_header(opcode or self._opcode, n))
+                sender.send_control(data)
         else:
             sender.send(self._build(opcode or self._opcode, self._deflate(data), self.is_client, True, True))
         if sender.paused:

@@ -11,7 +11,10 @@ places and leaves the rest to uvicorn:
   (its ``conn``) on the read side. Data frames are parsed by our
   ``FrameParser`` (size limit from the header, masking, UTF-8 of text,
   fragments) and handed to uvicorn as the ``Frame`` events it expects, so its
-  own ASGI queue, flow control and close rules still apply. Control frames
+  own ASGI queue, flow control and close rules still apply. A large text
+  message goes as a binary one: its UTF-8 is checked already, our endpoint
+  takes bytes, and uvicorn would otherwise decode it into a ``str`` (a copy of
+  the whole message, and a second check) only for msgspec to read it again. Control frames
   (ping, pong, close) are passed to the real ``ServerProtocol`` (rebuilt,
   masked, as the client sent them), so pongs, the keepalive and the closing
   handshake stay uvicorn's. A fault closes the connection through
@@ -43,6 +46,8 @@ _OP_TEXT = 1
 _OP_BINARY = 2
 #: Our parser's size limit when uvicorn has none (``ws_max_size=None``).
 _UNLIMITED = 2**62
+#: From this size on, a message is large: read as bytes, written as its header and itself (no copy).
+_SPLIT = 64 * 1024
 
 
 def take_over(server: Any) -> Any:
@@ -125,16 +130,31 @@ def _at_frame_boundary(conn: Any) -> bool:
 
 
 def write_direct(server: Any, conn: Any, frame_opcode: int, data: bytes, build: Any) -> bool:
-    """Write one frame to uvicorn's transport if the connection is open and writable; whether it did."""
+    """Write one frame to uvicorn's transport if the connection is open and writable; whether it did.
+
+    A large frame goes out as its header and ``data`` itself (``writelines``:
+    one ``writev`` on uvloop), rather than a copy of ``data`` behind a header.
+    """
     if (
         conn.state is State.OPEN
         and not server.close_sent
         and server.writable.is_set()
         and not server.transport.is_closing()
     ):
-        server.transport.write(build(frame_opcode, data, False))
+        n = len(data)
+        if n < _SPLIT or type(data) is not bytes:
+            server.transport.write(build(frame_opcode, data, False))
+        else:
+            server.transport.writelines((_header(frame_opcode, n), data))
         return True
     return False
+
+
+def _header(opcode: int, n: int) -> bytes:
+    """The header of a whole, unmasked frame of ``n`` bytes (a server's; ``build_frame``'s bytes, payload aside)."""
+    if n < 65536:
+        return bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big") if n >= 126 else bytes((0x80 | opcode, n))
+    return bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
 
 
 class FastReader:
@@ -153,9 +173,12 @@ class FastReader:
     def receive_data(self, data: bytes) -> None:
         events = self._events
         for opcode, payload in self._parser.feed(data):
-            if opcode == _OP_TEXT:
+            if opcode == _OP_TEXT and len(payload) < _SPLIT:
                 events.append(Frame(Opcode.TEXT, payload))
-            elif opcode == _OP_BINARY:
+            elif opcode <= _OP_BINARY:
+                # A large text message too, as bytes: our parser checked its UTF-8, our endpoint
+                # decodes bytes, and uvicorn would make a str of it first (a copy and a second
+                # check). A small one stays text: it costs less through uvicorn and our endpoint.
                 events.append(Frame(Opcode.BINARY, payload))
             else:
                 # Ping, pong, close: the real protocol answers them and tracks the
