@@ -2,6 +2,7 @@
 
     python benchmarks/gate.py spread RUN.json RUN.json ...  [--markdown]
     python benchmarks/gate.py table BASELINE.json CURRENT.json [--stat min] [--fail 25]
+    python benchmarks/gate.py confirm -- PYTEST COMMAND LINE WITH --benchmark-compare-fail ...
 
 ``spread``: for each benchmark, how far its ``min`` and its ``median`` moved
 over the runs given (same code, run after run): the slowest run's figure over
@@ -14,6 +15,14 @@ benchmark's ``--stat`` in both runs and the change; ``--fail`` marks the rows
 past that many percent. The gate's verdict is pytest-benchmark's own
 (``--benchmark-compare-fail``); this only shows the figures.
 
+``confirm``: the gate, made robust to a noisy machine. It runs the pytest
+command given; if benchmarks fail the comparison, it runs the same command
+again for those benchmarks only (``-k``), and fails only for the ones that
+fail both times. A real slowdown fails every run; a machine that was busy for
+a few seconds fails one run in a few, and rarely the same benchmark twice (on
+this machine, two gates on unchanged code failed on different benchmarks).
+It exits with pytest's status for a failure, 0 otherwise, naming what failed.
+
 The JSON files are those of ``--benchmark-json=PATH``, or the ones
 ``--benchmark-save=NAME`` writes under ``.benchmarks/<machine>/``.
 """
@@ -22,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -117,6 +128,34 @@ def print_table(baseline: str, current: str, stat: str, fail: Optional[float]) -
     return past
 
 
+_FAILED = re.compile(r"^\s*(test_\S+) \(\S+\) - Field '\w+' has failed", re.M)
+
+
+def _run(command: Sequence[str]) -> Tuple[int, List[str]]:
+    """Run a pytest gate command, echo its output; its status and the benchmarks that failed the comparison."""
+    done = subprocess.run(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    sys.stdout.write(done.stdout)
+    return done.returncode, sorted(set(_FAILED.findall(done.stdout)))
+
+
+def confirm(command: Sequence[str]) -> int:
+    """The gate, with every benchmark that failed measured once more (see the module docstring)."""
+    status, failed = _run(command)
+    if status == 0 or not failed:
+        return status  # passed, or failed for another reason than a comparison (then say so as pytest did)
+    print(f"\n[gate] {len(failed)} benchmarks past the threshold; measuring them again: {', '.join(failed)}")
+    selection = " or ".join(sorted({name.split("[", 1)[0] for name in failed}))
+    # The second run writes no JSON: the first run's file stays whole (the table shows every benchmark).
+    rerun = [arg for arg in command if not arg.startswith("--benchmark-json")]
+    again_status, again = _run([*rerun, "-k", selection])
+    confirmed = sorted(set(failed) & set(again))
+    if not confirmed:
+        print(f"[gate] none failed twice: passed ({len(failed)} failed once: a busy machine, not the code)")
+        return 0
+    print(f"[gate] FAILED: slower than the threshold twice in a row: {', '.join(confirmed)}")
+    return again_status or 1
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,7 +169,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     two.add_argument("current")
     two.add_argument("--stat", choices=STATS, default="min")
     two.add_argument("--fail", type=float, help="mark the benchmarks more than this many percent slower")
+    three = sub.add_parser("confirm", help="run a gate command; fail only on benchmarks that fail twice")
+    three.add_argument("pytest_args", nargs=argparse.REMAINDER, help="the pytest command line (after --)")
     args = parser.parse_args(argv)
+    if args.command == "confirm":
+        line = list(args.pytest_args)
+        if line[:1] == ["--"]:
+            line = line[1:]
+        sys.exit(confirm(line))
     if args.command == "spread":
         print_spread(args.runs, args.markdown)
         for threshold in args.at or ():
