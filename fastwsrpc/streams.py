@@ -82,6 +82,9 @@ logger = get_logger("streams")
 INITIAL_CREDITS = 16
 #: Ended durable streams a session keeps for a resume, at most (the oldest is forgotten first).
 MAX_ENDED_STREAMS = 100
+#: Items a durable stream keeps for a resume at most (sent, not credited back): its credit window's cap,
+#: whatever window the consumer grants, so a peer that goes away cannot make it buffer without bound.
+MAX_REPLAY = 1024
 #: Credits kept for streams whose request still waits in the queue, at most.
 _MAX_EARLY_CREDITS = 1000
 #: Unknown stream ids we told to stop, remembered so each is told once.
@@ -131,6 +134,11 @@ class _Producer:
             for _ in range(min(credits, len(replay))):
                 replay.popleft()
             durable.acked += credits
+        if durable is not None:
+            # Every item sent is kept until credited back: the peer's window may not grow that past the bound.
+            room = MAX_REPLAY - len(durable.replay)
+            if self.credits > room:
+                self.credits = room
         waiter = self.waiter
         if waiter is not None and not waiter.done() and self.credits > 0:
             waiter.set_result(None)

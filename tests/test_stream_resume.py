@@ -165,3 +165,39 @@ async def test_a_stream_the_server_no_longer_has_fails_instead_of_skipping(serve
 
 async def _call(func: Any) -> None:
     func()
+
+
+async def test_a_durable_stream_keeps_at_most_max_replay_items_whatever_window_the_peer_grants(
+    speedups: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastwsrpc import streams
+
+    monkeypatch.setattr(streams, "MAX_REPLAY", 40)
+    starts: Counter[str] = Counter()
+    service = RpcService("test", Ticks(starts))
+    try:
+        async with connected(service, "new", speedups) as (peer, header, _):
+            sid = session_id(header)
+            await peer.send(frame("ticks", {"n": 100_000}, "idem-1"))
+            await peer.send(frame("$/stream.credit", {"stream": "idem-1", "window": 10**9}))
+            assert (await answer(peer))["result"] == {"stream": "idem-1"}
+        # The peer is gone without giving credits back: the generator stops at the bound, and waits.
+        session = service.sessions.get(sid)
+        assert session is not None
+        producer = session.streams["idem-1"]
+        assert producer.durable is not None
+        await eventually(lambda: producer.waiter is not None)
+        assert len(producer.durable.replay) == 40
+        # The client comes back: what was kept, then more as it gives credits back.
+        async with connected(service, sid, speedups) as (peer, header, _):
+            await peer.send(frame("ticks", {"n": 100_000}, "idem-1"))
+            await peer.send(frame("$/stream.credit", {"stream": "idem-1", "window": 10**9}))
+            assert (await answer(peer))["result"] == {"stream": "idem-1", "resumed": True, "from": 1}
+            got = [(await answer(peer))["params"]["item"] for _ in range(40)]
+            assert got == list(range(40))
+            await peer.send(frame("$/stream.credit", {"stream": "idem-1", "credits": 40}))
+            assert (await answer(peer))["params"]["item"] == 40
+            await peer.send(frame("$/stream.cancel", {"stream": "idem-1"}))
+    finally:
+        service.sessions.close()
+        await service.cluster.close()
