@@ -493,6 +493,21 @@ class NativeWebSocket(asyncio.Protocol):
         if sender.paused:
             await sender.drain()
 
+    def send_nowait(self, data: bytes) -> bool:
+        """Frame ``data`` for the sender now, if that needs no wait: the fan-out's path (see topics.py).
+
+        False (nothing sent) when the connection is not open, the peer is not
+        reading (the sender is paused), or the message is one that :meth:`send`
+        treats apart (compressed, or large): the caller then sends it as usual.
+        """
+        if self.state is not OPEN:
+            return False
+        sender = self._sender
+        if sender.paused or len(data) >= self._threshold or len(data) >= _SPLIT:
+            return False
+        sender.send(self._build(self._opcode, data, self.is_client))
+        return True
+
     def _deflate(self, data: bytes) -> bytes:
         """One message's compressed payload (RFC 7692 7.2.1): a sync flush, its 4-byte tail taken off."""
         deflater = self._deflater

@@ -53,6 +53,15 @@ class _Pipe:
         if getter is not None and not getter.done():
             getter.set_result(None)
 
+    def put_nowait(self, frame: Union[str, bytes]) -> bool:
+        if self.closed is not None or len(self.items) >= self.maxsize or self._putters:
+            return False
+        self.items.append(frame)
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+        return True
+
     async def get(self) -> Union[str, bytes]:
         while not self.items:
             if self.closed is not None:
@@ -101,6 +110,13 @@ class MemoryTransport:
     async def send(self, data: Union[bytes, str]) -> None:
         await self._outbox.put(data)
         self.sent += 1
+
+    def send_nowait(self, data: Union[bytes, str]) -> bool:
+        """Hand ``data`` over now if the link has room; False (nothing sent) otherwise."""
+        if not self._outbox.put_nowait(data):
+            return False
+        self.sent += 1
+        return True
 
     async def receive(self) -> Union[str, bytes]:
         return await self._inbox.get()
