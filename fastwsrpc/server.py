@@ -41,8 +41,10 @@ from typing import (
     Callable,
     Dict,
     Generator,
+    Iterator,
     List,
     Mapping,
+    NoReturn,
     Optional,
     Sequence,
     Set,
@@ -50,7 +52,7 @@ from typing import (
 )
 from urllib.parse import parse_qsl
 
-from websockets.datastructures import Headers
+from websockets.datastructures import Headers, MultipleValuesError
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
@@ -74,15 +76,97 @@ logger = get_logger("server")
 Authenticate = Callable[["HandshakeRequest"], Awaitable[Any]]
 
 
+class FrozenHeaders(Headers):
+    """The opening request's headers as a connection keeps them: read-only, in one string.
+
+    ``HandshakeRequest.headers`` lives as long as its connection (the context's
+    ``request``). websockets' :class:`~websockets.datastructures.Headers` holds a
+    dict of lists, a list of pairs and two strings per header: about 2.2 kB for
+    a client's ten headers, for every idle connection. This holds the
+    ``"Name: value\\r\\n"`` lines in one string and scans them on each lookup:
+    lookups are rare (authentication, a method reading a header), the bytes are
+    paid all the time. Reading is ``Headers``' own (a case-insensitive ``[]``
+    that raises ``MultipleValuesError`` for a repeated name, ``get``,
+    ``get_all``, ``raw_items``, iteration over lower-cased names, ``str``);
+    changing it raises ``TypeError`` (``copy()`` gives a ``Headers`` to change).
+    """
+
+    __slots__ = ("_lines",)
+
+    def __init__(self, headers: Headers) -> None:  # no Headers.__init__: no dict, no list
+        # A name is a token and a value has no CR or LF (websockets checked both): one split undoes this.
+        self._lines = "".join(f"{name}: {value}\r\n" for name, value in headers.raw_items())
+
+    def raw_items(self) -> Iterator[Tuple[str, str]]:
+        for line in self._lines.split("\r\n")[:-1]:
+            name, _, value = line.partition(": ")
+            yield name, value
+
+    def get_all(self, key: str) -> List[str]:
+        key = key.lower()
+        return [value for name, value in self.raw_items() if name.lower() == key]
+
+    def __getitem__(self, key: str) -> str:
+        values = self.get_all(key)
+        if len(values) == 1:
+            return values[0]
+        if values:
+            raise MultipleValuesError(key)
+        raise KeyError(key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and bool(self.get_all(key))
+
+    def _names(self) -> Dict[str, None]:
+        return dict.fromkeys(name.lower() for name, _ in self.raw_items())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        mine: Dict[str, List[str]] = {}
+        theirs: Dict[str, List[str]] = {}
+        for pairs, lists in ((self.raw_items(), mine), (other.raw_items(), theirs)):
+            for name, value in pairs:
+                lists.setdefault(name.lower(), []).append(value)
+        return mine == theirs
+
+    def __str__(self) -> str:
+        return self._lines + "\r\n"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(self.raw_items())!r})"
+
+    def copy(self) -> Headers:
+        """A ``Headers`` with the same items, to change."""
+        return Headers(self.raw_items())
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("the handshake's headers are read-only (copy() gives a Headers to change)")
+
+    __setitem__ = __delitem__ = clear = update = set_insecure = _read_only
+
+
 @dataclasses.dataclass(frozen=True)
 class HandshakeRequest:
-    """The opening handshake as ``authenticate=`` and ``identify=`` see it (nothing is upgraded yet)."""
+    """The opening handshake as ``authenticate=`` and ``identify=`` see it (nothing is upgraded yet).
+
+    A connection keeps it (``context["request"]``) as long as it lasts: slots, no
+    instance dict, and its headers in one string (:class:`FrozenHeaders`).
+    """
+
+    __slots__ = ("headers", "path", "path_params", "peer", "query", "query_string")
 
     #: The request path without the query string (``/ws/alice``).
     path: str
     #: Values of the route's ``{name}`` placeholders (``{"client_id": "alice"}``).
     path_params: Dict[str, str]
-    #: Request headers, case-insensitive (``headers["authorization"]``).
+    #: Request headers, case-insensitive and read-only (``headers["authorization"]``; see :class:`FrozenHeaders`).
     headers: Headers
     #: Query parameters, the last value of each name (``?token=...``); ``query_string`` has them all.
     query: Dict[str, str]
@@ -463,7 +547,7 @@ class WebSocketRpcServer:
         info = HandshakeRequest(
             path=path,
             path_params=params,
-            headers=request.headers,
+            headers=FrozenHeaders(request.headers),
             query=dict(parse_qsl(query_string, keep_blank_values=True)),
             query_string=query_string,
             peer=conn.peer,
