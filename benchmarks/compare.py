@@ -690,7 +690,8 @@ async def drive_cluster(ports: List[int], pids: List[int], quick: bool, what: st
                     t0 = time.perf_counter()
                     await caller.other.route(client_id="target", a=i, b=1)
                     lat.append(time.perf_counter() - t0)
-                out[f"{name}_p50_us"] = statistics.median(lat) * 1e6
+                q = statistics.quantiles(lat, n=100)
+                out[f"{name}_p50_us"], out[f"{name}_p99_us"] = q[49] * 1e6, q[98] * 1e6
                 n = int(10_000 * scale)
                 todo = iter(range(n))
 
@@ -726,6 +727,117 @@ async def drive_cluster(ports: List[int], pids: List[int], quick: bool, what: st
             await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
             await control.__aexit__(None, None, None)
     return out
+
+
+# ---------------------------------------------------------------- broker floor (--cluster)
+#: What one routed call puts on the broker each way, about: a routing header and a JSON-RPC frame.
+_FLOOR_PAYLOAD = (
+    b'{"k":"q","r":1,"f":"0123456789abcdef0123456789abcdef"}\n'
+    b'{"op":"call","c":"target","f":"0123456789abcdef0123456789abcdef","i":1}\n'
+    b'{"jsonrpc":"2.0","method":"add","params":{"a":1,"b":1},"id":1}'
+)
+
+
+async def floor_answer(kind: str, url: str, prefix: str) -> None:
+    """The far side of the floor: every message on ``{prefix}.req`` goes straight back on
+    ``{prefix}.rep``, with the broker's own client and nothing else (runs until killed)."""
+    if kind == "redis":
+        import redis.asyncio as aioredis
+
+        r = aioredis.Redis.from_url(url)
+        pubsub = r.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(f"{prefix}.req")
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            if message is not None:
+                await r.publish(f"{prefix}.rep", message["data"])
+    else:
+        import nats
+
+        nc = await nats.connect(url)
+
+        async def answer(msg: Any) -> None:
+            await msg.respond(msg.data)
+
+        await nc.subscribe(f"{prefix}.req", cb=answer)
+        await nc.flush()
+        await asyncio.get_running_loop().create_future()
+
+
+async def drive_floor(kind: str, url: str, prefix: str, quick: bool) -> Dict[str, Any]:
+    """The near side: the latency of a message out through the broker and back (two broker
+    trips, as a routed call's request and answer), measured with the broker's own client.
+
+    Redis: PUBLISH on one connection, the answer read off a subscription on another (and
+    so on the far side); NATS: nats-py's request/reply. Both sides run in processes of
+    their own on uvloop, as the nodes do.
+    """
+    n = int(2000 * (0.25 if quick else 1.0))
+    lat: List[float] = []
+    if kind == "redis":
+        import redis.asyncio as aioredis
+
+        r = aioredis.Redis.from_url(url)
+        pubsub = r.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(f"{prefix}.rep")
+
+        async def trip() -> None:
+            await r.publish(f"{prefix}.req", _FLOOR_PAYLOAD)
+            for _ in range(1000):  # bounded: only our answer comes on this channel
+                if await pubsub.get_message(ignore_subscribe_messages=True, timeout=None) is not None:
+                    return
+            raise RuntimeError("no answer on the floor channel")
+
+        deadline = time.monotonic() + 30
+        while not await r.publish(f"{prefix}.req", b"ping"):  # until the far side listens
+            if time.monotonic() > deadline:
+                raise RuntimeError("the floor's far side did not subscribe")
+            await asyncio.sleep(0.05)
+        await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+    else:
+        import nats
+
+        nc = await nats.connect(url)
+
+        async def trip() -> None:
+            await nc.request(f"{prefix}.req", _FLOOR_PAYLOAD, timeout=5)
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await nc.request(f"{prefix}.req", b"ping", timeout=5)
+                break
+            except nats.errors.NoRespondersError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+    for _ in range(200):  # warm up
+        await trip()
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await trip()
+        lat.append(time.perf_counter() - t0)
+    q = statistics.quantiles(lat, n=100)
+    return {"floor_p50_us": q[49] * 1e6, "floor_p99_us": q[98] * 1e6}
+
+
+def run_floor(kind: str, broker_url: str, quick: bool) -> Dict[str, Any]:
+    """Both sides of the floor, each in a process of its own (stopped by pid)."""
+    env = _env("fastwsrpc[cython]")
+    prefix = f"floor{os.getpid()}x{time.monotonic_ns()}"
+    far = subprocess.Popen([sys.executable, __file__, "--floor-answer", kind, broker_url, prefix], env=env)
+    try:
+        cmd = [sys.executable, __file__, "--floor-drive", kind, broker_url, prefix] + (["--quick"] if quick else [])
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"floor driver failed:\n{done.stderr[-2000:]}")
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    finally:
+        far.send_signal(signal.SIGTERM)
+        try:
+            far.wait(10)
+        except subprocess.TimeoutExpired:
+            far.kill()
 
 
 def _start_broker(kind: str) -> Any:
@@ -781,19 +893,40 @@ def run_cluster_figure(broker_url: str, nodes: int, what: str, quick: bool, ws_i
                 s.kill()
 
 
-def run_cluster(quick: bool, ws_impl: str) -> Dict[str, Any]:
+#: The scale-out figures, each run on its own with ``--cluster-figures``.
+CLUSTER_FIGURES = ("workers", "routed", "broadcast")
+
+
+def run_cluster(quick: bool, ws_impl: str, rounds: int = 1, figures: Optional[List[str]] = None) -> Dict[str, Any]:
+    """The scale-out figures. Routed calls run ``rounds`` times per broker, each round
+    next to the broker's floor (the order swapped every other round): the difference of
+    cross-node call and floor is taken within each round, on a machine whose speed drifts."""
+    wanted = figures or list(CLUSTER_FIGURES)
     brokers = {kind: _start_broker(kind) for kind in ("redis", "nats")}
     results: Dict[str, Any] = {}
     try:
         redis_url, nats_url = brokers["redis"][1], brokers["nats"][1]
-        print("cluster: 50 clients, 1 and 2 workers ...", flush=True)
-        results["workers1"] = run_cluster_figure(redis_url, 1, "clients50", quick, ws_impl)
-        results["workers2"] = run_cluster_figure(redis_url, 2, "clients50", quick, ws_impl)
+        if "workers" in wanted:
+            print("cluster: 50 clients, 1 and 2 workers ...", flush=True)
+            results["workers1"] = run_cluster_figure(redis_url, 1, "clients50", quick, ws_impl)
+            results["workers2"] = run_cluster_figure(redis_url, 2, "clients50", quick, ws_impl)
         for kind, url in (("redis", redis_url), ("nats", nats_url)):
-            print(f"cluster: routed calls on {kind} ...", flush=True)
-            results[f"routed_{kind}"] = run_cluster_figure(url, 2, "routed", quick, ws_impl)
-            print(f"cluster: broadcast to 1,000 on {kind} ...", flush=True)
-            results[f"broadcast_{kind}"] = run_cluster_figure(url, 2, "broadcast", quick, ws_impl)
+            if "routed" in wanted:
+                runs = []
+                for i in range(max(1, rounds)):
+                    print(f"cluster: routed calls and the broker floor on {kind}, round {i + 1} ...", flush=True)
+                    pair: Dict[str, Any] = {}
+                    for step in ("floor", "routed") if i % 2 == 0 else ("routed", "floor"):
+                        if step == "floor":
+                            pair.update(run_floor(kind, url, quick))
+                        else:
+                            pair.update(run_cluster_figure(url, 2, "routed", quick, ws_impl))
+                    runs.append(pair)
+                results[f"routed_{kind}_rounds"] = runs
+                results[f"routed_{kind}"] = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
+            if "broadcast" in wanted:
+                print(f"cluster: broadcast to 1,000 on {kind} ...", flush=True)
+                results[f"broadcast_{kind}"] = run_cluster_figure(url, 2, "broadcast", quick, ws_impl)
     finally:
         for proc, _ in brokers.values():
             proc.kill()
@@ -802,27 +935,44 @@ def run_cluster(quick: bool, ws_impl: str) -> Dict[str, Any]:
 
 
 def print_cluster(r: Dict[str, Any]) -> None:
-    w1, w2 = r["workers1"], r["workers2"]
     print("\ncluster figures (fastwsrpc[cython] servers)")
-    print(f"  50 clients, 1 worker:  {w1['calls_s']:,.0f} calls/s, {w1['cpu_us_per_call']:.1f} us server CPU per call")
-    print(f"  50 clients, 2 workers: {w2['calls_s']:,.0f} calls/s, {w2['cpu_us_per_call']:.1f} us server CPU per call")
-    print(
-        f"    2 vs 1 workers: calls/s {w2['calls_s'] / w1['calls_s']:.2f}x, "
-        f"CPU per call {w2['cpu_us_per_call'] / w1['cpu_us_per_call']:.2f}x"
-    )
+    if "workers1" in r:
+        w1, w2 = r["workers1"], r["workers2"]
+        print(
+            f"  50 clients, 1 worker:  {w1['calls_s']:,.0f} calls/s, {w1['cpu_us_per_call']:.1f} us server CPU per call"
+        )
+        print(
+            f"  50 clients, 2 workers: {w2['calls_s']:,.0f} calls/s, {w2['cpu_us_per_call']:.1f} us server CPU per call"
+        )
+        print(
+            f"    2 vs 1 workers: calls/s {w2['calls_s'] / w1['calls_s']:.2f}x, "
+            f"CPU per call {w2['cpu_us_per_call'] / w1['cpu_us_per_call']:.2f}x"
+        )
     for kind in ("redis", "nats"):
-        x = r[f"routed_{kind}"]
-        print(
-            f"  routed call on {kind}: p50 cross-node {x['cross_p50_us']:.0f} us "
-            f"vs same-node {x['same_p50_us']:.0f} us "
-            f"({x['cross_p50_us'] / x['same_p50_us']:.2f}x); 64 in flight {x['cross_inflight64_calls_s']:,.0f} vs "
-            f"{x['same_inflight64_calls_s']:,.0f} calls/s "
-            f"({x['cross_inflight64_calls_s'] / x['same_inflight64_calls_s']:.2f}x)"
-        )
-        print(
-            f"  broadcast to 1,000 connections over two nodes on {kind}: "
-            f"{r[f'broadcast_{kind}']['broadcast1000_ms']:.0f} ms"
-        )
+        x = r.get(f"routed_{kind}")
+        if x is not None:
+            runs = r[f"routed_{kind}_rounds"]
+            gaps = [run["cross_p50_us"] - run["floor_p50_us"] for run in runs]
+            ratios = [run["cross_inflight64_calls_s"] / run["same_inflight64_calls_s"] for run in runs]
+            spread = f" [{min(gaps):.0f} to {max(gaps):.0f}]" if len(runs) > 1 else ""
+            print(
+                f"  routed call on {kind} (median of {len(runs)} round(s)): p50 cross-node {x['cross_p50_us']:.0f} us "
+                f"(p99 {x['cross_p99_us']:.0f}) vs same-node {x['same_p50_us']:.0f} us "
+                f"(p99 {x['same_p99_us']:.0f}), {x['cross_p50_us'] / x['same_p50_us']:.2f}x"
+            )
+            print(
+                f"    broker floor (two trips, {kind}'s own client): p50 {x['floor_p50_us']:.0f} us "
+                f"(p99 {x['floor_p99_us']:.0f}); cross-node p50 minus floor: "
+                f"{statistics.median(gaps):.0f} us{spread}"
+            )
+            spread = f" [{min(ratios):.2f}-{max(ratios):.2f}]" if len(runs) > 1 else ""
+            print(
+                f"    64 in flight: {x['cross_inflight64_calls_s']:,.0f} cross-node vs "
+                f"{x['same_inflight64_calls_s']:,.0f} same-node calls/s, {statistics.median(ratios):.2f}x{spread}"
+            )
+        b = r.get(f"broadcast_{kind}")
+        if b is not None:
+            print(f"  broadcast to 1,000 connections over two nodes on {kind}: {b['broadcast1000_ms']:.0f} ms")
 
 
 FIGURES = [
@@ -906,13 +1056,27 @@ def main() -> None:
         choices=[key for key, _label, _ in FIGURES],
         help="only these figures (all by default), e.g. --figures echo_1mib_MB_s",
     )
+    parser.add_argument(
+        "--cluster-figures", nargs="*", choices=CLUSTER_FIGURES, help="with --cluster: only these (all by default)"
+    )
     parser.add_argument("--serve-cluster", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-answer", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-drive", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--drive-cluster", help=argparse.SUPPRESS)
     parser.add_argument("--ports", type=int, nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--pids", type=int, nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_cluster:
         serve_cluster(args.serve_cluster, args.port, args.uvicorn_ws)
+        return
+    if args.floor_answer or args.floor_drive:
+        import uvloop
+
+        if args.floor_answer:
+            uvloop.run(floor_answer(*args.floor_answer))
+            return
+        kind, url, prefix = args.floor_drive
+        print(json.dumps(uvloop.run(drive_floor(kind, url, prefix, args.quick))))
         return
     if args.drive_cluster:
         try:
@@ -925,7 +1089,7 @@ def main() -> None:
         print(json.dumps(figures))
         return
     if args.cluster:
-        cluster_results = run_cluster(args.quick, args.uvicorn_ws)
+        cluster_results = run_cluster(args.quick, args.uvicorn_ws, args.rounds, args.cluster_figures)
         print_cluster(cluster_results)
         if args.json:
             with open(args.json, "w") as f:
