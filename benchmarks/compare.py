@@ -897,7 +897,13 @@ def run_cluster_figure(broker_url: str, nodes: int, what: str, quick: bool, ws_i
 CLUSTER_FIGURES = ("workers", "routed", "broadcast")
 
 
-def run_cluster(quick: bool, ws_impl: str, rounds: int = 1, figures: Optional[List[str]] = None) -> Dict[str, Any]:
+def run_cluster(
+    quick: bool,
+    ws_impl: str,
+    rounds: int = 1,
+    figures: Optional[List[str]] = None,
+    kinds: Optional[List[str]] = None,
+) -> Dict[str, Any]:
     """The scale-out figures. Routed calls run ``rounds`` times per broker, each round
     next to the broker's floor (the order swapped every other round): the difference of
     cross-node call and floor is taken within each round, on a machine whose speed drifts."""
@@ -911,6 +917,8 @@ def run_cluster(quick: bool, ws_impl: str, rounds: int = 1, figures: Optional[Li
             results["workers1"] = run_cluster_figure(redis_url, 1, "clients50", quick, ws_impl)
             results["workers2"] = run_cluster_figure(redis_url, 2, "clients50", quick, ws_impl)
         for kind, url in (("redis", redis_url), ("nats", nats_url)):
+            if kinds and kind not in kinds:
+                continue
             if "routed" in wanted:
                 runs = []
                 for i in range(max(1, rounds)):
@@ -1059,6 +1067,9 @@ def main() -> None:
     parser.add_argument(
         "--cluster-figures", nargs="*", choices=CLUSTER_FIGURES, help="with --cluster: only these (all by default)"
     )
+    parser.add_argument(
+        "--brokers", nargs="*", choices=("redis", "nats"), help="with --cluster: routed calls and broadcasts on these"
+    )
     parser.add_argument("--serve-cluster", help=argparse.SUPPRESS)
     parser.add_argument("--floor-answer", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--floor-drive", nargs=3, help=argparse.SUPPRESS)
@@ -1089,7 +1100,7 @@ def main() -> None:
         print(json.dumps(figures))
         return
     if args.cluster:
-        cluster_results = run_cluster(args.quick, args.uvicorn_ws, args.rounds, args.cluster_figures)
+        cluster_results = run_cluster(args.quick, args.uvicorn_ws, args.rounds, args.cluster_figures, args.brokers)
         print_cluster(cluster_results)
         if args.json:
             with open(args.json, "w") as f:

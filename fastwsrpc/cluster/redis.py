@@ -27,12 +27,15 @@ many subscribers got the message: 0 means no node listens there any more, so a c
 to a dead node fails at once instead of waiting; ``PUBSUB NUMSUB`` does the same check
 for calls already waiting, every heartbeat.
 
-Every ``PUBLISH`` goes through one queue (:class:`_Publisher`): those issued in the same
-event-loop turn, or while the previous batch is on the wire, leave together in one
-write (a pipeline without transaction), so many routed calls in flight cost one round
-trip per batch, not one each, and one connection rather than one per call. A request does not
-wait for its ``PUBLISH`` answer before waiting for its reply: the answer is checked
-when it comes, and a 0 (nobody listens) fails the waiting call at once, as before.
+The node's subscription and its ``PUBLISH``es each have a connection of their own,
+driven by hand (:mod:`fastwsrpc.cluster.resp`): a message is parsed and dispatched in
+the protocol's ``data_received``, and a ``PUBLISH`` is written from the step that
+makes it (those of one event-loop turn after the first leave together in one write),
+with no task in between, and one connection keeps this node's messages in the order
+they were made (a request before its cancellation). A request does not wait for its
+``PUBLISH`` answer before waiting for its reply: the answer is checked when it comes,
+and a 0 (nobody listens) fails the waiting call at once. Every other command goes
+through redis-py.
 
 Pub/sub is at-most-once: when the subscription drops, every request waiting for a
 reply fails with ``RpcBrokerUnavailableError`` (its reply could be lost), the broker
@@ -62,10 +65,14 @@ from .base import (
     spawn,
     unavailable,
 )
+from .resp import OnReply, ReplyError, RespConnection, command, take_over
 
 logger = logging.getLogger("fastwsrpc.cluster")
 
 __all__ = ["RedisBroker"]
+
+#: Peers whose channel name this node keeps encoded (cleared when full).
+_CHANNEL_CACHE = 10_000
 
 #: Compare-and-delete: remove a client's presence only if this node still holds it.
 _UNREGISTER = """
@@ -133,123 +140,80 @@ class _Envelope(msgspec.Struct, omit_defaults=True, gc=False):
     f: str = ""
 
 
-_env_encoder = msgspec.json.Encoder()
 _env_decoder = msgspec.json.Decoder(_Envelope)
 
 
 class _Publisher:
-    """One queue for every ``PUBLISH`` of a node, sent in batches (auto-pipelining).
+    """Every ``PUBLISH`` of a node, in order, on one connection of its own (see :mod:`.resp`).
 
-    ``put`` queues a message and returns at once; a single sender task takes whatever
-    is queued, writes it in one go on one connection and reads the answers back, one
-    round trip per batch, and hands each message its receiver count (or the error)
-    through its future. While a batch is on the wire the next one accumulates, so the
-    batch size follows the load by itself: a call alone still leaves at once, 64 in
-    flight share a few round trips. One sender also keeps this node's messages in the
-    order they were queued (a request before its cancellation), which a pool of
-    connections did not guarantee.
-
-    The commands are packed here and written with the connection's
-    ``send_packed_command`` / ``read_response`` rather than through a redis-py
-    pipeline: the pipeline's bookkeeping (command stack, retry wrapper, callbacks,
-    metrics) cost about twice the CPU of the round trip itself, and a routed call
-    pays it on both nodes.
+    ``put`` writes at once when the connection is up; while it is being (re)opened,
+    messages wait in a list and leave in order once it is. A connection that drops is
+    opened again by the next ``put``; the messages it had not been answered for get a
+    ``ConnectionError`` (they may or may not have reached Redis).
     """
 
-    def __init__(self, redis: Any, tasks: Set[asyncio.Task[Any]]) -> None:
+    def __init__(self, redis: Any, timeout: float, tasks: Set[asyncio.Task[Any]]) -> None:
         self._redis = redis
+        self._timeout = timeout
         self._tasks = tasks
-        self._queue: List[Tuple[str, bytes, Optional[asyncio.Future[int]]]] = []
-        self._sender: Optional[asyncio.Task[None]] = None
+        self._conn: Optional[RespConnection] = None
+        self._queue: List[Tuple[bytes, OnReply]] = []
+        self._opening: Optional[asyncio.Task[None]] = None
+        self._closed = False
 
-    def put(self, channel: str, data: bytes, want_count: bool = True) -> Optional[asyncio.Future[int]]:
-        """Queue one ``PUBLISH``; its future gives the receiver count (``None`` if not wanted:
-        a failure is then only logged)."""
-        future = asyncio.get_running_loop().create_future() if want_count else None
-        self._queue.append((channel, data, future))
-        if self._sender is None:
-            self._sender = spawn(self._tasks, self._send())
-        return future
+    def put(self, channel: bytes, data: bytes, on_reply: OnReply) -> None:
+        """Queue one ``PUBLISH``; ``on_reply`` gets its receiver count, or the exception
+        that stands for it (called later, never from within ``put``)."""
+        frame = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(channel), channel, len(data), data)
+        conn = self._conn
+        if conn is not None and conn.lost is None:
+            conn.send(frame, on_reply)
+            return
+        if self._closed:
+            asyncio.get_running_loop().call_soon(on_reply, ConnectionError("the Redis broker is closing"))
+            return
+        self._queue.append((frame, on_reply))
+        if self._opening is None:
+            self._opening = spawn(self._tasks, self._open())
 
-    async def _send(self) -> None:
-        batch: List[Tuple[str, bytes, Optional[asyncio.Future[int]]]] = []
+    async def _open(self) -> None:
+        conn = RespConnection(lambda reason: self._dropped(conn), self._timeout)
+        failure: Optional[BaseException] = None
         try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                try:
-                    counts = await self._round_trip(batch)
-                except Exception as exc:
-                    counts = [exc] * len(batch)
-                for (channel, _, future), count in zip(batch, counts):
-                    if future is None:
-                        if isinstance(count, BaseException):
-                            logger.debug("cluster: message to %s not sent: %s", channel, count)
-                    elif not future.done():
-                        if isinstance(count, BaseException):
-                            future.set_exception(count)
-                        else:
-                            future.set_result(int(count))
-                batch = []
-        finally:
-            self._sender = None
-            # Cancelled (the broker closes): nothing queued may wait forever.
-            for _, _, future in batch + self._queue:
-                if future is not None and not future.done():
-                    future.set_exception(ConnectionError("the Redis broker is closing"))
-            self._queue = []
-
-    async def _round_trip(self, batch: List[Tuple[str, bytes, Optional[asyncio.Future[int]]]]) -> List[Any]:
-        """Write the batch's ``PUBLISH``es at once; their answers, in order (an error
-        answer in its place).
-
-        A connection that breaks before the first answer is read is replaced and the
-        batch written once more, as redis-py's one retry did for single commands: a
-        pooled connection can be stale after a Redis restart (the pool's check does
-        not always see it yet), and "closed by server" before any answer means Redis
-        did not take the batch. After an answer, or on a timeout, the batch fails
-        instead (it may have been taken), and the connection is dropped so that no
-        half-read answer is taken for the next batch's.
-        """
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import ResponseError
-
-        pool = self._redis.connection_pool
-        try:
-            conn = await pool.get_connection()
-        except TypeError:  # redis-py < 5.3 wants a command name
-            conn = await pool.get_connection("PUBLISH")
-        try:
-            encode = conn.encoder.encode
-            parts: List[bytes] = []
-            for channel, data, _ in batch:
-                name = encode(channel)
-                parts.append(b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n" % (len(name), name, len(data)))
-                parts.append(data)
-                parts.append(b"\r\n")
-            counts: List[Any] = []
-            for attempt in (1, 2):
-                try:
-                    await conn.send_packed_command(parts, check_health=False)
-                    counts.append(await conn.read_response())
-                    break
-                except ResponseError as exc:  # that command failed; its answer was read in full
-                    counts.append(exc)
-                    break
-                except RedisConnectionError:
-                    if attempt == 2:
-                        raise
-                    await conn.disconnect()  # the next send connects afresh
-            while len(counts) < len(batch):
-                try:
-                    counts.append(await conn.read_response())
-                except ResponseError as exc:
-                    counts.append(exc)
-            return counts
-        except BaseException:
-            await conn.disconnect()
+            await take_over(self._redis, conn)
+        except asyncio.CancelledError:
+            failure = ConnectionError("the Redis broker is closing")
             raise
+        except Exception as exc:
+            failure = exc
         finally:
-            await pool.release(conn)
+            self._opening = None
+            queue, self._queue = self._queue, []
+            if failure is None:
+                self._conn = conn
+                for frame, on_reply in queue:
+                    conn.send(frame, on_reply)
+            else:
+                for _, on_reply in queue:
+                    on_reply(failure)
+
+    def _dropped(self, conn: RespConnection) -> None:
+        if self._conn is conn:
+            self._conn = None
+
+    def close(self) -> None:
+        self._closed = True
+        if self._opening is not None:
+            self._opening.cancel()
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _ignore_reply(reply: Any) -> None:
+    """The ``PUBLISH`` of an answer: nothing to do with its count (a caller that vanished is
+    found by its own side)."""
+    if isinstance(reply, BaseException):
+        logger.debug("cluster: an answer was not published: %s", reply)
 
 
 def _import_redis() -> Any:
@@ -289,8 +253,16 @@ class RedisBroker:
         self._redis_kwargs = redis_kwargs
         self.node_id = ""
         self._redis: Any = None
-        self._pubsub: Any = None
+        #: The subscription's connection while it is up, and the task that keeps it up.
+        self._sub: Optional[RespConnection] = None
+        self._sub_gone: Optional[asyncio.Event] = None
         self._listener: Optional[asyncio.Task[Any]] = None
+        #: Channel names as bytes, by node (the hot path's, made once per peer).
+        self._channels: Dict[str, bytes] = {}
+        self._node_b = b""
+        self._all_b = b""
+        #: The end of this node's request envelopes, after the request number.
+        self._query_tail = b""
         self._connected = False
         self._closed = False
         self._pending = PendingReplies()
@@ -312,6 +284,14 @@ class RedisBroker:
     # ------------------------------------------------------------ names
     def _node_channel(self, node_id: str) -> str:
         return f"{self.namespace}:node:{node_id}"
+
+    def _channel_of(self, node_id: str) -> bytes:
+        channel = self._channels.get(node_id)
+        if channel is None:
+            if len(self._channels) >= _CHANNEL_CACHE:
+                self._channels.clear()
+            channel = self._channels[node_id] = self._node_channel(node_id).encode()
+        return channel
 
     def _client_key(self, client_id: str) -> str:
         return f"{self.namespace}:c:{client_id}"
@@ -347,7 +327,11 @@ class RedisBroker:
         self._unregister = self._redis.register_script(_UNREGISTER)
         self._publish_history = self._redis.register_script(_PUBLISH_HISTORY)
         self._read_history = self._redis.register_script(_READ_HISTORY)
-        self._publisher = _Publisher(self._redis, self._tasks)
+        self._node_b = self._node_channel(node_id).encode()
+        self._all_b = f"{self.namespace}:all".encode()
+        self._query_tail = b',"f":' + msgspec.json.encode(node_id) + b"}\n"
+        self._publisher = _Publisher(self._redis, self.socket_timeout, self._tasks)
+        self._sub_gone = asyncio.Event()
         try:
             await asyncio.wait_for(self._subscribe(), 2 * self.connect_timeout + 1)
         except Exception as exc:
@@ -355,52 +339,76 @@ class RedisBroker:
         self._listener = asyncio.get_running_loop().create_task(self._listen())
 
     async def _subscribe(self) -> None:
-        await self._redis.ping()  # SUBSCRIBE alone may "succeed" on a connection not yet made
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        """Open the subscription's connection and subscribe; connected once Redis confirmed it."""
+        assert self._sub_gone is not None
+        conn = RespConnection(lambda reason: self._sub_dropped(conn, reason), self.socket_timeout, self._on_push)
+        await take_over(self._redis, conn)
         try:
-            await pubsub.subscribe(self._node_channel(self.node_id), f"{self.namespace}:all")
+            confirmed = [self._sub_command(conn, b"SUBSCRIBE", channel) for channel in (self._node_b, self._all_b)]
+            await asyncio.wait_for(asyncio.gather(*confirmed), self.socket_timeout)
         except BaseException:
-            await _quiet_close(pubsub)
+            conn.abort()
             raise
-        self._pubsub = pubsub
+        if conn.lost is not None:
+            raise conn.lost
+        self._sub = conn
+        self._sub_gone.clear()
         self._connected = True
         if self._on_announce is not None:
             self._on_announce()
 
+    def _sub_command(self, conn: RespConnection, verb: bytes, channel: bytes) -> asyncio.Future[Any]:
+        """``SUBSCRIBE``/``UNSUBSCRIBE`` one channel; the future completes with Redis' confirmation."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def confirmed(reply: Any) -> None:
+            if future.done():
+                return
+            if isinstance(reply, BaseException):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+        conn.send(command(verb, channel), confirmed)
+        return future
+
+    def _sub_dropped(self, conn: RespConnection, reason: BaseException) -> None:
+        """The subscription's connection ended: fail what waits on it and have the listener reconnect."""
+        if self._sub is not conn:
+            return  # one that never got going (its opener fails) or was replaced
+        self._sub = None
+        if self._closed:
+            return
+        logger.warning("cluster: lost the Redis subscription (%s); reconnecting", reason)
+        self._connected = False
+        self._pending.fail_all(unavailable("Redis", reason))
+        assert self._sub_gone is not None
+        self._sub_gone.set()
+
     async def _listen(self) -> None:
-        """Read the subscription until closed; on a drop, fail what waits and reconnect.
+        """Keep the subscription up: reconnect (with backoff) whenever it is down.
 
         Nothing may end this loop but ``close()``: a listener that died would leave
         the node deaf for good, so an unexpected error is logged and the loop goes on.
         """
+        assert self._sub_gone is not None
         while not self._closed:
             try:
-                if self._pubsub is None:
+                if self._sub is None:
                     async for attempt in reconnect_retrying(self.max_reconnect_wait):
                         with attempt:
                             if self._closed:
                                 return
-                            await self._subscribe()
+                            await asyncio.wait_for(self._subscribe(), 2 * self.connect_timeout + 1)
                     logger.info("cluster: connected to Redis; announcing node %s", self.node_id)
-                while True:
-                    message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    if message is not None:
-                        self._dispatch(message["channel"], message["data"])
+                await self._sub_gone.wait()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception:
                 if self._closed:
                     return
-                logger.warning("cluster: lost the Redis subscription (%s); reconnecting", exc)
-                self._lost(exc)
+                logger.exception("cluster: Redis listener error; carrying on")
                 await asyncio.sleep(0)  # a failure that repeats at once must not starve the loop
-
-    def _lost(self, exc: BaseException) -> None:
-        self._connected = False
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            spawn(self._tasks, _quiet_close(pubsub))
-        self._pending.fail_all(unavailable("Redis", exc))
 
     async def close(self) -> None:
         self._closed = True
@@ -409,6 +417,11 @@ class RedisBroker:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
         self._pending.fail_all(RpcNodeGoneError("this node left the cluster"))
+        if self._publisher is not None:
+            self._publisher.close()
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            sub.close()
         tasks = [task for task in self._tasks if task is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
@@ -416,20 +429,26 @@ class RedisBroker:
         # connection was being made hands it back to the pool, and aclose() must
         # see it there (run after, the socket was left open).
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._pubsub is not None:
-            await _quiet_close(self._pubsub)
         if self._redis is not None:
             try:
                 await self._redis.aclose()
             except Exception:
                 pass
 
-    def _dispatch(self, channel: bytes, data: bytes) -> None:
-        """One message off the subscription; requests are served in tasks of their own."""
-        assert self._on_message is not None
-        if channel.endswith(b":all"):
+    def _on_push(self, message: List[Any]) -> None:
+        """A message off the subscription (called from the protocol: must not block)."""
+        if len(message) == 3:
+            channel, data = message[1], message[2]
+        else:  # pmessage: pattern, channel, data
+            channel, data = message[2], message[3]
+        if channel == self._node_b:
+            self._dispatch(data)
+        else:
+            assert self._on_message is not None
             self._on_message(data)
-            return
+
+    def _dispatch(self, data: bytes) -> None:
+        """A message to this node; requests are served in tasks of their own."""
         cut = data.find(b"\n")
         try:
             env = _env_decoder.decode(data[:cut])
@@ -442,6 +461,7 @@ class RedisBroker:
         elif env.k == "q":
             spawn(self._tasks, self._serve(env, body))
         else:
+            assert self._on_message is not None
             self._on_message(body)
 
     async def _serve(self, env: _Envelope, body: bytes) -> None:
@@ -453,19 +473,25 @@ class RedisBroker:
         except Exception as exc:  # the cluster answers errors itself; a bug guard
             logger.exception("cluster request handler failed")
             reply = join_frame(Head(s="error", m=f"{type(exc).__name__}: {exc}"))
-        answer = _env_encoder.encode(_Envelope(k="a", r=env.r)) + b"\n" + reply
-        # Nothing to do with the count: a caller that vanished is found by its own side.
         assert self._publisher is not None
-        self._publisher.put(self._node_channel(env.f), answer, want_count=False)
+        self._publisher.put(self._channel_of(env.f), b'{"k":"a","r":%d}\n%s' % (env.r, reply), _ignore_reply)
 
-    async def _publish(self, channel: str, data: bytes) -> int:
-        """One ``PUBLISH`` through the batching queue; its receiver count."""
+    async def _publish(self, channel: bytes, data: bytes) -> int:
+        """One ``PUBLISH`` (see :class:`_Publisher`); its receiver count."""
         self._check()
         assert self._publisher is not None
-        future = self._publisher.put(channel, data)
-        assert future is not None
-        count: int = await self._run(future)
-        return count
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def answered(reply: Any) -> None:
+            if future.done():
+                return
+            if isinstance(reply, BaseException):
+                future.set_exception(_broker_error(reply))
+            else:
+                future.set_result(int(reply))
+
+        self._publisher.put(channel, data, answered)
+        return await future
 
     async def _run(self, coro: Any) -> Any:
         """Run one Redis command; a connection problem becomes RpcBrokerUnavailableError."""
@@ -489,31 +515,26 @@ class RedisBroker:
         self._check()
         assert self._publisher is not None
         rid, future = self._pending.add(node_id)
-        message = _env_encoder.encode(_Envelope(k="q", r=rid, f=self.node_id)) + b"\n" + data
-        sent = self._publisher.put(self._node_channel(node_id), message)
-        assert sent is not None
-        sent.add_done_callback(lambda done: self._published(done, rid, node_id))
+        message = b'{"k":"q","r":%d%s%s' % (rid, self._query_tail, data)
+        self._publisher.put(self._channel_of(node_id), message, lambda reply: self._published(reply, rid, node_id))
         return await self._pending.wait(rid, future, timeout, node_id)
 
-    def _published(self, sent: asyncio.Future[int], rid: int, node_id: str) -> None:
+    def _published(self, reply: Any, rid: int, node_id: str) -> None:
         """The ``PUBLISH`` of request ``rid`` was answered: fail it if it reached nobody."""
-        self._published_upto = max(self._published_upto, rid)
-        if sent.cancelled():
-            return
-        exc = sent.exception()
-        if exc is not None:
-            self._pending.fail(rid, _broker_error(exc))
-        elif not sent.result():
+        if rid > self._published_upto:
+            self._published_upto = rid
+        if isinstance(reply, BaseException):
+            self._pending.fail(rid, _broker_error(reply))
+        elif not reply:
             self._pending.fail(
                 rid, RpcNodeGoneError(f"node {node_id} is gone (nobody listens on its Redis channel)", delivered=False)
             )
 
     async def send(self, node_id: str, data: bytes) -> bool:
-        message = _env_encoder.encode(_Envelope(k="m")) + b"\n" + data
-        return bool(await self._publish(self._node_channel(node_id), message))
+        return bool(await self._publish(self._channel_of(node_id), b'{"k":"m"}\n' + data))
 
     async def publish(self, data: bytes) -> None:
-        await self._publish(f"{self.namespace}:all", data)
+        await self._publish(self._all_b, data)
 
     async def check_peers(self) -> None:
         """Probe each node that calls wait on (``PUBSUB NUMSUB``); fail those calls where nobody listens.
@@ -687,7 +708,7 @@ def _broker_error(exc: BaseException) -> BaseException:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError, ReplyError)):
         error = unavailable("Redis", exc)
         error.__cause__ = exc
         return error
@@ -704,10 +725,3 @@ def _ms(seconds: float) -> int:
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
-
-
-async def _quiet_close(pubsub: Any) -> None:
-    try:
-        await pubsub.aclose()
-    except Exception:
-        pass
