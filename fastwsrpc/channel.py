@@ -12,7 +12,7 @@ import logging
 import uuid
 from contextvars import copy_context
 from types import ModuleType
-from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _accel
 from .api import ChannelApi
@@ -22,7 +22,7 @@ from .compat import PromiseStore, RpcPromise
 from .config import RpcDebugConfig, RpcSettings
 from .dispatch import Dispatcher
 from .errors import RpcChannelClosedError, RpcMessageTooLargeError
-from .interceptors import MAX_PARKED_META, RpcInterceptor
+from .interceptors import RpcInterceptor
 from .logger import get_logger
 from .methods import RpcMethodsBase
 from .outgoing import BatchCall, OutgoingCalls, Params, RpcCaller
@@ -42,7 +42,7 @@ from .runner import HandlerRunner
 from .sessions import Session
 from .state import ConnectionState
 from .streams import StreamRegistry
-from .topics import SUBSCRIBE, TopicHub
+from .topics import TopicHub
 from .transport import CLOSE_INTERNAL_ERROR, CLOSE_MESSAGE_TOO_BIG, CLOSE_NORMAL, Transport, TransportClosed
 from .watchdog import Watchdog, spawn_background
 
@@ -50,6 +50,9 @@ __all__ = ["BatchCall", "OnConnectCallback", "OnDisconnectCallback", "OnErrorCal
 __all__ += ["RpcChannel", "RpcPromise"]
 
 logger = get_logger("channel")
+
+#: The ``(max_message_size, max_depth)`` of the channels, one tuple per pair shared by all (read per frame).
+_LIMITS: Dict[Tuple[int, int], Tuple[int, int]] = {}
 
 
 class RpcChannel(ChannelApi):
@@ -107,38 +110,43 @@ class RpcChannel(ChannelApi):
         self._budget = budget = Budget(s)
         self._closed_event: Optional[asyncio.Event] = None  # made by the first wait_until_closed
         self._started_at = loop.time()
-        self._parked_meta: Dict[Any, Any] = {}  # id -> (meta, bytes) of calls not started yet
         impl: Any = speedups if speedups is not None else _accel.impl
         self._protocol = RpcProtocol(impl, s.max_message_size, s.max_depth, s.max_batch_size)
         self._callbacks = Callbacks(self, loop, self._spawn, connect_callbacks, disconnect_callbacks, error_callbacks)
-        builtins = None
-        if topics is not None:
-            hub = topics
-            builtins = {SUBSCRIBE: lambda topics, on_slow=None, since=None: hub.subscribe(self, topics, on_slow, since)}
-        self._intercepted = bool(interceptors)
-        self._dispatcher = Dispatcher(
-            self.methods, s.discovery, s.debug_mode, self._callbacks.internal_error, builtins, interceptors, self,
-            self._take_meta,
-        )  # fmt: skip
+        self._dispatcher = dispatcher = Dispatcher(
+            self.methods, s, self._callbacks.internal_error, topics, interceptors, self, budget
+        )
         pending = impl.PendingTable(s.max_pending_requests)
         self._runner = runner = HandlerRunner(
-            loop, budget, state, self._dispatcher.invoke, socket.send, pending.resolve, self, self._describe
+            loop, budget, state, dispatcher.invoke, socket.send, pending, self, self._describe
         )
         runner.bind(session)
-        self._receive, self._admit, self._decode = self._protocol.receive, runner.admit, impl.decode  # per frame
-        self._limits = (s.max_message_size, s.max_depth)
+        # What an idle connection never uses is made on first use: the stream registry (``_streams``).
+        runner.stream_names, runner.start_stream = dispatcher.stream_names, self._start_stream
+        self._registry: Optional[StreamRegistry] = None
+        self._admit, self._decode = runner.admit, impl.decode  # per frame
+        self._limits = _LIMITS.setdefault((s.max_message_size, s.max_depth), (s.max_message_size, s.max_depth))
         self._calls = OutgoingCalls(
             loop, state, budget, pending, s, self.id, self, runner, interceptors, peer_features, peer_max_pending
         )
-        self._streams = StreamRegistry(loop, state, runner, self._calls, self._dispatcher, socket.send, self)
         self._promises: Optional[PromiseStore] = None
         self._duration_handle = (
             loop.call_later(s.max_connection_duration, self._on_max_duration) if s.max_connection_duration else None
         )
         tick = Watchdog.tick_for(s)
-        hooks = (self._in_flight, self._abort_then_fire, self._close_then_abort)
-        self._watchdog = Watchdog(loop, s, tick, state, budget, socket, *hooks, f"channel {self.id}") if tick else None
+        self._watchdog = Watchdog(loop, s, tick, state, budget, socket, self) if tick else None
         self.other = RpcCaller(self)
+
+    @property  # ChannelApi's attribute, made on first use
+    def _streams(self) -> StreamRegistry:  # type: ignore[override]
+        """Both ends of this connection's streams: made by the first stream, either way."""
+        if self._registry is None:
+            args = (self._loop, self._state, self._runner, self._calls, self._dispatcher, self.socket.send, self)
+            self._registry = StreamRegistry(*args)
+        return self._registry
+
+    def _start_stream(self, req: Request, size: int) -> None:
+        self._streams.start_stream(req, size)  # the registry takes the runner's start_stream over from here
 
     # ----------------------------------------------------------- the reader
     async def run(self) -> None:
@@ -197,7 +205,7 @@ class RpcChannel(ChannelApi):
                 return self._admit(msg, size)
             event = self._protocol.event_of(msg)
         else:
-            event = self._receive(frame)
+            event = self._protocol.receive(frame)
         kind = type(event)
         if kind is Response:
             if not self._calls.pending.resolve(event.id, event) and logger.isEnabledFor(logging.DEBUG):  # type: ignore[union-attr]
@@ -209,24 +217,9 @@ class RpcChannel(ChannelApi):
         elif kind is ProtocolError:
             self._runner.spawn_send(event.frame)  # type: ignore[union-attr]
         elif kind is MetaNotice:
-            self._park_meta(event, size)  # type: ignore[arg-type]
+            self._dispatcher.park_meta(event.id, event.meta, size)  # type: ignore[union-attr]
         elif event is not None:
-            self._streams.on_event(event)
-
-    def _park_meta(self, event: MetaNotice, size: int) -> None:
-        """The meta of the call that follows (trace context): kept, in the budget, until that call starts."""
-        parked, budget = self._parked_meta, self._budget
-        if self._intercepted and len(parked) < MAX_PARKED_META and budget.fits(size) and event.id not in parked:
-            parked[event.id] = (event.meta, size)
-            budget.held += size
-
-    def _take_meta(self, call_id: Any) -> Optional[Dict[str, Any]]:
-        """The meta parked for ``call_id`` (its bytes leave the budget), or None."""
-        parked = self._parked_meta.pop(call_id, None)
-        if parked is None:
-            return None
-        self._budget.held -= parked[1]
-        return parked[0]  # type: ignore[no-any-return]
+            (self._registry or self._streams).on_event(event)
 
     def _store(self) -> PromiseStore:
         """fastapi-ws-rpc's promise store (``async_call``), made on first use."""
@@ -251,8 +244,9 @@ class RpcChannel(ChannelApi):
         self._calls.fail_waiters(lambda: RpcChannelClosedError(message))
         if self._promises is not None:
             self._promises.close()
-        self._parked_meta.clear()
-        self._streams.close()
+        self._dispatcher.forget_meta()
+        if self._registry is not None:
+            self._registry.close()
         self._runner.close()
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
@@ -283,7 +277,7 @@ class RpcChannel(ChannelApi):
             self.abort(reason)
 
     def _in_flight(self) -> bool:
-        return bool(len(self._calls.pending) or self._streams.consumers)
+        return bool(len(self._calls.pending) or (self._registry is not None and self._registry.consumers))
 
     def _spawn(self, coro: Any, units: int = 1) -> Any:
         return self._runner.spawn(coro, units)

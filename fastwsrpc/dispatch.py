@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, FrozenSet, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, FrozenSet, Optional, Sequence, Tuple, Type
 
 import msgspec
 
 from ._version import __version__
+from .budget import Budget
+from .config import RpcSettings
 from .errors import JsonRpcErrorCode, RemoteValueError
-from .interceptors import RpcCall, RpcInterceptor, run_chain
+from .interceptors import MAX_PARKED_META, RpcCall, RpcInterceptor, run_chain
 from .logger import get_logger
 from .methods import NoResponse, RpcMethodsBase, exposed_method_names
 from .protocol import encode_error, encode_result
+from .topics import SUBSCRIBE
 from .typed import method_spec, openrpc_document, typed_handler
 
 if TYPE_CHECKING:
@@ -37,6 +40,21 @@ GET_CHANNEL_ID = "_get_channel_id_"
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
 Handler = Callable[..., Awaitable[Any]]
+
+#: The stream names of each methods class, with and without a topic hub: one frozenset
+#: shared by every connection (a set per connection was 216 bytes of an idle one).
+_stream_names: Dict[Tuple[Type[Any], bool], FrozenSet[str]] = {}
+
+
+def stream_names_of(cls: Type[Any], topics: bool) -> FrozenSet[str]:
+    """The methods of ``cls`` that stream (async generators), and ``$/subscribe`` when a hub serves topics."""
+    names = _stream_names.get((cls, topics))
+    if names is None:
+        names = frozenset(
+            name for name in exposed_method_names(cls) if inspect.isasyncgenfunction(getattr(cls, name, None))
+        )
+        names = _stream_names[(cls, topics)] = names | {SUBSCRIBE} if topics else names
+    return names
 
 
 def _params_bind(handler: Callable[..., Any], params: Any) -> bool:
@@ -83,13 +101,14 @@ class Dispatcher:
     """Runs the methods one side exposes and encodes their answers."""
 
     __slots__ = (
-        "_builtin_streams",
+        "_budget",
         "_channel",
         "_exposed",
         "_handlers",
         "_interceptors",
         "_on_internal_error",
-        "_take_meta",
+        "_parked",
+        "_topics",
         "debug_mode",
         "discovery",
         "methods",
@@ -99,30 +118,51 @@ class Dispatcher:
     def __init__(
         self,
         methods: RpcMethodsBase,
-        discovery: bool,
-        debug_mode: bool,
+        settings: RpcSettings,
         on_internal_error: Callable[[Exception], None],
-        builtin_streams: Optional[Dict[str, Callable[..., Any]]] = None,
+        topics: Any = None,
         interceptors: Sequence[RpcInterceptor] = (),
         channel: Optional[Conversation] = None,
-        take_meta: Optional[Callable[[Any], Optional[Dict[str, Any]]]] = None,
+        budget: Optional[Budget] = None,
     ) -> None:
         self.methods = methods
-        self.discovery = discovery
-        self.debug_mode = debug_mode
+        self.discovery = settings.discovery
+        self.debug_mode = settings.debug_mode
         self._on_internal_error = on_internal_error
         self._exposed: FrozenSet[str] = exposed_method_names(type(methods))
         self._handlers: Dict[str, Handler] = {}
         #: Methods written as async generators: each call is a stream (see streams.py).
         self._interceptors: Tuple[RpcInterceptor, ...] = tuple(interceptors)
         self._channel = channel
-        #: The ``$/meta`` parked for a call id (the channel keeps them, in its budget).
-        self._take_meta = take_meta
-        #: Streams the library itself serves (``$/subscribe`` of topics), by name.
-        self._builtin_streams = dict(builtin_streams or {})
-        self.stream_names: FrozenSet[str] = frozenset(
-            name for name in self._exposed if inspect.isasyncgenfunction(getattr(type(methods), name, None))
-        ) | frozenset(self._builtin_streams)
+        #: The ``$/meta`` of calls not started yet, by id: ``(meta, bytes)``, in the budget (made on the first).
+        self._parked: Optional[Dict[Any, Tuple[Any, int]]] = None
+        self._budget = budget
+        #: The topic hub whose ``$/subscribe`` stream this side serves (the library's own stream), or None.
+        self._topics = topics
+        self.stream_names: FrozenSet[str] = stream_names_of(type(methods), topics is not None)
+
+    def park_meta(self, call_id: Any, meta: Any, size: int) -> None:
+        """The meta of the call that follows (trace context), for interceptors: kept, in the budget, until it starts."""
+        parked, budget = self._parked, self._budget
+        if not self._interceptors or budget is None or not budget.fits(size):
+            return
+        if parked is None:
+            parked = self._parked = {}
+        if len(parked) < MAX_PARKED_META and call_id not in parked:
+            parked[call_id] = (meta, size)
+            budget.held += size
+
+    def _take_meta(self, call_id: Any) -> Any:
+        """The meta parked for ``call_id`` (its bytes leave the budget), or None."""
+        parked = self._parked.pop(call_id, None) if self._parked is not None and call_id is not None else None
+        if parked is None or self._budget is None:
+            return None
+        self._budget.held -= parked[1]
+        return parked[0]
+
+    def forget_meta(self) -> None:
+        """The connection ended: what is parked goes (its budget goes with the connection)."""
+        self._parked = None
 
     def _build_handler(self, name: str) -> Optional[Handler]:
         """First call of ``name`` on this connection: look it up, wrap it if typed, keep it."""
@@ -150,12 +190,12 @@ class Dispatcher:
         """The async generator a stream call runs; RemoteValueError (-32601/-32602) when it cannot start."""
         if name not in self.stream_names:
             raise RemoteValueError(f"Method not found: {name}", code=JsonRpcErrorCode.METHOD_NOT_FOUND)
-        builtin = self._builtin_streams.get(name)
-        if builtin is not None:
+        if name == SUBSCRIBE and self._topics is not None:
+            subscribe, channel = self._topics.subscribe, self._channel  # subscribe(channel, topics, on_slow, since)
             try:
                 if params is None:
-                    return builtin()
-                return builtin(**params) if type(params) is dict else builtin(*params)
+                    return subscribe(channel)
+                return subscribe(channel, **params) if type(params) is dict else subscribe(channel, *params)
             except TypeError as exc:
                 raise RemoteValueError(
                     f"Invalid params for {name}: {exc}", code=JsonRpcErrorCode.INVALID_PARAMS
@@ -212,8 +252,7 @@ class Dispatcher:
         """``invoke`` with the interceptors around the method (see interceptors.py)."""
         handler = self._handlers.get(name) or self._build_handler(name)
         channel = self._channel
-        take_meta = self._take_meta
-        meta = take_meta(call_id) if take_meta is not None and call_id is not None else None
+        meta = self._take_meta(call_id)
         call = RpcCall(channel, name, params, call_id, notification, False, meta)  # type: ignore[arg-type]
 
         async def final() -> Any:

@@ -253,7 +253,8 @@ class NativeWebSocket(asyncio.Protocol):
         #: reader's task, whenever none are queued (order is kept).
         self.push: Optional[Callable[[bytes], None]] = None
         self._push_error: Optional[Exception] = None
-        self._lost: asyncio.Future[None] = self._loop.create_future()
+        #: Done when TCP is gone: made by the first wait for it (``close``, ``wait_closed``), not by every connection.
+        self._lost: Optional[asyncio.Future[None]] = None
         self._pings: Dict[bytes, asyncio.Future[float]] = {}
         self._sent_at = 0.0  # when the last ping went out: a pong answers it or a later one
         #: Where this connection waits for its next keepalive ping: a bucket of the loop's wheel
@@ -311,7 +312,7 @@ class NativeWebSocket(asyncio.Protocol):
                 ping.set_exception(closed)
                 ping.exception()
         self._pings.clear()
-        if not self._lost.done():
+        if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
 
     def pause_writing(self) -> None:
@@ -545,7 +546,7 @@ class NativeWebSocket(asyncio.Protocol):
         if self.state is CLOSED:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(self._lost), self.close_timeout)
+            await asyncio.wait_for(asyncio.shield(self._lost_waiter()), self.close_timeout)
         except asyncio.TimeoutError:
             self._abort_transport()
 
@@ -595,7 +596,13 @@ class NativeWebSocket(asyncio.Protocol):
 
     async def wait_closed(self) -> None:
         """Until the TCP connection is gone."""
-        await asyncio.shield(self._lost)
+        if self.state is not CLOSED:
+            await asyncio.shield(self._lost_waiter())
+
+    def _lost_waiter(self) -> asyncio.Future[None]:
+        if self._lost is None:
+            self._lost = self._loop.create_future()
+        return self._lost
 
     # ------------------------------------------------------------ pings
     async def ping(self, data: Optional[bytes] = None) -> asyncio.Future[float]:

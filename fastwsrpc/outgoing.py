@@ -198,8 +198,7 @@ class OutgoingCalls:
         "_peer_features",
         "_raise_on_error",
         "_reserved",
-        "_send_counted",
-        "_spawn_send",
+        "_runner",
         "_state",
         "default_response_timeout",
         "pending",
@@ -228,13 +227,14 @@ class OutgoingCalls:
         self.pending = pending
         self._id = channel_id
         self._owner = owner  # what interceptors see as the call's channel
-        self._send_counted = runner.send_counted
-        self._spawn_send = runner.spawn_send
+        self._runner = runner  # sends our frames (its bound methods are not kept: 128 bytes per connection)
         self.default_response_timeout = settings.default_response_timeout
         self._raise_on_error = settings.raise_on_error
         self._interceptors = tuple(interceptors)
         self._peer_features = peer_features
         window = pending.max_pending
+        if window == settings.max_pending_requests:
+            window = settings.max_pending_requests  # the settings' int, not one more per connection
         if peer_max_pending is not None and 0 < peer_max_pending < window:
             window = peer_max_pending
         #: Our calls in flight at most: our table's size, or the peer's advertised limit if lower.
@@ -296,8 +296,8 @@ class OutgoingCalls:
             if _icall is not None:
                 _icall.id = call_id
                 if _icall.meta and "meta" in self._peer_features:
-                    await self._send_counted(encode_notification(META, meta_params(call_id, _icall.meta)))
-            await self._send_counted(encode_request(call_id, name, args))
+                    await self._runner.send_counted(encode_notification(META, meta_params(call_id, _icall.meta)))
+            await self._runner.send_counted(encode_request(call_id, name, args))
         except BaseException as exc:
             pending.discard(call_id)
             if isinstance(exc, TransportClosed):
@@ -419,7 +419,7 @@ class OutgoingCalls:
             discard(call_id)
         if isinstance(exc, (asyncio.CancelledError, RpcTimeoutError)) and not self._state.closed:
             for call_id in call_ids:
-                self._spawn_send(encode_notification(CANCEL_REQUEST, {"id": call_id}), False)
+                self._runner.spawn_send(encode_notification(CANCEL_REQUEST, {"id": call_id}), False)
 
     async def notify(self, name: str, args: Params = None) -> None:
         """Send a notification: returns once the frame is handed to the socket; never answered."""
@@ -433,7 +433,7 @@ class OutgoingCalls:
 
     async def _notify(self, name: str, args: Params) -> None:
         try:
-            await self._send_counted(encode_notification(name, args))
+            await self._runner.send_counted(encode_notification(name, args))
         except TransportClosed as exc:
             raise RpcChannelClosedError(f"notification {name!r} not sent: {exc}") from exc
 
@@ -443,7 +443,7 @@ class OutgoingCalls:
 
         self.check_open()
         try:
-            await self._send_counted(encode(message))
+            await self._runner.send_counted(encode(message))
         except TransportClosed as exc:
             raise RpcChannelClosedError(f"message not sent: {exc}") from exc
 
@@ -483,7 +483,7 @@ class OutgoingCalls:
                 parts.append(encode_request(call_ids[-1], name, params))
             if not parts:
                 raise ValueError("call_batch needs at least one call")
-            await self._send_counted(encode_batch(parts))
+            await self._runner.send_counted(encode_batch(parts))
         except BaseException as exc:
             for call_id in call_ids:
                 pending.discard(call_id)

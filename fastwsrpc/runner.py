@@ -15,7 +15,22 @@ import sys
 import types
 from contextvars import Context, ContextVar, copy_context
 from operator import length_hint
-from typing import Any, Awaitable, Callable, Coroutine, Dict, FrozenSet, Generator, List, Optional, Set, Tuple, Union
+from types import MappingProxyType
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Dict,
+    FrozenSet,
+    Generator,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+    Union,
+    cast,
+)
 
 from .budget import RETRY_AFTER, Budget
 from .errors import JsonRpcErrorCode
@@ -42,8 +57,42 @@ Invoke = Callable[..., Coroutine[Any, Any, Optional[bytes]]]
 _NOTE: Any = object()
 
 
-def _no_stream(req: Request, size: int) -> None:  # pragma: no cover - replaced by the stream registry
+def _no_stream(req: Request, size: int) -> None:  # pragma: no cover - replaced by the channel
     raise RuntimeError("no stream registry")
+
+
+def _no_session(data: bytes) -> None:  # pragma: no cover - replaced by bind
+    raise RuntimeError("no session")
+
+
+#: The ``cancelled`` of every runner that has had no early cancel: an empty mapping, shared (a
+#: dict per idle connection otherwise). Reads work on it; ``cancel`` makes the dict, ``close`` drops it.
+NO_CANCELS = cast(Dict[Any, int], MappingProxyType({}))
+
+
+class _RunsOn:
+    """``HandlerRunner.notes``: the tasks of ``tasks`` that run to their end at close, as a set (``add``, ...)."""
+
+    __slots__ = ("_tasks",)
+
+    def __init__(self, tasks: Dict[asyncio.Task[Any], bool]) -> None:
+        self._tasks = tasks
+
+    def add(self, task: asyncio.Task[Any]) -> None:
+        self._tasks[task] = True
+
+    def discard(self, task: asyncio.Task[Any]) -> None:
+        if task in self._tasks:
+            self._tasks[task] = False
+
+    def __contains__(self, task: object) -> bool:
+        return bool(self._tasks.get(task))  # type: ignore[call-overload]
+
+    def __iter__(self) -> Iterator[asyncio.Task[Any]]:
+        return iter([task for task, runs_on in self._tasks.items() if runs_on])
+
+    def __len__(self) -> int:
+        return sum(self._tasks.values())
 
 
 class HandlerRunner:
@@ -54,7 +103,7 @@ class HandlerRunner:
         "_describe",
         "_invoke",
         "_loop",
-        "_resolve",
+        "_pending",
         "_send",
         "_state",
         "_token",
@@ -62,7 +111,6 @@ class HandlerRunner:
         "by_id",
         "cancelled",
         "idle",
-        "notes",
         "open_run",
         "session",
         "start_stream",
@@ -77,7 +125,7 @@ class HandlerRunner:
         state: ConnectionState,
         invoke: Invoke,
         send: Callable[[bytes], Awaitable[None]],
-        resolve: Callable[[Any, Response], Any],
+        pending: Any,
         token: object,
         describe: Callable[[], str],
     ) -> None:
@@ -88,17 +136,17 @@ class HandlerRunner:
         # The run steps an answer's send by hand (coro.send), as it steps handlers:
         # a transport's send is a coroutine function; any other awaitable is wrapped.
         self._send = send if inspect.iscoroutinefunction(send) else _awaiting(send)
-        self._resolve = resolve
+        self._pending = pending  # our calls' table: a batch may carry answers to them
         self._token = token
         self._describe = describe
-        #: Every task we started for the peer (runs, batches, streams, answers).
-        self.tasks: Set[asyncio.Task[Any]] = set()
-        #: Runs serving notifications only: not cancelled at close (their sender counts on them).
-        self.notes: Set[asyncio.Task[Any]] = set()
+        #: Every task we started for the peer (runs, batches, streams, answers), each with whether
+        #: it runs to its end at close (a run serving notifications only: their sender counts on
+        #: them) or is cancelled then. One dict, not two sets: 432 bytes less per idle connection.
+        self.tasks: Dict[asyncio.Task[Any], bool] = {}
         #: Calls in flight by id, for ``$/cancelRequest`` (None: queued or not started yet).
         self.by_id: Dict[Any, Optional[asyncio.Task[Any]]] = {}
-        #: Calls cancelled before they started, by id (a count: ids may repeat).
-        self.cancelled: Dict[Any, int] = {}
+        #: Calls cancelled before they started, by id (a count: ids may repeat); made on the first.
+        self.cancelled: Dict[Any, int] = NO_CANCELS
         #: A run's task that finished its work without suspending, waiting for the next run.
         self.idle: Optional[asyncio.Future[Any]] = None
         #: The run the reader appends to (calls and notifications read in a row).
@@ -108,12 +156,19 @@ class HandlerRunner:
         self.start_stream: Callable[[Request, int], None] = _no_stream
         #: The client's session, when it has one: its idempotent calls run once (see sessions.py).
         self.session: Optional[Session] = None
-        self._deliver = self.spawn_send
+        #: What the session delivers answers through (``spawn_send``, bound once: attach and detach match it).
+        self._deliver: Callable[[bytes], None] = _no_session
+
+    @property
+    def notes(self) -> _RunsOn:
+        """The tasks that run to their end at close, as a set-like view of ``tasks`` (``add``, ``discard``, ``in``)."""
+        return _RunsOn(self.tasks)
 
     def bind(self, session: Optional[Session]) -> None:
         """Serve ``session``'s idempotent calls; their answers reach this connection while it lasts."""
         self.session = session
         if session is not None:
+            self._deliver = self.spawn_send
             session.attach(self._deliver)
 
     # ------------------------------------------------------------ admission
@@ -305,8 +360,7 @@ class HandlerRunner:
         task = self._loop.create_task(self._run_handlers(run))
         # Runs to its end even if the connection closes: nobody awaits an answer.
         # It takes itself out of both sets as it ends.
-        self.tasks.add(task)
-        self.notes.add(task)
+        self.tasks[task] = True
 
     def _note_done(self, size: int) -> None:
         budget = self.budget
@@ -364,7 +418,7 @@ class HandlerRunner:
                                     # The socket did not take it (the peer does not read): this call
                                     # keeps its unit and this task until it does, as a handler would.
                                     self._hand_off(run, len(run) - length_hint(items))
-                                    self.notes.discard(me)
+                                    self.tasks[me] = False
                                     await self._send_rest(answer, ctx, waiting, len(done.value), size)
                                     return
                         budget.active -= 1
@@ -404,8 +458,7 @@ class HandlerRunner:
                 self.idle = idle
                 run = await idle  # the next run, or None at close
         finally:
-            self.tasks.discard(me)
-            self.notes.discard(me)
+            self.tasks.pop(me, None)
 
     async def _rest_of(self, me: Any, call_id: Any, coro: Any, ctx: Context, waiting: Any, size: int) -> None:
         """The rest of a handler that suspended at its first step, in the run's task (now its own)."""
@@ -417,7 +470,7 @@ class HandlerRunner:
                 # Runs on while its client is away: the session delivers its answer.
                 self.session.tasks[call_id] = me
             else:
-                self.notes.discard(me)  # a call is cancelled at close; a notification runs to its end
+                self.tasks[me] = False  # a call is cancelled at close; a notification runs to its end
             by_id = self.by_id
             if call_id in by_id:
                 by_id[call_id] = me
@@ -482,6 +535,8 @@ class HandlerRunner:
         if task is not None:
             task.cancel()
         elif len(self.cancelled) < self.budget.max_active + self.budget.max_queued:
+            if self.cancelled is NO_CANCELS:
+                self.cancelled = {}
             self.cancelled[call_id] = self.cancelled.get(call_id, 0) + 1
 
     def was_cancelled(self, call_id: Any) -> bool:
@@ -530,7 +585,7 @@ class HandlerRunner:
             elif kind is Invalid:
                 parts.append(encode_error(item.id, item.code, item.message))
             elif kind is Response:
-                self._resolve(item.id, item)
+                self._pending.resolve(item.id, item)
         if waiting:
             try:
                 done = await asyncio.gather(*waiting, return_exceptions=True)
@@ -627,15 +682,18 @@ class HandlerRunner:
                 return None
         else:
             task = self._loop.create_task(coro)
-        self.tasks.add(task)
+        self.tasks[task] = False
         if units or nbytes:
             task.add_done_callback(lambda t: self._done(t, units, nbytes))
         else:
-            task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(self._forget)
         return task
 
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.pop(task, None)
+
     def _done(self, task: asyncio.Task[Any], units: int, nbytes: int) -> None:
-        self.tasks.discard(task)
+        self.tasks.pop(task, None)
         budget = self.budget
         budget.active -= units
         budget.held -= nbytes
@@ -652,7 +710,7 @@ class HandlerRunner:
         current task is spared.
         """
         self.by_id.clear()
-        self.cancelled.clear()
+        self.cancelled = NO_CANCELS
         if self.session is not None:
             self.session.detach(self._deliver)
             for msg, _ in self.budget.deferred:
@@ -663,9 +721,8 @@ class HandlerRunner:
         if idle is not None and not idle.done():
             idle.set_result(None)
         current = asyncio.current_task()
-        notes = self.notes
-        for task in list(self.tasks):
-            if task is not current and task not in notes:
+        for task, runs_on in list(self.tasks.items()):
+            if task is not current and not runs_on:
                 task.cancel()
 
 

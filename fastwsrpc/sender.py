@@ -80,7 +80,8 @@ class CoalescingSender:
         self._big = big_frame
         self._queue: List[bytes] = []
         self._scheduled = False
-        self._waiters: List[asyncio.Future[None]] = []
+        #: Senders waiting for ``resume_writing``; made by the first (most connections never have one).
+        self._waiters: Optional[List[asyncio.Future[None]]] = None
         self._lost: Optional[BaseException] = None
         #: Whether the socket's write buffer is over its high-water mark: callers then await :meth:`drain`.
         self.paused = False
@@ -126,6 +127,8 @@ class CoalescingSender:
         if self._lost is not None:
             raise self._lost
         waiter: asyncio.Future[None] = self._loop.create_future()
+        if self._waiters is None:
+            self._waiters = []
         self._waiters.append(waiter)
         await waiter
 
@@ -134,17 +137,17 @@ class CoalescingSender:
 
     def resume_writing(self) -> None:
         self.paused = False
-        for waiter in self._waiters:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
-        self._waiters.clear()
 
     def connection_lost(self, error: BaseException) -> None:
         """Nothing more is written; waiting senders fail with ``error`` (what the connection ended with)."""
         self._lost = error
         self._queue = []
-        for waiter in self._waiters:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_exception(error)
                 waiter.exception()  # retrieved: a sender that gave up must not log it
-        self._waiters.clear()
