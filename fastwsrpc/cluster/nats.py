@@ -26,6 +26,10 @@ Subjects, under a namespace (default ``fastwsrpc``):
   that with no peer at all the server answers "no responders" and the start does
   not wait.
 
+The node's own subject, ``{ns}.all`` and the reply subject are read with no task per
+message: nats-py hands each message to our handler as it parses it (see
+:class:`_Deliver`), rather than through a queue to a task of the subscription's.
+
 When the connection drops, every request waiting for a reply fails with
 ``RpcBrokerUnavailableError`` (its reply could be lost); the broker reconnects with
 tenacity (exponential backoff with jitter), subscribes again and the cluster
@@ -59,7 +63,7 @@ import logging
 import random
 import re
 from collections import OrderedDict
-from typing import Any, AsyncIterator, Collection, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, AsyncIterator, Callable, Collection, Dict, List, Mapping, Optional, Set, Tuple
 
 import msgspec
 
@@ -179,6 +183,28 @@ class _Entry:
         self.node = node
         self.until = until
         self.groups = groups
+
+
+class _Deliver(asyncio.Future):  # type: ignore[type-arg]
+    """A subscription's messages handed over as nats-py reads them, with no task in between.
+
+    nats-py runs a subscription's callback in a task of its own, fed by a queue: one
+    task switch per message, and an idle task per subscription. Given a ``future``
+    instead, it calls that future's ``set_result`` with each message, right where it
+    parsed it (its "old style" request path): this future passes each to ``handler``
+    and stays pending. ``handler`` must not block; what it raises is logged here, so
+    that it cannot break nats-py's read loop.
+    """
+
+    def __init__(self, handler: Callable[[Any], None]) -> None:
+        super().__init__()
+        self._handler = handler
+
+    def set_result(self, result: Any) -> None:
+        try:
+            self._handler(result)
+        except Exception:
+            logger.exception("cluster: a NATS message handler failed")
 
 
 def _import_nats() -> Any:
@@ -320,10 +346,10 @@ class NatsBroker:
             **self._nats_kwargs,
         )
         try:
-            await nc.subscribe(self._node_subject(self.node_id), cb=self._on_node_msg)
-            await nc.subscribe(f"{self.namespace}.all", cb=self._on_all_msg)
+            await nc.subscribe(self._node_subject(self.node_id), future=_Deliver(self._on_node_msg))
+            await nc.subscribe(f"{self.namespace}.all", future=_Deliver(self._on_all_msg))
             await nc.subscribe(f"{self.namespace}.presence", cb=self._on_presence_msg)
-            await nc.subscribe(self._reply_prefix + "*", cb=self._on_reply_msg)
+            await nc.subscribe(self._reply_prefix + "*", future=_Deliver(self._on_reply_msg))
             await nc.subscribe(f"{self._sync_subject}.{self.node_id}", cb=self._on_sync_msg)
             await nc.flush(timeout=self.connect_timeout)
         except BaseException:
@@ -414,18 +440,18 @@ class NatsBroker:
             raise unavailable("NATS", exc) from exc
 
     # ------------------------------------------------------------ messages
-    async def _on_node_msg(self, msg: Any) -> None:
+    def _on_node_msg(self, msg: Any) -> None:
         assert self._on_message is not None
         if msg.reply:
             spawn(self._tasks, self._serve(msg.reply, msg.data))
         else:
             self._on_message(msg.data)
 
-    async def _on_all_msg(self, msg: Any) -> None:
+    def _on_all_msg(self, msg: Any) -> None:
         assert self._on_message is not None
         self._on_message(msg.data)
 
-    async def _on_reply_msg(self, msg: Any) -> None:
+    def _on_reply_msg(self, msg: Any) -> None:
         suffix = msg.subject[len(self._reply_prefix) :]
         if suffix.startswith("sync"):
             self._on_sync_reply(suffix, msg)
