@@ -12,7 +12,7 @@ import logging
 import uuid
 from contextvars import copy_context
 from types import ModuleType
-from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Coroutine, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _accel
 from .api import ChannelApi
@@ -44,7 +44,7 @@ from .state import ConnectionState
 from .streams import StreamRegistry
 from .topics import TopicHub
 from .transport import CLOSE_INTERNAL_ERROR, CLOSE_MESSAGE_TOO_BIG, CLOSE_NORMAL, Transport, TransportClosed
-from .watchdog import Watchdog, spawn_background
+from .watchdog import Watchdog, quietly, spawn_background
 
 __all__ = ["BatchCall", "OnConnectCallback", "OnDisconnectCallback", "OnErrorCallback", "Params", "RpcCaller"]
 __all__ += ["RpcChannel", "RpcPromise"]
@@ -149,15 +149,22 @@ class RpcChannel(ChannelApi):
         self._streams.start_stream(req, size)  # the registry takes the runner's start_stream over from here
 
     # ----------------------------------------------------------- the reader
-    async def run(self) -> None:
-        """Read frames until the connection ends; any failure closes it cleanly (nothing escapes)."""
+    async def run(self, park: Optional[Callable[[], None]] = None) -> None:
+        """Read frames until the connection ends; any failure closes it cleanly (nothing escapes).
+
+        ``park``, with a transport that pushes messages and parks (the native one): when nothing is
+        left for the reader, return at once, the channel still open (messages go on being pushed);
+        the transport calls ``park()`` once there is (a message queued, the end), which runs ``run``
+        again in a :meth:`reader_task`. An idle connection holds no task and no frame (2 kB of each).
+        """
         socket, budget, state = self.socket, self._budget, self._state
         receive, feed = socket.receive, self.feed
         # A transport that can hand us messages straight from the socket (the
         # native one) does so while we read: no wake-up of this task per read.
         pushed = hasattr(socket, "push")
+        parks = pushed and park is not None and hasattr(socket, "park")
         self._reader_context = copy_context()
-        reason = "connection closed"
+        reason, parked = "connection closed", False
         try:
             while not state.closed:
                 if budget.must_pause():
@@ -165,13 +172,16 @@ class RpcChannel(ChannelApi):
                     continue
                 if pushed:
                     socket.push = self._push  # type: ignore[attr-defined]
+                    if parks and socket.park(park):  # type: ignore[attr-defined]
+                        parked = True  # nothing ends
+                        return
                 feed(await receive())
         except TransportClosed as exc:
             reason = str(exc)
         except RpcMessageTooLargeError as exc:
             reason = f"closed with code 1009: {exc}"
             logger.warning("%s: %s", self._describe(), exc)
-            await _quiet(socket.close(CLOSE_MESSAGE_TOO_BIG, "message too big"))
+            await quietly(socket.close(CLOSE_MESSAGE_TOO_BIG, "message too big"))
         except asyncio.CancelledError:
             reason = "reader cancelled"
             raise
@@ -179,12 +189,17 @@ class RpcChannel(ChannelApi):
             reason = f"internal error in the read loop: {exc!r}"
             logger.exception("channel %s: read loop failed; closing the connection", self.id)
             self._mark_closed(reason)
-            await _quiet(socket.close(CLOSE_INTERNAL_ERROR, "internal error"))
+            await quietly(socket.close(CLOSE_INTERNAL_ERROR, "internal error"))
         finally:
-            if pushed:
-                socket.push = None  # type: ignore[attr-defined]
-            self._mark_closed(reason)
-            await self._callbacks.fire_disconnect()
+            if not parked:
+                if pushed:
+                    socket.push = None  # type: ignore[attr-defined]
+                self._mark_closed(reason)
+                await self._callbacks.fire_disconnect()
+
+    def reader_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task for ``coro`` in a copy of the reader's context (``run`` going on after it parked)."""
+        return self._reader_context.copy().run(self._loop.create_task, coro)
 
     def _push(self, frame: bytes) -> None:
         """A message straight from the transport (see ``run``); stops the pushing when the reader must pause."""
@@ -266,16 +281,6 @@ class RpcChannel(ChannelApi):
         logger.info("channel %s reached max_connection_duration; closing", self.id)
         spawn_background(self._loop, self.close(CLOSE_NORMAL, "max connection duration reached"))
 
-    async def _abort_then_fire(self, reason: str) -> None:
-        self.abort(reason)
-        await self._callbacks.fire_disconnect()
-
-    async def _close_then_abort(self, code: int, reason: str) -> None:  # a handshake within 1 s, else a drop
-        try:
-            await asyncio.wait_for(self.close(code, reason), 1.0)
-        except (asyncio.TimeoutError, Exception):
-            self.abort(reason)
-
     def _in_flight(self) -> bool:
         return bool(len(self._calls.pending) or (self._registry is not None and self._registry.consumers))
 
@@ -284,10 +289,3 @@ class RpcChannel(ChannelApi):
 
     def _describe(self) -> str:
         return f"channel {self.id} (peer {self.socket.peer or '?'})"
-
-
-async def _quiet(awaitable: Any) -> None:
-    try:
-        await awaitable
-    except Exception:  # the socket is already gone; nothing left to tell it
-        pass

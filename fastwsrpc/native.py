@@ -186,6 +186,7 @@ class NativeWebSocket(asyncio.Protocol):
         "_lost",
         "_messages",
         "_opcode",
+        "_parked",
         "_parser",
         "_pending_error",
         "_ping_bucket",
@@ -245,6 +246,8 @@ class NativeWebSocket(asyncio.Protocol):
         #: Only messages that are queued are recorded: leave ``push`` unset with it.
         self.opcodes: Optional[Deque[int]] = deque() if keep_opcodes else None
         self._waiter: Optional[asyncio.Future[None]] = None
+        #: Called once there is something for a reader that parked (see :meth:`park`).
+        self._parked: Optional[Callable[[], None]] = None
         self._end: Optional[BaseException] = None  # what receive raises once the stream is over
         self._reading_paused = False
         self._sender: CoalescingSender  # made with the socket's transport, in connection_made
@@ -376,8 +379,7 @@ class NativeWebSocket(asyncio.Protocol):
             else:
                 self._on_close_frame(payload)
         if messages:
-            if self._waiter is not None and not self._waiter.done():
-                self._waiter.set_result(None)
+            self._wake()
             if len(messages) >= _HIGH and not self._reading_paused and self.transport is not None:
                 self._reading_paused = True
                 self.transport.pause_reading()
@@ -439,9 +441,28 @@ class NativeWebSocket(asyncio.Protocol):
             self._close_handle = self._loop.call_later(self.close_timeout, self._abort_transport)
 
     def _wake(self) -> None:
+        """Something for the reader: a message queued, the end of the stream, a failure of ``push``."""
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+        elif self._parked is not None:
+            wake, self._parked = self._parked, None
+            try:
+                wake()
+            except Exception:  # the reader's own failure: this callback (data_received, connection_lost) goes on
+                logger.exception("waking the reader of %s failed", self.peer or "?")
+
+    def park(self, wake: Callable[[], None]) -> bool:
+        """The reader leaves while nothing waits for it (its task ends; ``push`` stays): ``wake()`` is
+        called once, from this protocol's callbacks, when something does (see :meth:`_wake`).
+
+        False, and nothing parked, if something waits already: :meth:`receive` it.
+        """
+        if self._messages or self._end is not None or self._push_error is not None or self._pending_error is not None:
+            return False
+        self._parked = wake
+        return True
 
     # ------------------------------------------------------------ the Transport protocol
     async def receive(self) -> Union[str, bytes]:

@@ -40,6 +40,7 @@ from typing import (
     Awaitable,
     Callable,
     Dict,
+    FrozenSet,
     Generator,
     Iterator,
     List,
@@ -72,6 +73,9 @@ from .transport import CLOSE_GOING_AWAY
 __all__ = ["HandshakeRequest", "WebSocketRpcServer", "run"]
 
 logger = get_logger("server")
+
+#: The features agreed with clients, each combination once (subsets of what our interceptors need).
+_AGREED: Dict[FrozenSet[str], FrozenSet[str]] = {}
 
 Authenticate = Callable[["HandshakeRequest"], Awaitable[Any]]
 
@@ -274,6 +278,7 @@ class _ServerWebSocket(NativeWebSocket):
         if self._open_handle is not None:
             self._open_handle.cancel()
             self._open_handle = None
+        self.opening_task = None  # done with opening: the task may end, and go (while the connection lasts)
         handshake.send_response(response)
         assert self.transport is not None
         self.transport.write(b"".join(handshake.data_to_send()))
@@ -567,6 +572,7 @@ class WebSocketRpcServer:
                 name = who
         service = target.service
         agreed = service.features & parse_features(request.headers.get(FEATURES_HEADER))
+        agreed = _AGREED.setdefault(agreed, agreed)  # one frozenset per combination, not one per connection
         response.headers[FEATURES_HEADER] = format_features(agreed, service.settings.max_pending_requests)
         asked = info.query.get(SESSION_QUERY)
         session, session_header = await service.open_session(request.headers.get(SESSION_HEADER), asked)
@@ -602,6 +608,7 @@ class WebSocketRpcServer:
             channels=listener._channels,
             session=session,
             session_notice=session_notice,
+            tasks=listener._tasks,  # the service returns once the connection is idle (see RpcService.serve)
         )
 
 

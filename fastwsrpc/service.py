@@ -18,6 +18,7 @@ channels.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, Union
 
@@ -217,6 +218,7 @@ class RpcService:
         channels: Optional[Set[RpcChannel]] = None,
         session: Optional[Session] = None,
         session_notice: bool = False,
+        tasks: Optional[Set[asyncio.Task[None]]] = None,
     ) -> None:
         """Build the channel for an accepted connection, register it, read until it ends, release it.
 
@@ -226,6 +228,13 @@ class RpcService:
         server's set of open channels (for drain and shutdown). ``session``: the
         client's (see :mod:`fastwsrpc.sessions`); ``session_notice``: tell it in a
         first message ``$/session`` too (browsers cannot read handshake headers).
+
+        ``tasks`` (the native server's set of its serving tasks): this returns
+        as soon as nothing waits for the reader, the connection still open, and
+        its transport wakes a task (in ``tasks`` until it ends) when something
+        does, which reads on and releases the connection at its end (see
+        ``RpcChannel.run``'s ``park``). An idle connection then holds no task
+        and no coroutine frame: 2 kB less for each.
         """
         from .channel import RpcChannel
 
@@ -247,7 +256,7 @@ class RpcService:
         cluster = self.cluster
         attaching = False
         client_id = ""
-        ended_cleanly = False
+        ended_cleanly = parked = False
         try:
             if name is None and self.identify is not None:
                 name = self.identify(identify_with)
@@ -269,26 +278,56 @@ class RpcService:
                 ttl = self.sessions.ttl
                 await channel.notify(SESSION_NOTICE, {"id": session.id, "resumed": session.resumed, "ttl": ttl})
             await channel.on_connect()
-            await channel.run()
+            if tasks is None:
+                await channel.run()
+            else:
+                await channel.run(functools.partial(self._wake, channel, channels, tasks, client_id))
+                parked = not channel.is_closed()  # run returned with the connection open: it parked
             ended_cleanly = True
         finally:
-            self.channels.discard(channel)
-            if channels is not None:
-                channels.discard(channel)
-            if not channel.is_closed():
-                # identify, attach or on_connect failed, or the serving task was
-                # cancelled: the connection ends here (1011), its watchdog and
-                # timers with it, and the disconnect callbacks run once.
-                if not ended_cleanly:
-                    logger.warning(
-                        "serving %s failed before its read loop ended; closing (1011)", transport.peer or "?"
-                    )
-                await _quiet_close(channel)
-            if attaching:
-                try:
-                    await cluster.detach(client_id, channel)
-                except Exception:  # the broker's trouble: the registration expires with its TTL
-                    logger.exception("could not detach client %r from the cluster", client_id)
+            if not parked:
+                await self._release(channel, channels, client_id if attaching else None, ended_cleanly)
+
+    def _wake(self, channel: RpcChannel, channels: Any, tasks: Set[asyncio.Task[None]], client_id: str) -> None:
+        """A parked connection's transport has something for its reader: a task reads on (see :meth:`serve`)."""
+        task = channel.reader_task(self._read_on(channel, channels, tasks, client_id))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _read_on(
+        self, channel: RpcChannel, channels: Any, tasks: Set[asyncio.Task[None]], client_id: str
+    ) -> None:
+        """The rest of :meth:`serve` for a connection that parked: read until it ends or parks again."""
+        ended_cleanly = parked = False
+        try:
+            await channel.run(functools.partial(self._wake, channel, channels, tasks, client_id))
+            parked = not channel.is_closed()
+            ended_cleanly = True
+        finally:
+            if not parked:
+                await self._release(channel, channels, client_id, ended_cleanly)
+
+    async def _release(
+        self, channel: RpcChannel, channels: Optional[Set[RpcChannel]], client_id: Optional[str], ended_cleanly: bool
+    ) -> None:
+        """Everything ``serve`` took for the connection, given back (``client_id``: its cluster registration)."""
+        self.channels.discard(channel)
+        if channels is not None:
+            channels.discard(channel)
+        if not channel.is_closed():
+            # identify, attach or on_connect failed, or the serving task was
+            # cancelled: the connection ends here (1011), its watchdog and
+            # timers with it, and the disconnect callbacks run once.
+            if not ended_cleanly:
+                logger.warning(
+                    "serving %s failed before its read loop ended; closing (1011)", channel.socket.peer or "?"
+                )
+            await _quiet_close(channel)
+        if client_id is not None:
+            try:
+                await self.cluster.detach(client_id, channel)
+            except Exception:  # the broker's trouble: the registration expires with its TTL
+                logger.exception("could not detach client %r from the cluster", client_id)
 
 
 #: The service's own keywords, for "did you mean" on a misspelt one.

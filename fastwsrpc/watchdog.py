@@ -9,7 +9,7 @@ the per-message path pays an integer increment and never reads the clock.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine, Optional, Protocol, Set
+from typing import Any, Awaitable, Coroutine, Optional, Protocol, Set
 
 from .config import RpcSettings
 from .logger import get_logger
@@ -28,11 +28,25 @@ class Owner(Protocol):
     def _in_flight(self) -> bool:
         """Whether our calls or streams wait for the peer (then the connection is not idle)."""
 
-    def _abort_then_fire(self, reason: str) -> Coroutine[Any, Any, None]:
-        """Drop the connection (the peer is stalled), then run the disconnect callbacks."""
+    def abort(self, reason: str) -> None: ...
 
-    def _close_then_abort(self, code: int, reason: str) -> Coroutine[Any, Any, None]:
-        """Close with ``code``; drop the connection if the closing handshake does not finish."""
+    async def close(self, code: int = ..., reason: str = ...) -> None: ...
+
+    async def on_disconnect(self) -> None: ...
+
+
+async def _abort_then_fire(owner: Owner, reason: str) -> None:
+    """The peer is stalled: drop the connection, then run the disconnect callbacks."""
+    owner.abort(reason)
+    await owner.on_disconnect()
+
+
+async def _close_then_abort(owner: Owner, code: int, reason: str) -> None:
+    """Close with a handshake within 1 s, else drop the connection."""
+    try:
+        await asyncio.wait_for(owner.close(code, reason), 1.0)
+    except (asyncio.TimeoutError, Exception):
+        owner.abort(reason)
 
 
 class Watchdog:
@@ -41,9 +55,9 @@ class Watchdog:
     It ticks every quarter of the shortest timeout set and compares the
     progress record (:class:`~fastwsrpc.state.ConnectionState`) and the budget
     with the previous tick, so the hot path pays one integer increment per
-    frame and never reads the clock. It acts through its owner's three methods
-    of :class:`Owner` (the channel's; held as the owner, not as three bound
-    methods and a label: 250 bytes of every idle connection).
+    frame and never reads the clock. It acts through its owner (the channel,
+    as :class:`Owner`; held as the owner, not as three bound methods and a
+    label: 250 bytes of every idle connection).
     """
 
     __slots__ = (
@@ -121,7 +135,7 @@ class Watchdog:
             logger.warning("channel %s: peer %s read nothing for %.3g s; disconnecting", owner.id, peer, s.send_timeout)
             self.stop()
             reason = f"send timeout: the peer read nothing for {s.send_timeout} s"
-            spawn_background(self._loop, owner._abort_then_fire(reason))
+            spawn_background(self._loop, _abort_then_fire(owner, reason))
             return
         # A message started and not finished (slowloris); not while we chose not to read.
         if budget.room is None and not received_any and self._socket.receiving():
@@ -136,7 +150,7 @@ class Watchdog:
                 s.message_receive_timeout,
             )
             self.stop()
-            spawn_background(self._loop, owner._close_then_abort(CLOSE_POLICY_VIOLATION, "message receive timeout"))
+            spawn_background(self._loop, _close_then_abort(owner, CLOSE_POLICY_VIOLATION, "message receive timeout"))
             return
         # Nothing either way and nothing in flight.
         idle = not (received_any or sent_any or budget.active or busy or owner._in_flight())
@@ -144,7 +158,7 @@ class Watchdog:
         if s.idle_timeout and self.idle_for >= s.idle_timeout:
             logger.info("channel %s: idle for %.3g s; closing", owner.id, s.idle_timeout)
             self.stop()
-            spawn_background(self._loop, owner._close_then_abort(CLOSE_GOING_AWAY, "idle timeout"))
+            spawn_background(self._loop, _close_then_abort(owner, CLOSE_GOING_AWAY, "idle timeout"))
             return
         if state.closed:
             self.stop()
@@ -153,6 +167,14 @@ class Watchdog:
 #: Tasks that must outlive the channel's own cancellation (closing, error
 #: callbacks); kept referenced so the loop does not garbage-collect them mid-run.
 _background: Set[asyncio.Task[Any]] = set()
+
+
+async def quietly(awaitable: Awaitable[Any]) -> None:
+    """Await ``awaitable``, ignoring its failure (closing a socket that is already gone: nothing left to tell)."""
+    try:
+        await awaitable
+    except Exception:
+        pass
 
 
 def spawn_background(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> None:
