@@ -284,6 +284,9 @@ class RpcChannel(ChannelApi):
     def _in_flight(self) -> bool:
         return bool(len(self._calls.pending) or (self._registry is not None and self._registry.consumers))
 
+    def _let_go(self) -> None:  # nothing came for a watchdog's tick (see Watchdog.on_turn)
+        self._runner.let_go()
+
     def _spawn(self, coro: Any, units: int = 1) -> Any:
         return self._runner.spawn(coro, units)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, FrozenSet, Optional, Sequence, Tuple, Type
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, FrozenSet, Optional, Sequence, Tuple, Type, cast
 
 import msgspec
 
@@ -40,6 +41,9 @@ GET_CHANNEL_ID = "_get_channel_id_"
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
 Handler = Callable[..., Awaitable[Any]]
+
+#: The handlers of a connection that has had no call yet: an empty mapping, shared (reads only).
+_NO_HANDLERS = cast(Dict[str, Handler], MappingProxyType({}))
 
 #: The stream names of each methods class, with and without a topic hub: one frozenset
 #: shared by every connection (a set per connection was 216 bytes of an idle one).
@@ -130,7 +134,8 @@ class Dispatcher:
         self.debug_mode = settings.debug_mode
         self._on_internal_error = on_internal_error
         self._exposed: FrozenSet[str] = exposed_method_names(type(methods))
-        self._handlers: Dict[str, Handler] = {}
+        #: Handlers by name, built on each name's first call: a dict from the first (none on an idle connection).
+        self._handlers: Dict[str, Handler] = _NO_HANDLERS
         #: Methods written as async generators: each call is a stream (see streams.py).
         self._interceptors: Tuple[RpcInterceptor, ...] = tuple(interceptors)
         self._channel = channel
@@ -167,6 +172,8 @@ class Dispatcher:
     def _build_handler(self, name: str) -> Optional[Handler]:
         """First call of ``name`` on this connection: look it up, wrap it if typed, keep it."""
         handler: Optional[Handler] = None
+        if self._handlers is _NO_HANDLERS:
+            self._handlers = {}
         if name in self.stream_names:
             handler = self._handlers[name] = _not_in_a_batch(name)
         elif name in self._exposed:

@@ -39,6 +39,7 @@ import ssl as _ssl
 import sys
 import zlib
 from collections import deque
+from types import MappingProxyType
 from typing import Any, Callable, Deque, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union, cast
 
 from websockets.client import ClientProtocol
@@ -85,6 +86,10 @@ _OP_PONG = 10
 _NEVER = sys.maxsize
 #: From this size on, a server's frame goes out as its header and the message itself (no copy).
 _SPLIT = 64 * 1024
+
+
+#: The pings of a connection with none waiting for its pong: an empty mapping, shared (a dict each otherwise).
+_NO_PINGS = cast(Dict[bytes, "asyncio.Future[float]"], MappingProxyType({}))
 
 
 def _header(opcode: int, n: int) -> bytes:
@@ -258,7 +263,8 @@ class NativeWebSocket(asyncio.Protocol):
         self._push_error: Optional[Exception] = None
         #: Done when TCP is gone: made by the first wait for it (``close``, ``wait_closed``), not by every connection.
         self._lost: Optional[asyncio.Future[None]] = None
-        self._pings: Dict[bytes, asyncio.Future[float]] = {}
+        #: Pings waiting for their pong, by payload: a dict while one does (a few ms every ``ping_interval``).
+        self._pings: Dict[bytes, asyncio.Future[float]] = _NO_PINGS
         self._sent_at = 0.0  # when the last ping went out: a pong answers it or a later one
         #: Where this connection waits for its next keepalive ping: a bucket of the loop's wheel
         #: (see fastwsrpc/wheel.py: one timer for every connection, not a TimerHandle each).
@@ -314,7 +320,7 @@ class NativeWebSocket(asyncio.Protocol):
             if not ping.done():
                 ping.set_exception(closed)
                 ping.exception()
-        self._pings.clear()
+        self._pings = _NO_PINGS
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
 
@@ -632,7 +638,7 @@ class NativeWebSocket(asyncio.Protocol):
             raise self._closed_error()
         payload = data if data is not None else os.urandom(4)
         waiter: asyncio.Future[float] = self._loop.create_future()
-        self._pings[payload] = waiter
+        self._waiting_pings()[payload] = waiter
         self._sent_at = self._loop.time()
         self._sender.send_control(self._build(_OP_PING, payload, self.is_client))
         return waiter
@@ -648,9 +654,16 @@ class NativeWebSocket(asyncio.Protocol):
                 waiter.set_result(latency)
             if key == payload:
                 break
-        if self._ping_deadline is not None and not self._pings:
-            self._ping_deadline.cancel()
-            self._ping_deadline = None
+        if not self._pings:
+            self._pings = _NO_PINGS
+            if self._ping_deadline is not None:
+                self._ping_deadline.cancel()
+                self._ping_deadline = None
+
+    def _waiting_pings(self) -> Dict[bytes, asyncio.Future[float]]:
+        if self._pings is _NO_PINGS:
+            self._pings = {}
+        return self._pings
 
     def _leave_wheel(self) -> None:
         bucket, self._ping_bucket = self._ping_bucket, None
@@ -665,7 +678,7 @@ class NativeWebSocket(asyncio.Protocol):
         if self._ping_deadline is not None:
             return  # the last ping is still within its timeout
         payload = os.urandom(4)
-        self._pings[payload] = self._loop.create_future()
+        self._waiting_pings()[payload] = self._loop.create_future()
         self._sent_at = self._loop.time()
         self._sender.send_control(self._build(_OP_PING, payload, self.is_client))
         if self.ping_timeout:

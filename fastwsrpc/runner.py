@@ -65,6 +65,9 @@ def _no_session(data: bytes) -> None:  # pragma: no cover - replaced by bind
     raise RuntimeError("no session")
 
 
+#: The ``tasks`` of a runner that runs none: an empty mapping, shared (reads work; ``track`` makes the dict).
+NO_TASKS = cast(Dict[asyncio.Task[Any], bool], MappingProxyType({}))
+
 #: The ``cancelled`` of every runner that has had no early cancel: an empty mapping, shared (a
 #: dict per idle connection otherwise). Reads work on it; ``cancel`` makes the dict, ``close`` drops it.
 NO_CANCELS = cast(Dict[Any, int], MappingProxyType({}))
@@ -73,26 +76,26 @@ NO_CANCELS = cast(Dict[Any, int], MappingProxyType({}))
 class _RunsOn:
     """``HandlerRunner.notes``: the tasks of ``tasks`` that run to their end at close, as a set (``add``, ...)."""
 
-    __slots__ = ("_tasks",)
+    __slots__ = ("_runner",)
 
-    def __init__(self, tasks: Dict[asyncio.Task[Any], bool]) -> None:
-        self._tasks = tasks
+    def __init__(self, runner: HandlerRunner) -> None:
+        self._runner = runner
 
     def add(self, task: asyncio.Task[Any]) -> None:
-        self._tasks[task] = True
+        self._runner.track(task, True)
 
     def discard(self, task: asyncio.Task[Any]) -> None:
-        if task in self._tasks:
-            self._tasks[task] = False
+        if task in self._runner.tasks:
+            self._runner.tasks[task] = False
 
     def __contains__(self, task: object) -> bool:
-        return bool(self._tasks.get(task))  # type: ignore[call-overload]
+        return bool(self._runner.tasks.get(task))  # type: ignore[call-overload]
 
     def __iter__(self) -> Iterator[asyncio.Task[Any]]:
-        return iter([task for task, runs_on in self._tasks.items() if runs_on])
+        return iter([task for task, runs_on in self._runner.tasks.items() if runs_on])
 
     def __len__(self) -> int:
-        return sum(self._tasks.values())
+        return sum(self._runner.tasks.values())
 
 
 class HandlerRunner:
@@ -142,7 +145,7 @@ class HandlerRunner:
         #: Every task we started for the peer (runs, batches, streams, answers), each with whether
         #: it runs to its end at close (a run serving notifications only: their sender counts on
         #: them) or is cancelled then. One dict, not two sets: 432 bytes less per idle connection.
-        self.tasks: Dict[asyncio.Task[Any], bool] = {}
+        self.tasks: Dict[asyncio.Task[Any], bool] = NO_TASKS
         #: Calls in flight by id, for ``$/cancelRequest`` (None: queued or not started yet).
         self.by_id: Dict[Any, Optional[asyncio.Task[Any]]] = {}
         #: Calls cancelled before they started, by id (a count: ids may repeat); made on the first.
@@ -162,7 +165,14 @@ class HandlerRunner:
     @property
     def notes(self) -> _RunsOn:
         """The tasks that run to their end at close, as a set-like view of ``tasks`` (``add``, ``discard``, ``in``)."""
-        return _RunsOn(self.tasks)
+        return _RunsOn(self)
+
+    def track(self, task: asyncio.Task[Any], runs_on: bool) -> None:
+        """Keep ``task`` in ``tasks``, with whether it runs to its end at close."""
+        tasks = self.tasks
+        if tasks is NO_TASKS:
+            tasks = self.tasks = {}
+        tasks[task] = runs_on
 
     def bind(self, session: Optional[Session]) -> None:
         """Serve ``session``'s idempotent calls; their answers reach this connection while it lasts."""
@@ -359,8 +369,11 @@ class HandlerRunner:
             return
         task = self._loop.create_task(self._run_handlers(run))
         # Runs to its end even if the connection closes: nobody awaits an answer.
-        # It takes itself out of both sets as it ends.
-        self.tasks[task] = True
+        # It takes itself out of ``tasks`` as it ends.
+        tasks = self.tasks
+        if tasks is NO_TASKS:
+            tasks = self.tasks = {}
+        tasks[task] = True
 
     def _note_done(self, size: int) -> None:
         budget = self.budget
@@ -458,7 +471,11 @@ class HandlerRunner:
                 self.idle = idle
                 run = await idle  # the next run, or None at close
         finally:
-            self.tasks.pop(me, None)
+            tasks = self.tasks
+            if me in tasks:
+                del tasks[me]
+                if not tasks:
+                    self.tasks = NO_TASKS  # a quiet connection keeps no dict either
 
     async def _rest_of(self, me: Any, call_id: Any, coro: Any, ctx: Context, waiting: Any, size: int) -> None:
         """The rest of a handler that suspended at its first step, in the run's task (now its own)."""
@@ -682,7 +699,7 @@ class HandlerRunner:
                 return None
         else:
             task = self._loop.create_task(coro)
-        self.tasks[task] = False
+        self.track(task, False)
         if units or nbytes:
             task.add_done_callback(lambda t: self._done(t, units, nbytes))
         else:
@@ -690,10 +707,14 @@ class HandlerRunner:
         return task
 
     def _forget(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.pop(task, None)
+        tasks = self.tasks
+        if task in tasks:
+            del tasks[task]
+            if not tasks:
+                self.tasks = NO_TASKS
 
     def _done(self, task: asyncio.Task[Any], units: int, nbytes: int) -> None:
-        self.tasks.pop(task, None)
+        self._forget(task)
         budget = self.budget
         budget.active -= units
         budget.held -= nbytes
@@ -701,6 +722,17 @@ class HandlerRunner:
             self.start_deferred()
         elif budget.room is not None:
             budget.wake()
+
+    def let_go(self) -> None:
+        """The run's task that waits for the next run ends (the next run makes one): nothing came for a while.
+
+        Waiting, it is reused by every run a busy connection starts; kept by a
+        connection that went quiet, it is a task, its frame and a future (about
+        1 kB) for as long as the connection lasts.
+        """
+        idle, self.idle = self.idle, None
+        if idle is not None and not idle.done():
+            idle.set_result(None)
 
     def close(self) -> None:
         """The connection ended: forget queued work, end the waiting run, cancel the calls.
@@ -717,9 +749,7 @@ class HandlerRunner:
                 if type(msg) is Request:
                     self._never_ran(msg.id)
         self.budget.forget()
-        idle, self.idle = self.idle, None
-        if idle is not None and not idle.done():
-            idle.set_result(None)
+        self.let_go()
         current = asyncio.current_task()
         for task, runs_on in list(self.tasks.items()):
             if task is not current and not runs_on:

@@ -25,7 +25,7 @@ in docs/guide/benchmarks.md.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, cast
 
 __all__ = ["BIG_FRAME", "MAX_FRAMES", "WRITE_HIGH_WATER", "CoalescingSender"]
 
@@ -37,6 +37,8 @@ MAX_FRAMES = 32
 BIG_FRAME = 64 * 1024
 #: Bytes in the socket's write buffer above which senders wait for the peer to read.
 WRITE_HIGH_WATER = 1024 * 1024
+#: The queue of a sender with nothing queued: an empty tuple, shared (reads only; ``send`` makes a list).
+_NO_FRAMES = cast(List[bytes], ())
 
 
 class CoalescingSender:
@@ -78,7 +80,8 @@ class CoalescingSender:
         self._loop = loop
         self._max_frames = max_frames
         self._big = big_frame
-        self._queue: List[bytes] = []
+        #: Frames waiting for the turn's write: a list from the turn's second frame on (none while idle).
+        self._queue: List[bytes] = _NO_FRAMES
         self._scheduled = False
         #: Senders waiting for ``resume_writing``; made by the first (most connections never have one).
         self._waiters: Optional[List[asyncio.Future[None]]] = None
@@ -94,7 +97,10 @@ class CoalescingSender:
             self._write(frame)
         else:
             queue = self._queue
-            queue.append(frame)
+            if queue is _NO_FRAMES:
+                queue = self._queue = [frame]
+            else:
+                queue.append(frame)
             if len(queue) >= self._max_frames or len(frame) >= self._big:
                 self._flush_queue()
 
@@ -113,7 +119,7 @@ class CoalescingSender:
     def _flush_queue(self) -> None:
         queue = self._queue
         if queue:
-            self._queue = []
+            self._queue = _NO_FRAMES
             if self._lost is not None:
                 return  # after the loss nobody reads them: drop them
             if self._write_batch is not None:
@@ -145,7 +151,7 @@ class CoalescingSender:
     def connection_lost(self, error: BaseException) -> None:
         """Nothing more is written; waiting senders fail with ``error`` (what the connection ended with)."""
         self._lost = error
-        self._queue = []
+        self._queue = _NO_FRAMES
         waiters, self._waiters = self._waiters, None
         for waiter in waiters or ():
             if not waiter.done():

@@ -18,7 +18,6 @@ channels.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, Union
 
@@ -281,31 +280,24 @@ class RpcService:
             if tasks is None:
                 await channel.run()
             else:
-                await channel.run(functools.partial(self._wake, channel, channels, tasks, client_id))
+                await channel.run(_Parked(self, channel, channels, tasks, client_id))
                 parked = not channel.is_closed()  # run returned with the connection open: it parked
             ended_cleanly = True
         finally:
             if not parked:
                 await self._release(channel, channels, client_id if attaching else None, ended_cleanly)
 
-    def _wake(self, channel: RpcChannel, channels: Any, tasks: Set[asyncio.Task[None]], client_id: str) -> None:
-        """A parked connection's transport has something for its reader: a task reads on (see :meth:`serve`)."""
-        task = channel.reader_task(self._read_on(channel, channels, tasks, client_id))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    async def _read_on(
-        self, channel: RpcChannel, channels: Any, tasks: Set[asyncio.Task[None]], client_id: str
-    ) -> None:
+    async def _read_on(self, parked: _Parked) -> None:
         """The rest of :meth:`serve` for a connection that parked: read until it ends or parks again."""
-        ended_cleanly = parked = False
+        channel = parked.channel
+        ended_cleanly = parks_again = False
         try:
-            await channel.run(functools.partial(self._wake, channel, channels, tasks, client_id))
-            parked = not channel.is_closed()
+            await channel.run(parked)
+            parks_again = not channel.is_closed()
             ended_cleanly = True
         finally:
-            if not parked:
-                await self._release(channel, channels, client_id, ended_cleanly)
+            if not parks_again:
+                await self._release(channel, parked.channels, parked.client_id, ended_cleanly)
 
     async def _release(
         self, channel: RpcChannel, channels: Optional[Set[RpcChannel]], client_id: Optional[str], ended_cleanly: bool
@@ -328,6 +320,35 @@ class RpcService:
                 await self.cluster.detach(client_id, channel)
             except Exception:  # the broker's trouble: the registration expires with its TTL
                 logger.exception("could not detach client %r from the cluster", client_id)
+
+
+class _Parked:
+    """What a parked connection's transport calls when there is something for its reader (see ``RpcService.serve``).
+
+    A task reads on, in the reader's context, and releases the connection at its
+    end. This is all a parked connection holds of its serving: 72 bytes.
+    """
+
+    __slots__ = ("channel", "channels", "client_id", "service", "tasks")
+
+    def __init__(
+        self,
+        service: RpcService,
+        channel: RpcChannel,
+        channels: Optional[Set[RpcChannel]],
+        tasks: Set[asyncio.Task[None]],
+        client_id: str,
+    ) -> None:
+        self.service = service
+        self.channel = channel
+        self.channels = channels
+        self.tasks = tasks
+        self.client_id = client_id
+
+    def __call__(self) -> None:
+        task = self.channel.reader_task(self.service._read_on(self))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
 
 #: The service's own keywords, for "did you mean" on a misspelt one.

@@ -3,7 +3,10 @@
 Started only when one of them is set, on the loop's timing wheel for its tick
 (:mod:`fastwsrpc.wheel`: one timer for every connection, not a ``TimerHandle``
 each). It compares the channel's progress counters with the previous tick, so
-the per-message path pays an integer increment and never reads the clock.
+the per-message path pays an integer increment and never reads the clock. A
+tick with nothing received also lets go of the task a busy connection keeps
+waiting for its next message (``HandlerRunner.let_go``): a quiet connection
+keeps no task.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ class Owner(Protocol):
 
     def _in_flight(self) -> bool:
         """Whether our calls or streams wait for the peer (then the connection is not idle)."""
+
+    def _let_go(self) -> None:
+        """Nothing came for a whole tick: let go of what a busy connection keeps at hand."""
 
     def abort(self, reason: str) -> None: ...
 
@@ -162,6 +168,8 @@ class Watchdog:
             return
         if state.closed:
             self.stop()
+        elif not received_any:
+            owner._let_go()
 
 
 #: Tasks that must outlive the channel's own cancellation (closing, error
