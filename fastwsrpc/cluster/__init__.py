@@ -10,6 +10,9 @@ shared :class:`Broker`:
 * :class:`NatsBroker`: a NATS subject per node, request-reply for routed calls
   (``pip install fastwsrpc[nats]``).
 
+Topic publications (``Cluster.publish_topic``) reach every node, or with
+``Cluster.per_topic`` on only the nodes that watch the topic (``Cluster.watch_topic``).
+
 ``broker_from_url`` picks one from a URL. ``redis`` and ``nats-py`` are imported only
 when their broker is built, so neither is needed unless used.
 """

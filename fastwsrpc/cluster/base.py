@@ -39,6 +39,8 @@ __all__ = [
     "RequestHandler",
     "RpcNodeGoneError",
     "SessionBroker",
+    "TopicBroker",
+    "TopicInterest",
     "join_frame",
     "split_frame",
 ]
@@ -203,6 +205,216 @@ class HistoryBroker(Protocol):
         starts from the first one it was offered): LocalBroker delivers in the same
         step, NATS waits for its live feed, Redis writes a ``PUBLISH`` to its
         subscribers before it answers a later command."""
+
+
+class TopicBroker(Protocol):
+    """What a broker adds to deliver a topic's publications only to the nodes that watch it
+    (LocalBroker, RedisBroker and NatsBroker do).
+
+    Off until :meth:`route_topics` turns it on (the cluster does when its ``per_topic``
+    is set): until then a topic message is one broadcast that every node receives.
+    """
+
+    def route_topics(self, on: bool) -> None:
+        """Publish topic messages (and history publications) to the topic's watchers only
+        (``True``), or to every node (``False``). Every node of a cluster should agree:
+        a node that broadcasts is heard by all, one that routes is heard by watchers only."""
+
+    async def publish_topic(self, topic: str, data: bytes) -> None:
+        """A ``topic`` message (routing header and body) to the ``on_message`` of every
+        node that watches ``topic`` (of every node while routing is off)."""
+
+    def watch_topic(self, topic: str) -> Optional[Awaitable[None]]:
+        """Receive ``topic``'s messages from now on; an awaitable that completes once the
+        engine delivers them here (``None``: nothing to wait for). It never raises, and
+        completes within the broker's timeout even if the engine does not answer."""
+
+    def unwatch_topic(self, topic: str) -> None:
+        """``topic``'s messages are not needed here any more (the broker may keep them
+        coming a little longer, in case the topic is watched again)."""
+
+
+#: How long a topic's broker subscription outlives its last watcher (a topic watched
+#: again within it costs nothing), by default.
+TOPIC_LINGER = 2.0
+#: Topics a node subscribes to one by one, by default; past it, one wildcard brings the rest
+#: (RedisBroker's default: a channel subscription costs about 460 bytes here, so 10,000 about 4.6 MB).
+MAX_TOPIC_SUBSCRIPTIONS = 10_000
+
+
+class TopicInterest:
+    """The topics one node watches, and the broker subscriptions that bring them (Redis, NATS).
+
+    One subscription per topic (a channel, a subject), up to ``max_topics``; past that,
+    one wildcard subscription brings every topic's messages, and the node keeps the
+    ones it watches: at worst what every node received before topics were routed, and
+    never more than ``max_topics`` + 1 subscriptions. A topic keeps the source it started
+    with while it is watched: a topic of its own while it has one, else the wildcard (new
+    topics go to the wildcard while it exists, so that no topic ever changes source while
+    it is watched, where a message could be lost or come twice). A message is taken
+    from the wildcard only for a topic without a subscription of its own (:meth:`accepts`):
+    each comes once even when both bring it.
+
+    A topic's subscription outlives its last watcher by ``linger`` seconds, then goes
+    in the next sweep (the oldest lingering one goes at once when a new topic needs its
+    place). While the connection is down nothing is subscribed: :meth:`up` subscribes
+    every watched topic again.
+
+    ``subscribe(topic)`` (``None``: the wildcard) makes one subscription now and returns
+    a future done once the engine confirmed it, or ``None`` if it cannot now;
+    ``unsubscribe(topic)`` drops one, without waiting.
+    """
+
+    def __init__(
+        self,
+        subscribe: Callable[[Optional[str]], Optional[asyncio.Future[Any]]],
+        unsubscribe: Callable[[Optional[str]], None],
+        max_topics: int = MAX_TOPIC_SUBSCRIPTIONS,
+        linger: float = TOPIC_LINGER,
+        timeout: float = 5.0,
+    ) -> None:
+        if max_topics < 1:
+            raise ValueError(f"max_topics must be >= 1, got {max_topics}")
+        self._subscribe = subscribe
+        self._unsubscribe = unsubscribe
+        self.max_topics = max_topics
+        self.linger = linger
+        self.timeout = timeout
+        #: Topics with a watcher on this node.
+        self.watched: Set[str] = set()
+        #: Topics with a subscription of their own (made, or on its way).
+        self.own: Set[str] = set()
+        #: Topics of ``own`` nobody watches any more, in the order they stopped: since when.
+        self._lingering: Dict[str, float] = {}
+        #: Whether the wildcard subscription exists; the watched topics it serves; when it lost the last.
+        self.wildcard = False
+        self._wild_topics: Set[str] = set()
+        self._wild_idle: Optional[float] = None
+        #: Watchers' futures of subscriptions not confirmed yet, by topic (``None``: the wildcard).
+        self._waiting: Dict[Optional[str], asyncio.Future[None]] = {}
+        self._up = False
+        self._sweep: Optional[asyncio.TimerHandle] = None
+
+    def accepts(self, topic: str, wildcard: bool) -> bool:
+        """Whether a message of ``topic`` that came by the wildcard (or by its own
+        subscription) is one to deliver: each topic is served by one of them."""
+        return (topic not in self.own) if wildcard else (topic in self.own)
+
+    def watch(self, topic: str) -> Optional[Awaitable[None]]:
+        self.watched.add(topic)
+        if not self._up:
+            return None  # subscribed by up(); nothing can be promised while the engine is away
+        if topic in self.own:
+            self._lingering.pop(topic, None)
+            return self._waiting.get(topic)
+        if not self.wildcard and len(self.own) >= self.max_topics and self._lingering:
+            oldest = next(iter(self._lingering))
+            self._drop(oldest)
+        if self.wildcard or len(self.own) >= self.max_topics:
+            self._wild_topics.add(topic)
+            self._wild_idle = None
+            if self.wildcard:
+                return self._waiting.get(None)
+            self.wildcard = True
+            return self._start(None)
+        self.own.add(topic)
+        return self._start(topic)
+
+    def unwatch(self, topic: str) -> None:
+        if topic not in self.watched:
+            return
+        self.watched.discard(topic)
+        now = asyncio.get_running_loop().time()
+        if topic in self.own:
+            self._lingering[topic] = now
+        elif topic in self._wild_topics:
+            self._wild_topics.discard(topic)
+            if not self._wild_topics:
+                self._wild_idle = now
+        else:
+            return
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(self.linger, self._swept)
+
+    def _start(self, key: Optional[str]) -> Optional[asyncio.Future[None]]:
+        made = self._subscribe(key)
+        if made is None:
+            return None
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiting[key] = waiter
+
+        def settle(_: Any = None) -> None:
+            if self._waiting.get(key) is waiter:
+                del self._waiting[key]
+            if not waiter.done():
+                waiter.set_result(None)
+            if not made.done():
+                _logger.warning(
+                    "cluster: no confirmation of the subscription to topic %r within %s s", key, self.timeout
+                )
+            elif not made.cancelled() and made.exception() is not None:
+                _logger.warning("cluster: subscription to topic %r failed: %s", key, made.exception())
+            timer.cancel()
+
+        timer = loop.call_later(self.timeout, settle)
+        made.add_done_callback(settle)
+        return waiter
+
+    def _drop(self, topic: str) -> None:
+        self._lingering.pop(topic, None)
+        self.own.discard(topic)
+        self._waiting.pop(topic, None)
+        if self._up:
+            self._unsubscribe(topic)
+
+    def _swept(self) -> None:
+        self._sweep = None
+        now = asyncio.get_running_loop().time()
+        horizon = now - self.linger
+        for topic, since in list(self._lingering.items()):
+            if since > horizon:
+                break
+            self._drop(topic)
+        if self.wildcard and self._wild_idle is not None and self._wild_idle <= horizon:
+            self.wildcard = False
+            self._wild_idle = None
+            self._waiting.pop(None, None)
+            if self._up:
+                self._unsubscribe(None)
+        if self._lingering or (self.wildcard and self._wild_idle is not None):
+            self._sweep = asyncio.get_running_loop().call_later(self.linger / 2, self._swept)
+
+    def up(self) -> List[asyncio.Future[None]]:
+        """The connection is (back) up with no topic subscribed: subscribe every watched
+        topic again; the futures of their confirmations."""
+        self._forget()
+        self._up = True
+        waiters: List[asyncio.Future[None]] = []
+        for topic in sorted(self.watched):
+            waiter = self.watch(topic)
+            if isinstance(waiter, asyncio.Future) and waiter not in waiters:
+                waiters.append(waiter)
+        return waiters
+
+    def down(self) -> None:
+        """The connection is gone, and its subscriptions with it; watchers waiting are let go."""
+        self._up = False
+        self._forget()
+
+    def _forget(self) -> None:
+        self.own.clear()
+        self._lingering.clear()
+        self.wildcard = False
+        self._wild_topics.clear()
+        self._wild_idle = None
+        waiting, self._waiting = self._waiting, {}
+        for waiter in waiting.values():
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
 
 
 class SessionBroker(Protocol):

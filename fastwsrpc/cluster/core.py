@@ -49,7 +49,7 @@ from ..errors import (
 )
 from ..protocol import Response, encode_error, encode_notification, encode_request, encode_result
 from ..topics import HistoryPolicy, HistorySlice, Position
-from .base import Broker, Head, HistoryBroker, RpcNodeGoneError, join_frame, spawn, split_frame
+from .base import Broker, Head, HistoryBroker, RpcNodeGoneError, TopicBroker, join_frame, spawn, split_frame
 from .local import LocalBroker
 
 logger = logging.getLogger("fastwsrpc.cluster")
@@ -136,6 +136,9 @@ class Cluster:
         self.on_topic: Optional[Callable[..., Any]] = None
         #: What every topic's history keeps (see :meth:`enable_topic_history`); ``None``: no history.
         self.topic_history: Optional[HistoryPolicy] = None
+        self._per_topic = False
+        #: Topics with a subscriber on this node (see :meth:`watch_topic`).
+        self._watched: Set[str] = set()
         #: Called with a session id when another node takes that session over (the endpoint's
         #: SessionStore.hand_over): the ids of its calls still running here.
         self.on_session_hand_over: Optional[Callable[[str], Awaitable[List[str]]]] = None
@@ -520,16 +523,81 @@ class Cluster:
         enable(policy)
         self.topic_history = policy
 
+    @property
+    def per_topic(self) -> bool:
+        """Whether topic publications go only to the nodes that watch the topic (off by default).
+
+        Off, a publication is one broker message that every node receives and decodes,
+        subscribers or not. On (the TopicHub turns it on when it attaches, as it then
+        calls :meth:`watch_topic` and :meth:`unwatch_topic`), a node receives the topics
+        it watches, and ``on_topic`` is called for those only. Every node of a cluster
+        should agree: a node with it off still hears every publication, but one with it
+        on is heard only by the nodes that watch the topic. A broker that cannot route
+        by topic (one written before routing existed) keeps broadcasting.
+        """
+        return self._per_topic
+
+    @per_topic.setter
+    def per_topic(self, on: bool) -> None:
+        on = bool(on)
+        if on == self._per_topic:
+            return
+        self._per_topic = on
+        route = getattr(self.broker, "route_topics", None)
+        if route is not None:
+            route(on)
+        watch = getattr(self.broker, "watch_topic", None)
+        if on and watch is not None:
+            for topic in self._watched:
+                watch(topic)  # topics watched before routing was on (their waiters are not needed)
+
+    def watch_topic(self, topic: str) -> Optional[Awaitable[None]]:
+        """``topic`` has a subscriber on this node now (the TopicHub calls it when a topic gains
+        its first local subscriber): have the broker deliver its publications here.
+
+        The answer completes once the broker does (``None``: nothing to wait for, as
+        when ``per_topic`` is off and every publication reaches every node anyway); it
+        never raises, and completes within the broker's timeout even if the broker does
+        not confirm (while the broker is unreachable nothing can be promised, as for any
+        message). Called synchronously, with or without a running event loop.
+        """
+        self._watched.add(topic)
+        if not self._per_topic:
+            return None
+        watch = getattr(self.broker, "watch_topic", None)
+        if watch is None:
+            return None
+        waiter: Optional[Awaitable[None]] = watch(topic)
+        return waiter
+
+    def unwatch_topic(self, topic: str) -> None:
+        """``topic``'s last subscriber on this node left. The broker lets its subscription go
+        a little later (a topic watched again meanwhile keeps it, and loses nothing)."""
+        self._watched.discard(topic)
+        if self._per_topic:
+            unwatch = getattr(self.broker, "unwatch_topic", None)
+            if unwatch is not None:
+                unwatch(topic)
+
+    def watched_topics(self) -> List[str]:
+        """Topics with a subscriber on this node (as told by :meth:`watch_topic`)."""
+        return list(self._watched)
+
     async def publish_topic(self, topic: str, data: Any = None) -> Optional[Position]:
         """Offer ``data`` to the subscribers of ``topic`` on every node (each node's ``on_topic``).
 
         With history on, the broker numbers it first (so that every node agrees on
-        its offset) and the answer is its ``(epoch, offset)``; else ``None``.
+        its offset) and the answer is its ``(epoch, offset)``; else ``None``. With
+        ``per_topic`` on, only the nodes watching ``topic`` receive it.
         """
         await self._ensure_started()
         body = msgspec.json.encode(data)
         if self.topic_history is None:
-            await self.broker.publish(join_frame(Head(op="topic", g=topic), body))
+            frame = join_frame(Head(op="topic", g=topic), body)
+            if self._per_topic and hasattr(self.broker, "publish_topic"):
+                await cast(TopicBroker, self.broker).publish_topic(topic, frame)
+            else:
+                await self.broker.publish(frame)
             return None
         return await cast(HistoryBroker, self.broker).publish_history(topic, body)
 
@@ -684,6 +752,8 @@ class Cluster:
         op = head.op
         if op == "topic":
             on_topic = self.on_topic
+            if self._per_topic and head.g not in self._watched:
+                return  # a topic nobody here subscribes to (from a node still broadcasting, or lingering)
             if on_topic is not None and head.g is not None:
                 try:
                     if head.e:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Collection, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Awaitable, Collection, Dict, List, Mapping, Optional, Set, Tuple
 
 from ..errors import RpcBrokerUnavailableError, RpcTimeoutError
 from ..topics import HistoryPolicy, HistorySlice, MemoryHistory, Position
@@ -51,6 +51,8 @@ class LocalHub:
         self.history = MemoryHistory()
         #: Session records: ``session id -> (holder, answers by key, expiry)`` (see fastwsrpc/sessions.py).
         self.sessions: Dict[str, Tuple[str, Dict[str, bytes], float]] = {}
+        #: The nodes watching each topic (see :meth:`LocalBroker.watch_topic`).
+        self.watchers: Dict[str, Set[str]] = {}
 
     @classmethod
     def named(cls, name: str) -> LocalHub:
@@ -82,6 +84,9 @@ class LocalBroker:
         self.node_id = ""
         self._started = False
         self._history: Optional[HistoryPolicy] = None
+        self._routing = False
+        #: Topics this node watches (kept here too, for a watch made before start).
+        self._watched: Set[str] = set()
 
     def __repr__(self) -> str:
         return f"LocalBroker(node={self.node_id or None})"
@@ -102,6 +107,8 @@ class LocalBroker:
     ) -> None:
         self.node_id = node_id
         self.hub.nodes[node_id] = _Node(on_request, on_message)
+        for topic in self._watched:
+            self.hub.watchers.setdefault(topic, set()).add(node_id)
         self._started = True
         on_announce()
 
@@ -109,6 +116,8 @@ class LocalBroker:
         if not self._started:
             return
         self._started = False
+        for topic in self._watched:
+            self._forget_watch(topic)
         node = self.hub.nodes.pop(self.node_id, None)
         for client_id, (holder, _) in list(self.hub.presence.items()):
             if holder == self.node_id:
@@ -152,6 +161,42 @@ class LocalBroker:
         for node in list(self.hub.nodes.values()):
             node.on_message(data)
 
+    # ------------------------------------------------------------ topics by topic
+    def route_topics(self, on: bool) -> None:
+        self._routing = on
+
+    def _topic_nodes(self, topic: str) -> List[_Node]:
+        """The nodes a topic message goes to: its watchers while routing, else every node."""
+        if not self._routing:
+            return list(self.hub.nodes.values())
+        nodes = self.hub.nodes
+        return [nodes[n] for n in self.hub.watchers.get(topic, ()) if n in nodes]
+
+    async def publish_topic(self, topic: str, data: bytes) -> None:
+        self._check()
+        for node in self._topic_nodes(topic):
+            node.on_message(data)
+
+    def watch_topic(self, topic: str) -> Optional[Awaitable[None]]:
+        """In memory, a watch takes effect at once: nothing to wait for."""
+        self._watched.add(topic)
+        if self._started:
+            self.hub.watchers.setdefault(topic, set()).add(self.node_id)
+        return None
+
+    def unwatch_topic(self, topic: str) -> None:
+        """At once too: a topic watched again is delivered from that moment, so nothing is lost."""
+        self._watched.discard(topic)
+        if self._started:
+            self._forget_watch(topic)
+
+    def _forget_watch(self, topic: str) -> None:
+        watchers = self.hub.watchers.get(topic)
+        if watchers is not None:
+            watchers.discard(self.node_id)
+            if not watchers:
+                del self.hub.watchers[topic]
+
     def enable_history(self, policy: HistoryPolicy) -> None:
         self._history = policy
 
@@ -161,12 +206,13 @@ class LocalBroker:
         return self._history
 
     async def publish_history(self, topic: str, body: bytes) -> Position:
-        """Number and keep the publication, then hand it to every node, in the same step:
-        nothing can come between, so every node sees a topic's offsets in order."""
+        """Number and keep the publication, then hand it to every node (to the topic's
+        watchers, routed), in the same step: nothing can come between, so every node sees
+        a topic's offsets in order."""
         self._check()
         epoch, offset = self.hub.history.append(topic, body, self._policy(), self._now())
         frame = join_frame(Head(op="topic", g=topic, e=epoch, o=offset), body)
-        for node in list(self.hub.nodes.values()):
+        for node in self._topic_nodes(topic):
             node.on_message(frame)
         return epoch, offset
 

@@ -7,7 +7,13 @@ Subjects, under a namespace (default ``fastwsrpc``):
   one wildcard subscription receives); a message without reply subject is one-way.
   When nobody is subscribed, the server itself answers a request with the status
   "503 no responders": a call to a dead node fails at once.
-* ``{ns}.all``: broadcasts.
+* ``{ns}.all``: broadcasts (and topic publications, unless topics are routed).
+* ``{ns}.t.<topic>``: a topic's publications, with topics routed (``Cluster.per_topic``),
+  the topic as in the history stream below: a node subscribes to the topics it watches,
+  one subject each (up to ``max_topic_subscriptions``, then ``{ns}.t.>`` brings the
+  rest; see :class:`~fastwsrpc.cluster.base.TopicInterest`), so that a publication
+  reaches only the nodes with a subscriber. A subscription counts as made once a
+  message this node sends itself after it comes back (:meth:`NatsBroker._barrier`).
 * ``{ns}.presence``: who is connected where, as soft state. Plain core NATS keeps
   no data, and we do not require JetStream, so each node publishes its changes (a
   client added, removed, joined a group) as they happen and its full state every
@@ -52,6 +58,11 @@ marker (offset 0, no data) so that the position answered is a real one.
 Every node follows the whole stream with one ordered push consumer, which delivers a
 topic's publications in stream order (so in offset order); after a reconnect it
 resumes after the last stream sequence it saw, so an outage loses no publication.
+With topics routed, no node follows the stream: the publisher sends each publication
+it stored to the topic's subject too (in its lock on the topic, so in order from one
+node; two nodes' can cross, and a subscriber then fills the gap from the history).
+A node that broadcasts (topics not routed) stores to the stream only: a routed node
+hears its publications when a routed one of the same topic shows the gap.
 """
 
 from __future__ import annotations
@@ -63,19 +74,21 @@ import logging
 import random
 import re
 from collections import OrderedDict
-from typing import Any, AsyncIterator, Callable, Collection, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, AsyncIterator, Awaitable, Callable, Collection, Dict, List, Mapping, Optional, Set, Tuple
 
 import msgspec
 
 from ..errors import RpcBrokerUnavailableError, RpcMessageTooLargeError, RpcTimeoutError
 from ..topics import HistoryPolicy, HistorySlice, Position, new_epoch
 from .base import (
+    TOPIC_LINGER,
     Head,
     MessageHandler,
     NotifyHandler,
     PendingReplies,
     RequestHandler,
     RpcNodeGoneError,
+    TopicInterest,
     join_frame,
     reconnect_retrying,
     spawn,
@@ -106,6 +119,10 @@ _STREAM_NOT_FOUND = 10059
 _CAS_ATTEMPTS = 200
 #: Topics whose last stream sequence a node remembers (an optimisation: the server checks anyway).
 _TOPS_CACHE = 10_000
+#: Topics a node subscribes to one by one, by default: each nats-py subscription costs about
+#: 5 kB here (its unused message queue, mostly), so 1,000 topics about 5 MB; past it, one
+#: wildcard brings the rest (RedisBroker's subscriptions cost a tenth of that: 10,000).
+NATS_TOPIC_SUBSCRIPTIONS = 1_000
 #: Topics that map to a subject as they are (dot-separated tokens of these characters).
 _PLAIN_TOPIC = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
@@ -185,6 +202,43 @@ class _Entry:
         self.groups = groups
 
 
+class _TopicSub:
+    """A topic's subscription while nats-py makes it (``dropped``: unsubscribe it once made)."""
+
+    __slots__ = ("dropped", "sub")
+
+    def __init__(self) -> None:
+        self.sub: Any = None
+        self.dropped = False
+
+
+def _subject_tokens(topic: str) -> str:
+    """A topic as subject tokens: as it is when made of ``[A-Za-z0-9_-]`` tokens joined by
+    dots, else ``~.`` and its UTF-8 in base64url (any string is a valid topic)."""
+    if _PLAIN_TOPIC.fullmatch(topic):
+        return topic
+    encoded = base64.urlsafe_b64encode(topic.encode("utf-8", "surrogatepass")).decode().rstrip("=")
+    return f"~.{encoded or '~'}"
+
+
+def _tokens_topic(rest: str) -> Optional[str]:
+    """The inverse of :func:`_subject_tokens`; ``None`` for tokens it cannot have made."""
+    if not rest.startswith("~."):
+        return rest
+    encoded = rest[2:]
+    if encoded == "~":
+        return ""
+    try:
+        return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8", "surrogatepass")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+async def _quiet_unsubscribe(sub: Any) -> None:
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
+
+
 class _Deliver(asyncio.Future):  # type: ignore[type-arg]
     """A subscription's messages handed over as nats-py reads them, with no task in between.
 
@@ -222,8 +276,12 @@ class NatsBroker:
     token). ``history_storage`` is JetStream's storage for topic history (``"file"``
     survives a NATS restart, ``"memory"`` does not). ``sync_timeout`` bounds how long
     ``start`` (and each reconnect) waits for the peers' presence (see the module
-    docstring); a lone node, or peers that all answer, do not wait it out. Other
-    keywords go to ``nats.connect`` (credentials, TLS, ...).
+    docstring); a lone node, or peers that all answer, do not wait it out. With topics
+    routed (``Cluster.per_topic``), a node subscribes to a subject per topic it watches,
+    up to ``max_topic_subscriptions`` (then one wildcard for the rest), each kept
+    ``topic_linger`` seconds after its last subscriber left (see
+    :class:`~fastwsrpc.cluster.base.TopicInterest`). Other keywords go to
+    ``nats.connect`` (credentials, TLS, ...).
     """
 
     def __init__(
@@ -235,6 +293,8 @@ class NatsBroker:
         max_reconnect_wait: float = 2.0,
         history_storage: str = "file",
         sync_timeout: float = 2.0,
+        max_topic_subscriptions: int = NATS_TOPIC_SUBSCRIPTIONS,
+        topic_linger: float = TOPIC_LINGER,
         **nats_kwargs: Any,
     ) -> None:
         if history_storage not in ("file", "memory"):
@@ -282,6 +342,18 @@ class NatsBroker:
         self._topic_locks = _TopicLocks()
         #: Reads waiting for the live consumer to reach a stream sequence: (sequence, future).
         self._seq_waiters: List[Tuple[int, asyncio.Future[None]]] = []
+        self._routing = False
+        self._interest = TopicInterest(
+            self._subscribe_topic, self._unsubscribe_topic, max_topic_subscriptions, topic_linger, connect_timeout
+        )
+        #: The subscription of each topic (``None``: the wildcard) on the current connection.
+        self._topic_subs: Dict[Optional[str], _TopicSub] = {}
+        #: Topic SUBs sent so far, barriers on their way by name, and the newest barrier
+        #: (the SUBs it covers, its future, its connection): see :meth:`_barrier`.
+        self._sub_seq = 0
+        self._barrier_seq = 0
+        self._barriers: Dict[str, asyncio.Future[None]] = {}
+        self._last_barrier: Optional[Tuple[int, asyncio.Future[None], Any]] = None
 
     def __repr__(self) -> str:
         return f"NatsBroker({self.url!r}, namespace={self.namespace!r})"
@@ -361,6 +433,8 @@ class NatsBroker:
         self._connected = True
         self._js = None
         self._live_sub = None
+        self._topic_subs.clear()
+        self._interest.up()  # the topics watched, subscribed again (not waited for: no promise across an outage)
         await self._gossip(_Gossip(op="sync", n=self.node_id))
         await self._learn_presence(nc)
         if self._history is not None:
@@ -382,6 +456,8 @@ class NatsBroker:
                 if self._connected:
                     logger.warning("cluster: lost the NATS connection; reconnecting")
                 self._connected = False
+                self._interest.down()
+                self._topic_subs.clear()
                 nc, self._nc = self._nc, None
                 if nc is not None:
                     spawn(self._tasks, _quiet_close(nc))
@@ -409,6 +485,7 @@ class NatsBroker:
                 pass
         self._closed = True
         self._connected = False
+        self._interest.down()
         if self._lost_event is not None:
             self._lost_event.set()
         if self._supervisor is not None:
@@ -455,6 +532,9 @@ class NatsBroker:
         suffix = msg.subject[len(self._reply_prefix) :]
         if suffix.startswith("sync"):
             self._on_sync_reply(suffix, msg)
+            return
+        if suffix.startswith("barrier-"):
+            self._passed(suffix)
             return
         try:
             rid = int(suffix)
@@ -540,25 +620,118 @@ class NatsBroker:
         return f"{self.namespace}_topics"
 
     def _topic_subject(self, topic: str) -> str:
-        if _PLAIN_TOPIC.fullmatch(topic):
-            return f"{self.namespace}.topic.{topic}"
-        encoded = base64.urlsafe_b64encode(topic.encode()).decode().rstrip("=")
-        return f"{self.namespace}.topic.~.{encoded or '~'}"
+        """A topic's subject in the history stream."""
+        return f"{self.namespace}.topic.{_subject_tokens(topic)}"
 
     def _subject_topic(self, subject: str) -> Optional[str]:
         prefix = f"{self.namespace}.topic."
-        if not subject.startswith(prefix):
-            return None
-        rest = subject[len(prefix) :]
-        if not rest.startswith("~."):
-            return rest
-        encoded = rest[2:]
-        if encoded == "~":
-            return ""
+        return _tokens_topic(subject[len(prefix) :]) if subject.startswith(prefix) else None
+
+    # ------------------------------------------------------------ topics by topic
+    def _live_subject(self, topic: str) -> str:
+        """A topic's subject for routed delivery (core NATS, outside the history stream)."""
+        return f"{self.namespace}.t.{_subject_tokens(topic)}"
+
+    def route_topics(self, on: bool) -> None:
+        """Routed, a history publication also goes to its topic's subject (after JetStream took
+        it), and this node stops following the whole history stream."""
+        if on == self._routing:
+            return
+        self._routing = on
+        if on and self._live_sub is not None:
+            sub, self._live_sub = self._live_sub, None
+            spawn(self._tasks, _quiet_unsubscribe(sub))
+        elif not on and self._history is not None and self._connected:
+            self._js = None  # set up again: follow the stream
+            spawn(self._tasks, self._setup_history_quietly())
+
+    def watch_topic(self, topic: str) -> Optional[Awaitable[None]]:
+        return self._interest.watch(topic)
+
+    def unwatch_topic(self, topic: str) -> None:
+        self._interest.unwatch(topic)
+
+    async def publish_topic(self, topic: str, data: bytes) -> None:
+        await self._publish(self._live_subject(topic) if self._routing else f"{self.namespace}.all", data)
+
+    def _barrier(self, nc: Any) -> asyncio.Future[None]:
+        """Done once the server has processed every SUB this connection sent so far.
+
+        A message to ourselves, on our reply subject: the server handles one connection's
+        commands in order, so it comes back after them. (nats-py's ``flush`` is no such
+        barrier: its PING is written straight to the socket and may overtake commands still
+        buffered for its flusher.) Shared by the subscriptions it covers.
+        """
+        last = self._last_barrier
+        if last is not None and last[0] >= self._sub_seq and last[2] is nc:
+            return last[1]
+        self._barrier_seq += 1
+        name = f"barrier-{self._barrier_seq}"
+        passed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._barriers[name] = passed
+        self._last_barrier = (self._sub_seq, passed, nc)
+        spawn(self._tasks, self._send_barrier(nc, name, passed))
+        return passed
+
+    async def _send_barrier(self, nc: Any, name: str, passed: asyncio.Future[None]) -> None:
         try:
-            return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
-        except (ValueError, UnicodeDecodeError):
+            await nc.publish(self._reply_prefix + name, b"")
+            await asyncio.wait_for(asyncio.shield(passed), self.connect_timeout)
+        except Exception as exc:
+            if not passed.done():
+                passed.set_exception(exc)
+        finally:
+            self._barriers.pop(name, None)
+
+    def _passed(self, name: str) -> None:
+        passed = self._barriers.pop(name, None)
+        if passed is not None and not passed.done():
+            passed.set_result(None)
+
+    def _subscribe_topic(self, topic: Optional[str]) -> Optional[asyncio.Future[Any]]:
+        """Subscribe a topic's subject (every topic's: ``None``); done once the server has it
+        (see :meth:`_barrier`)."""
+        nc = self._nc
+        if nc is None or not self._connected:
             return None
+        holder = self._topic_subs[topic] = _TopicSub()
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        spawn(self._tasks, self._make_topic_sub(nc, topic, holder, done))
+        return done
+
+    async def _make_topic_sub(
+        self, nc: Any, topic: Optional[str], holder: _TopicSub, done: asyncio.Future[Any]
+    ) -> None:
+        wildcard = topic is None
+        subject = f"{self.namespace}.t.>" if topic is None else self._live_subject(topic)
+        try:
+            holder.sub = await nc.subscribe(subject, future=_Deliver(lambda msg: self._on_topic_msg(msg, wildcard)))
+            self._sub_seq += 1
+            if holder.dropped:
+                await holder.sub.unsubscribe()
+            else:
+                await self._barrier(nc)
+        except Exception as exc:
+            if not done.done():
+                done.set_exception(exc)
+            return
+        if not done.done():
+            done.set_result(None)
+
+    def _unsubscribe_topic(self, topic: Optional[str]) -> None:
+        holder = self._topic_subs.pop(topic, None)
+        if holder is not None:
+            holder.dropped = True
+            if holder.sub is not None:
+                spawn(self._tasks, _quiet_unsubscribe(holder.sub))
+
+    def _on_topic_msg(self, msg: Any, wildcard: bool) -> None:
+        assert self._on_message is not None
+        prefix = f"{self.namespace}.t."
+        subject: str = msg.subject
+        topic = _tokens_topic(subject[len(prefix) :]) if subject.startswith(prefix) else None
+        if topic is not None and self._interest.accepts(topic, wildcard):
+            self._on_message(msg.data)
 
     def enable_history(self, policy: HistoryPolicy) -> None:
         self._history = policy
@@ -631,6 +804,10 @@ class NatsBroker:
                 with contextlib.suppress(Exception):
                     await self._live_sub.unsubscribe()
                 self._live_sub = None
+            if self._routing:
+                # Publications reach this node on the subjects of the topics it watches (see publish_history).
+                self._js = js
+                return js
             consumer = api.ConsumerConfig(
                 deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self._live_seq + 1
             )
@@ -772,11 +949,21 @@ class NatsBroker:
         )
 
     async def publish_history(self, topic: str, body: bytes) -> Position:
+        """Number and keep the publication (the stream delivers it to the nodes following it);
+        routed, also send it to the topic's subject, in the topic's lock so that this node's
+        publications of a topic leave in order (another node's may come between, out of
+        order: a subscriber then fills the gap from the history)."""
         js = await self._history_js()
         async with self._topic_locks.hold(topic):
             position: Position = await self._history_call(
                 self._append(js, topic, self._topic_subject(topic), body, False)
             )
+            if self._routing:
+                frame = join_frame(Head(op="topic", g=topic, e=position[0], o=position[1]), body)
+                try:
+                    await self._publish(self._live_subject(topic), frame)
+                except RpcBrokerUnavailableError as exc:  # kept all the same: a subscriber fills the gap
+                    logger.debug("cluster: publication %s of topic %r not routed: %s", position, topic, exc)
         return position
 
     async def read_history(self, topic: str, since: Optional[Position]) -> HistorySlice:

@@ -3,7 +3,12 @@
 What lives in Redis, under a namespace (default ``fastwsrpc``):
 
 * channel ``{ns}:node:{node_id}``: messages to one node (requests, replies, one-way);
-* channel ``{ns}:all``: broadcasts;
+* channel ``{ns}:all``: broadcasts (and topic publications, unless topics are routed);
+* channel ``{ns}:t:{topic}``: a topic's publications, with topics routed
+  (``Cluster.per_topic``): a node subscribes to the topics it watches, one channel
+  each (up to ``max_topic_subscriptions``, then the pattern ``{ns}:t:*`` brings the
+  rest; see :class:`~fastwsrpc.cluster.base.TopicInterest`), so that a publication
+  reaches only the nodes with a subscriber;
 * key ``{ns}:c:{client_id}`` = ``node_id`` with a TTL: presence, refreshed by the
   holding node's heartbeat, so a dead node's clients vanish within the TTL;
 * key ``{ns}:n:{node_id}`` with a TTL: the node's own heartbeat;
@@ -17,8 +22,9 @@ What lives in Redis, under a namespace (default ``fastwsrpc``):
   entry ``o`` = offset, ``d`` = the JSON) and hash ``{ns}:tm:{topic}`` (``e`` = epoch,
   ``s`` = newest offset), both expiring ``ttl`` after the topic's last publication.
   One Lua script numbers a publication (``HINCRBY``), stores it (``XADD MAXLEN``,
-  ``XTRIM MINID`` for the TTL) and ``PUBLISH``es it to every node: atomic, so every
-  node receives a topic's publications in offset order. A flushed or restarted Redis
+  ``XTRIM MINID`` for the TTL) and ``PUBLISH``es it (to every node, or to the
+  topic's channel when routed): atomic, so every node receives a topic's
+  publications in offset order. A flushed or restarted Redis
   has no meta hash any more: the next publication or read makes a new epoch.
 
 A request is a ``PUBLISH`` to the node's channel with a header naming the sender and a
@@ -47,19 +53,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Collection, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Awaitable, Collection, Dict, List, Mapping, Optional, Set, Tuple
 
 import msgspec
 
 from ..errors import RpcBrokerUnavailableError
 from ..topics import HistoryPolicy, HistorySlice, Position, new_epoch
 from .base import (
+    MAX_TOPIC_SUBSCRIPTIONS,
+    TOPIC_LINGER,
     Head,
     MessageHandler,
     NotifyHandler,
     PendingReplies,
     RequestHandler,
     RpcNodeGoneError,
+    TopicInterest,
     join_frame,
     reconnect_retrying,
     spawn,
@@ -231,7 +240,11 @@ class RedisBroker:
 
     ``rediss://`` URLs use TLS. ``namespace`` separates clusters sharing one Redis.
     ``socket_timeout`` bounds every command, so a hung Redis fails calls instead of
-    stalling them. Other keywords go to ``redis.asyncio.Redis.from_url``.
+    stalling them. With topics routed (``Cluster.per_topic``), a node subscribes to a
+    channel per topic it watches, up to ``max_topic_subscriptions`` (then one pattern
+    for the rest), each kept ``topic_linger`` seconds after its last subscriber left
+    (see :class:`~fastwsrpc.cluster.base.TopicInterest`). Other keywords go to
+    ``redis.asyncio.Redis.from_url``.
     """
 
     def __init__(
@@ -242,6 +255,8 @@ class RedisBroker:
         socket_timeout: float = 5.0,
         connect_timeout: float = 2.0,
         max_reconnect_wait: float = 2.0,
+        max_topic_subscriptions: int = MAX_TOPIC_SUBSCRIPTIONS,
+        topic_linger: float = TOPIC_LINGER,
         **redis_kwargs: Any,
     ) -> None:
         self._aioredis = _import_redis()
@@ -277,6 +292,12 @@ class RedisBroker:
         self._history: Optional[HistoryPolicy] = None
         self._publish_history: Any = None
         self._read_history: Any = None
+        self._routing = False
+        self._topic_prefix = f"{namespace}:t:".encode()
+        self._topic_pattern = (_glob_escape(f"{namespace}:t:") + "*").encode()
+        self._interest = TopicInterest(
+            self._subscribe_topic, self._unsubscribe_topic, max_topic_subscriptions, topic_linger, socket_timeout
+        )
 
     def __repr__(self) -> str:
         return f"RedisBroker({self.url!r}, namespace={self.namespace!r})"
@@ -298,6 +319,9 @@ class RedisBroker:
 
     def _group_key(self, group: str) -> str:
         return f"{self.namespace}:g:{group}"
+
+    def _topic_channel(self, topic: str) -> bytes:
+        return self._topic_prefix + topic.encode("utf-8", "surrogatepass")
 
     def _history_keys(self, topic: str) -> List[str]:
         return [f"{self.namespace}:th:{topic}", f"{self.namespace}:tm:{topic}"]
@@ -339,21 +363,23 @@ class RedisBroker:
         self._listener = asyncio.get_running_loop().create_task(self._listen())
 
     async def _subscribe(self) -> None:
-        """Open the subscription's connection and subscribe; connected once Redis confirmed it."""
+        """Open the subscription's connection and subscribe (this node's channel, the broadcasts,
+        the topics watched); connected once Redis confirmed it."""
         assert self._sub_gone is not None
         conn = RespConnection(lambda reason: self._sub_dropped(conn, reason), self.socket_timeout, self._on_push)
         await take_over(self._redis, conn)
+        self._sub = conn
         try:
-            confirmed = [self._sub_command(conn, b"SUBSCRIBE", channel) for channel in (self._node_b, self._all_b)]
+            confirmed: List[Any] = [self._sub_command(conn, b"SUBSCRIBE", ch) for ch in (self._node_b, self._all_b)]
+            confirmed += self._interest.up()
             await asyncio.wait_for(asyncio.gather(*confirmed), self.socket_timeout)
         except BaseException:
             conn.abort()
             raise
         if conn.lost is not None:
             raise conn.lost
-        self._sub = conn
-        self._sub_gone.clear()
         self._connected = True
+        self._sub_gone.clear()
         if self._on_announce is not None:
             self._on_announce()
 
@@ -375,15 +401,47 @@ class RedisBroker:
     def _sub_dropped(self, conn: RespConnection, reason: BaseException) -> None:
         """The subscription's connection ended: fail what waits on it and have the listener reconnect."""
         if self._sub is not conn:
-            return  # one that never got going (its opener fails) or was replaced
+            return  # one replaced already
         self._sub = None
+        self._interest.down()
         if self._closed:
             return
-        logger.warning("cluster: lost the Redis subscription (%s); reconnecting", reason)
-        self._connected = False
-        self._pending.fail_all(unavailable("Redis", reason))
+        if self._connected:
+            logger.warning("cluster: lost the Redis subscription (%s); reconnecting", reason)
+            self._connected = False
+            self._pending.fail_all(unavailable("Redis", reason))
         assert self._sub_gone is not None
         self._sub_gone.set()
+
+    # ------------------------------------------------------------ topics by topic
+    def route_topics(self, on: bool) -> None:
+        self._routing = on
+
+    def watch_topic(self, topic: str) -> Optional[Awaitable[None]]:
+        return self._interest.watch(topic)
+
+    def unwatch_topic(self, topic: str) -> None:
+        self._interest.unwatch(topic)
+
+    async def publish_topic(self, topic: str, data: bytes) -> None:
+        await self._publish(self._topic_channel(topic) if self._routing else self._all_b, data)
+
+    def _subscribe_topic(self, topic: Optional[str]) -> Optional[asyncio.Future[Any]]:
+        """``SUBSCRIBE`` a topic's channel (``PSUBSCRIBE`` every topic's: ``None``); its confirmation."""
+        conn = self._sub
+        if conn is None or conn.lost is not None:
+            return None
+        if topic is None:
+            return self._sub_command(conn, b"PSUBSCRIBE", self._topic_pattern)
+        return self._sub_command(conn, b"SUBSCRIBE", self._topic_channel(topic))
+
+    def _unsubscribe_topic(self, topic: Optional[str]) -> None:
+        conn = self._sub
+        if conn is not None and conn.lost is None:
+            if topic is None:
+                conn.send(command(b"PUNSUBSCRIBE", self._topic_pattern), _ignore_reply)
+            else:
+                conn.send(command(b"UNSUBSCRIBE", self._topic_channel(topic)), _ignore_reply)
 
     async def _listen(self) -> None:
         """Keep the subscription up: reconnect (with backoff) whenever it is down.
@@ -417,6 +475,7 @@ class RedisBroker:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
         self._pending.fail_all(RpcNodeGoneError("this node left the cluster"))
+        self._interest.down()
         if self._publisher is not None:
             self._publisher.close()
         sub, self._sub = self._sub, None
@@ -437,15 +496,24 @@ class RedisBroker:
 
     def _on_push(self, message: List[Any]) -> None:
         """A message off the subscription (called from the protocol: must not block)."""
+        assert self._on_message is not None
         if len(message) == 3:
             channel, data = message[1], message[2]
-        else:  # pmessage: pattern, channel, data
+            if channel == self._node_b:
+                self._dispatch(data)
+                return
+            if channel == self._all_b:
+                self._on_message(data)
+                return
+            wildcard = False
+        else:  # pmessage: pattern, channel, data (only the topics' pattern is subscribed)
             channel, data = message[2], message[3]
-        if channel == self._node_b:
-            self._dispatch(data)
-        else:
-            assert self._on_message is not None
-            self._on_message(data)
+            wildcard = True
+        prefix = self._topic_prefix
+        if channel.startswith(prefix):
+            topic = channel[len(prefix) :].decode("utf-8", "surrogatepass")
+            if self._interest.accepts(topic, wildcard):
+                self._on_message(data)
 
     def _dispatch(self, data: bytes) -> None:
         """A message to this node; requests are served in tasks of their own."""
@@ -573,10 +641,11 @@ class RedisBroker:
         policy = self._policy()
         head = b'{"op":"topic","g":' + msgspec.json.encode(topic) + b',"e":"'
         ttl = 0 if policy.ttl is None else _ms(policy.ttl)
+        channel = self._topic_channel(topic) if self._routing else self._all_b
         epoch, offset = await self._run(
             self._publish_history(
                 keys=self._history_keys(topic),
-                args=[policy.size, ttl, new_epoch(), f"{self.namespace}:all", head, body],
+                args=[policy.size, ttl, new_epoch(), channel, head, body],
             )
         )
         return _text(epoch), int(offset)
