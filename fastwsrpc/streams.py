@@ -61,6 +61,7 @@ from .protocol import (
     StreamCredit,
     StreamEnd,
     StreamItem,
+    encode,
     encode_error,
     encode_notification,
     encode_request,
@@ -90,6 +91,7 @@ _MAX_EARLY_CREDITS = 1000
 #: Unknown stream ids we told to stop, remembered so each is told once.
 _MAX_TOLD_STREAMS = 1024
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
+_ITEM_HEAD = b'{"jsonrpc":"2.0","method":"' + STREAM_ITEM.encode() + b'","params":{"stream":'
 
 
 class _Durable:
@@ -109,6 +111,41 @@ class _Durable:
         self.end: Optional[bytes] = None
         #: Sends in order: a resume's replay before any new item.
         self.lock = asyncio.Lock()
+
+
+class StreamLane:
+    """A stream's side door: a producer that holds an item's JSON already writes the item's frame itself.
+
+    A topic's publication reaches thousands of subscriptions at once: waking each
+    one's task to encode its own frame costs more than the publication (see
+    :mod:`fastwsrpc.topics`, "Fan-out"). A generator with a ``bind_lane`` method is
+    given this object once its stream is answered (not for a durable stream, whose
+    items are kept for a resume). :meth:`send` takes a credit like the task would,
+    and leaves it the one it counts on: the task, waiting in the generator, takes a
+    credit for the item it returns next.
+    """
+
+    __slots__ = ("head", "producer")
+
+    def __init__(self, sid: Any, producer: _Producer) -> None:
+        #: Everything before the item: ``{"jsonrpc":"2.0","method":"$/stream.item","params":{"stream":<id>,"item":``.
+        self.head = b"".join((_ITEM_HEAD, encode(sid), b',"item":'))
+        self.producer = producer
+
+    def take(self) -> bool:
+        """Take a credit for an item sent through this lane; False (none taken) unless one is spare."""
+        producer = self.producer
+        if producer.credits < 2:
+            return False
+        producer.credits -= 1
+        producer.sent += 1
+        return True
+
+    def give_back(self) -> None:
+        """The item of the credit just taken could not be sent after all."""
+        producer = self.producer
+        producer.credits += 1
+        producer.sent -= 1
 
 
 class _Producer:
@@ -632,6 +669,10 @@ class StreamRegistry:
                 await self.runner.send_answer(encode_error(sid, exc.code, exc.message, exc.data))
                 return
             await self.runner.send_answer(encode_result(sid, {"stream": sid}))
+            if durable is None:
+                bind_lane = getattr(agen, "bind_lane", None)
+                if bind_lane is not None:
+                    bind_lane(StreamLane(sid, producer))
             loop = self.loop
             while True:
                 while producer.credits <= 0:

@@ -41,6 +41,7 @@ from itertools import islice
 from typing import (
     TYPE_CHECKING,
     Any,
+    Callable,
     Deque,
     Dict,
     Iterable,
@@ -56,12 +57,14 @@ import msgspec
 
 from .errors import RemoteValueError, RpcBrokerUnavailableError, RpcTimeoutError
 from .logger import get_logger
+from .protocol import encode
 from .transport import CLOSE_POLICY_VIOLATION
 from .watchdog import spawn_background
 
 if TYPE_CHECKING:
     from .cluster import Cluster
     from .conversation import Conversation as RpcChannel
+    from .streams import StreamLane
 
 logger = get_logger("topics")
 
@@ -267,6 +270,9 @@ class MemoryHistory:
         return HistorySlice(stream.epoch, stream.top, entries)
 
 
+#: Shared by subscriptions until their stream's iterator gives them its own.
+_NO_POSITIONS: Dict[str, Position] = {}
+
 #: A queued publication: ``(topic, data, epoch, offset)``; epoch and offset are ``None`` without history.
 _Entry = Tuple[str, Any, Optional[str], Optional[int]]
 
@@ -279,9 +285,12 @@ class _Subscription:
         "dropped_at",
         "first",
         "kicked",
+        "lane",
         "on_slow",
+        "positions",
         "queue",
         "queue_size",
+        "send_nowait",
         "waiter",
     )
 
@@ -301,6 +310,43 @@ class _Subscription:
         #: Per topic: the newest publication dropped by the policy, so that the gap it
         #: leaves is not taken for one the broker left (and refilled from the history).
         self.dropped_at: Dict[str, Position] = {}
+        #: The stream's side door and the transport's write-if-no-wait, once the stream is answered
+        #: (see :meth:`direct`); None on a transport that always waits, or for a durable stream.
+        self.lane: Optional[StreamLane] = None
+        self.send_nowait: Optional[Callable[[bytes], bool]] = None
+        #: The stream's positions per topic (its :class:`_Events`'), kept by the direct path too.
+        self.positions: Dict[str, Position] = _NO_POSITIONS
+
+    def direct(self, parts: Tuple[bytes, ...], topic: str, epoch: Optional[str], offset: Optional[int]) -> bool:
+        """Write a publication's frame now, past the queue and the stream's task; False if it must queue.
+
+        Only while the stream's task waits for the queue (nothing queued, held back
+        or being sent: order is kept), the subscriber has a credit to spare and its
+        transport takes the frame without waiting; with history, only the next
+        offset of the stream's position (anything else is the task's to sort out).
+        """
+        lane = self.lane
+        if lane is None or self.kicked or self.first is not None:
+            return False
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return False
+        if epoch is not None:
+            position = self.positions.get(topic)
+            if offset is None or (position is not None and (position[0] != epoch or position[1] + 1 != offset)):
+                return False
+        if not lane.take():
+            return False
+        dropped = self.dropped
+        frame = b"".join((lane.head, parts[0], b"0" if dropped == 0 else str(dropped).encode(), parts[1]))
+        assert self.send_nowait is not None
+        if not self.send_nowait(frame):
+            lane.give_back()
+            return False
+        if epoch is not None:
+            assert offset is not None
+            self.positions[topic] = (epoch, offset)
+        return True
 
     def offer(self, topic: str, data: Any, epoch: Optional[str] = None, offset: Optional[int] = None) -> None:
         if self.kicked:
@@ -438,7 +484,13 @@ class TopicHub:
         subs = self._topics.get(topic)
         if not subs:
             return 0
+        parts: Optional[Tuple[bytes, ...]] = None
         for sub in list(subs):
+            if sub.lane is not None:
+                if parts is None:
+                    parts = _item_parts(topic, data, epoch, offset)
+                if parts and sub.direct(parts, topic, epoch, offset):
+                    continue
             sub.offer(topic, data, epoch, offset)
         return len(subs)
 
@@ -476,6 +528,22 @@ class TopicHub:
                 subs.discard(sub)
                 if not subs:
                     del self._topics[name]
+
+
+def _item_parts(topic: str, data: Any, epoch: Optional[str], offset: Optional[int]) -> Tuple[bytes, ...]:
+    """A publication's item JSON, encoded once for every subscriber, around its ``dropped`` count.
+
+    ``()`` when ``data`` is not JSON: each subscription's task then reports it as
+    it would any item it cannot encode.
+    """
+    try:
+        body = encode(data)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+        return ()
+    head = b"".join((b'{"topic":', encode(topic), b',"data":', body, b',"dropped":'))
+    if epoch is None or offset is None:
+        return head, b"}}}"
+    return head, b"".join((b',"epoch":', encode(epoch), b',"offset":', str(offset).encode(), b"}}}"))
 
 
 def _parse_since(since: Any, names: List[str]) -> Optional[Dict[str, Since]]:
@@ -533,6 +601,14 @@ class _Events:
         self._positions: Dict[str, Position] = {}
         #: Items to give before the queue's: notices (dicts) and replays ``(topic, epoch, offset, body)``.
         self._ready: Deque[Any] = deque()
+        sub.positions = self._positions
+
+    def bind_lane(self, lane: StreamLane) -> None:
+        """The stream is answered: publications may now be written past its task (see ``_Subscription.direct``)."""
+        send_nowait = getattr(self._sub.channel.socket, "send_nowait", None)
+        if send_nowait is not None:
+            self._sub.send_nowait = send_nowait
+            self._sub.lane = lane
 
     def __aiter__(self) -> _Events:
         return self
@@ -705,6 +781,7 @@ class _Events:
         """End the subscription (also when it never started): it leaves every topic."""
         if not self._closed:
             self._closed = True
+            self._sub.lane = None
             self._ready.clear()
             self._hub._forget(self._sub, self._names)
 
