@@ -668,6 +668,9 @@ class StreamRegistry:
                 ended = True
                 await self.runner.send_answer(encode_error(sid, exc.code, exc.message, exc.data))
                 return
+            before_answer = getattr(agen, "before_answer", None)
+            if before_answer is not None:
+                await before_answer()  # a subscription: until the broker delivers its topics here
             await self.runner.send_answer(encode_result(sid, {"stream": sid}))
             if durable is None:
                 bind_lane = getattr(agen, "bind_lane", None)

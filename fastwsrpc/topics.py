@@ -425,6 +425,9 @@ class TopicHub:
         self.history_policy: Optional[HistoryPolicy] = HistoryPolicy(history, self.history_ttl) if history else None
         self._topics: Dict[str, Set[_Subscription]] = {}
         self._cluster: Optional[Cluster] = None
+        #: Topics whose broker delivery this node asked for and the broker has not confirmed yet:
+        #: every new subscription to one of them waits for it before its stream is answered.
+        self._watching: Dict[str, asyncio.Future[None]] = {}
         self._memory: Optional[MemoryHistory] = MemoryHistory() if history else None
 
     def attach(self, cluster: Cluster) -> None:
@@ -438,6 +441,8 @@ class TopicHub:
         cluster.on_topic = self.publish_local
         self._cluster = cluster
         self._memory = None
+        for topic in self._topics:
+            cluster.watch_topic(topic)
 
     def subscriber_count(self, topic: Optional[str] = None) -> int:
         """Subscriptions to ``topic`` (or to any topic) in this process."""
@@ -517,9 +522,36 @@ class TopicHub:
         sub = _Subscription(channel, policy, self.queue_size)
         if positions is not None and self.history_policy is not None:
             sub.first = {}
+        waits: List[asyncio.Future[None]] = []
         for name in names:
-            self._topics.setdefault(name, set()).add(sub)
-        return _Events(self, sub, names, positions)
+            subs = self._topics.get(name)
+            if subs is None:
+                subs = self._topics[name] = set()
+                self._watch(name)
+            subs.add(sub)
+            waiting = self._watching.get(name)
+            if waiting is not None:
+                waits.append(waiting)
+        return _Events(self, sub, names, positions, waits)
+
+    def _watch(self, topic: str) -> None:
+        """``topic`` has its first subscriber here: the cluster has the broker deliver it (per-topic routing)."""
+        cluster = self._cluster
+        if cluster is None:
+            return
+        waiter = cluster.watch_topic(topic)
+        if waiter is None:
+            return
+        future = asyncio.ensure_future(waiter)
+        if future.done():
+            return
+        self._watching[topic] = future
+
+        def confirmed(done: asyncio.Future[None]) -> None:
+            if self._watching.get(topic) is done:
+                del self._watching[topic]
+
+        future.add_done_callback(confirmed)
 
     def _forget(self, sub: _Subscription, names: List[str]) -> None:
         for name in names:
@@ -528,6 +560,9 @@ class TopicHub:
                 subs.discard(sub)
                 if not subs:
                     del self._topics[name]
+                    self._watching.pop(name, None)
+                    if self._cluster is not None:
+                        self._cluster.unwatch_topic(name)
 
 
 def _item_parts(topic: str, data: Any, epoch: Optional[str], offset: Optional[int]) -> Tuple[bytes, ...]:
@@ -587,10 +622,19 @@ class _Events:
     (already replayed) is skipped, so nothing comes twice.
     """
 
-    __slots__ = ("_closed", "_hub", "_names", "_positions", "_ready", "_since", "_started", "_sub")
+    __slots__ = ("_closed", "_hub", "_names", "_positions", "_ready", "_since", "_started", "_sub", "_waits")
 
-    def __init__(self, hub: TopicHub, sub: _Subscription, names: List[str], since: Optional[Dict[str, Since]]) -> None:
+    def __init__(
+        self,
+        hub: TopicHub,
+        sub: _Subscription,
+        names: List[str],
+        since: Optional[Dict[str, Since]],
+        waits: Optional[List[asyncio.Future[None]]] = None,
+    ) -> None:
         self._hub = hub
+        #: The broker's confirmations this subscription's topics still wait for (see :meth:`ready`).
+        self._waits = waits or None
         self._sub = sub
         self._names = names
         self._closed = False
@@ -602,6 +646,13 @@ class _Events:
         #: Items to give before the queue's: notices (dicts) and replays ``(topic, epoch, offset, body)``.
         self._ready: Deque[Any] = deque()
         sub.positions = self._positions
+
+    async def before_answer(self) -> None:
+        """Wait until the broker delivers every topic here (per-topic routing): the stream is answered after,
+        so that nothing published once the subscriber's ``open()`` returns can be missed."""
+        waits, self._waits = self._waits, None
+        if waits:
+            await asyncio.gather(*(asyncio.shield(w) for w in waits), return_exceptions=True)
 
     def bind_lane(self, lane: StreamLane) -> None:
         """The stream is answered: publications may now be written past its task (see ``_Subscription.direct``)."""

@@ -4,9 +4,6 @@ Over a memory pair (the client side decodes items into ``TopicEvent``), and over
 both real servers with a raw WebSocket client that writes the JSON by hand, as a
 client in another language would: the notice first, then exactly the missed
 publications, then the live ones.
-
-They need the channel to pass ``$/subscribe``'s ``since`` on to
-``TopicHub.subscribe``; until it does they are skipped, saying so.
 """
 
 from __future__ import annotations
@@ -23,18 +20,6 @@ from fastwsrpc.testing import memory_pair
 from fastwsrpc.topics import SUBSCRIBE, TopicEvent, TopicHub
 
 from .support import NativeServerThread, ServerThread
-
-
-def _channel_passes_since() -> bool:
-    from fastwsrpc import channel
-
-    return "since" in inspect.getsource(channel.RpcChannel.__init__)
-
-
-pytestmark = pytest.mark.skipif(
-    not _channel_passes_since(),
-    reason="channel.py does not pass $/subscribe's since to TopicHub.subscribe yet",
-)
 
 
 # ------------------------------------------------------------------ memory pair, decoded by our client
