@@ -178,6 +178,10 @@ class HandshakeRequest:
     #: ``host:port`` of the client.
     peer: str
 
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
+        """Copied and pickled through the constructor: a frozen instance's slots cannot be set one by one."""
+        return type(self), tuple(getattr(self, field.name) for field in dataclasses.fields(self))
+
 
 class _Route:
     """A path, possibly with ``{name}`` placeholders (one path segment each), and its server."""

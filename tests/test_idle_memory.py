@@ -15,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import copy
+import dataclasses
 import gc
 import os
+import pickle
 import tracemalloc
 from typing import Any, AsyncIterator, Callable, List, Tuple
 
@@ -85,6 +88,14 @@ def test_frozen_headers_are_read_only_and_copy_to_headers() -> None:
     assert type(copy) is Headers and copy == frozen
     copy["New"] = "1"
     assert "new" in copy and "new" not in frozen
+
+
+def test_a_handshake_request_copies_and_pickles_with_its_headers() -> None:
+    request = HandshakeRequest("/ws/a", {"room": "a"}, FrozenHeaders(Headers(ITEMS)), {"t": "1"}, "t=1", "1.2.3.4:5")
+    for copied in (copy.copy(request), copy.deepcopy(request), pickle.loads(pickle.dumps(request))):
+        assert copied == request and type(copied.headers) is FrozenHeaders
+        assert list(copied.headers.raw_items()) == ITEMS
+    assert dataclasses.replace(request, path="/ws/b").path == "/ws/b"
 
 
 # ------------------------------------------------------------------ parked readers
