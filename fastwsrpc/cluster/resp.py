@@ -130,9 +130,14 @@ def command(*args: bytes) -> bytes:
 class RespConnection(asyncio.Protocol):
     """One Redis connection: commands written in order, replies handed to their callbacks in order.
 
-    ``send`` writes at once the first command of an event-loop turn and buffers the
-    rest of that turn, written together when the turn ends: a call alone pays no delay,
-    and many calls in flight share one write. Each reply goes to the callback given with
+    ``send`` writes a command at once when every command written before has been
+    answered (and none was written at once in this event-loop turn), and otherwise
+    holds it until the turn ends and they have been: then whatever is held leaves in
+    one write. A call alone pays no delay; many in flight share writes, and each write
+    wakes Redis (and, through it, the nodes its messages go to) once for all of them.
+    (Holding only until the end of the turn batches little on the calling node, whose
+    calls reach the cluster one per turn; holding only until the answers come batches
+    little on the serving node, whose answers come many per turn.) Each reply goes to the callback given with
     its command (called from ``data_received``: it must not block). On a subscribed
     connection, pushed messages go to ``on_push`` instead.
 
@@ -156,7 +161,10 @@ class RespConnection(asyncio.Protocol):
         self._transport: Any = None
         #: asyncio's StreamWriter of the transport, kept alive: collected, it would close the transport.
         self._writer: Any = None
+        #: Commands held until those written before are answered (their callbacks are the
+        #: last ``len(_out)`` of ``_waiting``).
         self._out: List[bytes] = []
+        #: A command was written at once in this event-loop turn (the turn's others are held).
         self._turn = False
         self._waiting: Deque[OnReply] = deque()
         #: When the oldest waiting command was sent, or the last reply came (the stall check's clock).
@@ -194,6 +202,7 @@ class RespConnection(asyncio.Protocol):
                 waiting.popleft()(reply)
         if waiting:
             self._progress = self._loop.time()
+            self._release()
 
     def eof_received(self) -> Optional[bool]:
         return False  # close the transport: Redis closed the connection
@@ -223,20 +232,24 @@ class RespConnection(asyncio.Protocol):
         if self.lost is not None:
             raise self.lost
         waiting = self._waiting
-        if not waiting:
+        if not waiting and not self._turn:
             self._progress = self._loop.time()
-        waiting.append(on_reply)
-        if self._turn:
-            self._out.append(data)
+            waiting.append(on_reply)
+            self._transport.write(data)
+            self._turn = True
+            self._loop.call_soon(self._end_turn)
             return
-        self._turn = True
-        self._loop.call_soon(self._end_turn)
-        self._transport.write(data)
+        waiting.append(on_reply)
+        self._out.append(data)
 
     def _end_turn(self) -> None:
         self._turn = False
+        self._release()
+
+    def _release(self) -> None:
+        """Write what is held if everything written before has been answered."""
         out = self._out
-        if out and self.lost is None:
+        if out and len(self._waiting) == len(out) and self.lost is None:
             self._out = []
             self._transport.write(out[0] if len(out) == 1 else b"".join(out))
 
@@ -264,7 +277,9 @@ class RespConnection(asyncio.Protocol):
     def close(self) -> None:
         """Close after what is buffered is written; callbacks still waiting get a ``ConnectionError``."""
         if self._transport is not None and self.lost is None:
-            self._end_turn()
+            out, self._out = self._out, []
+            if out:
+                self._transport.write(b"".join(out))
             self._transport.close()
 
 
