@@ -443,6 +443,9 @@ class TopicHub:
         self._memory = None
         for topic in self._topics:
             cluster.watch_topic(topic)
+        # This hub tells the cluster which topics have subscribers here: a publication
+        # then reaches only the nodes that have some (one broker message per such node).
+        cluster.per_topic = True
 
     def subscriber_count(self, topic: Optional[str] = None) -> int:
         """Subscriptions to ``topic`` (or to any topic) in this process."""

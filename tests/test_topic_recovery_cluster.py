@@ -24,11 +24,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from .brokers import free_port, nats_server, redis_server  # noqa: F401
-from .test_topic_recovery_e2e import pytestmark as needs_since
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-pytestmark = [needs_since, pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e]
 
 
 class HistoryNode:
