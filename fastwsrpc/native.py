@@ -533,7 +533,7 @@ class NativeWebSocket(asyncio.Protocol):
         sender = self._sender
         if sender.paused or len(data) >= self._threshold or len(data) >= _SPLIT:
             return False
-        sender.send(self._build(self._opcode, data, self.is_client))
+        sender.send_alone(self._build(self._opcode, data, self.is_client))
         return True
 
     def _deflate(self, data: bytes) -> bytes:

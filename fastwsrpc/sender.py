@@ -104,6 +104,19 @@ class CoalescingSender:
             if len(queue) >= self._max_frames or len(frame) >= self._big:
                 self._flush_queue()
 
+    def send_alone(self, frame: bytes) -> None:
+        """Write ``frame`` now without starting a turn, unless one is under way (then as :meth:`send`).
+
+        For a frame that is most likely the only one this connection writes in
+        this turn (a topic's publication fanned out to thousands of connections):
+        a turn costs a loop callback per connection, and there is nothing to
+        coalesce. Outside a turn nothing is queued, so the order is kept.
+        """
+        if self._scheduled:
+            self.send(frame)
+        elif self._lost is None:
+            self._write(frame)
+
     def send_control(self, frame: bytes) -> None:
         """Write a control frame now, behind the data frames already queued."""
         if self._queue:

@@ -45,6 +45,23 @@ async def test_the_first_frame_of_a_turn_goes_out_at_once_the_rest_together_at_i
     assert writes == [b"a", b"bc", b"d"]  # nothing queued: no empty write
 
 
+async def test_a_frame_sent_alone_starts_no_turn_and_never_overtakes_a_queued_one() -> None:
+    writes: List[bytes] = []
+    sender = sender_writing_to(writes)
+    sender.send_alone(b"a")  # outside a turn: at once, and no turn begins
+    sender.send_alone(b"b")
+    assert writes == [b"a", b"b"]
+    sender.send(b"c")  # the turn's first: at once
+    sender.send(b"d")  # queued for the turn's end
+    sender.send_alone(b"e")  # in a turn: behind d
+    assert writes == [b"a", b"b", b"c"]
+    await turn()
+    assert writes == [b"a", b"b", b"c", b"de"]
+    sender.connection_lost(TransportClosed(1006))
+    sender.send_alone(b"f")
+    assert writes == [b"a", b"b", b"c", b"de"]  # nothing after the loss
+
+
 async def test_a_sender_that_never_yields_is_written_in_pieces_of_max_frames() -> None:
     writes: List[bytes] = []
     sender = sender_writing_to(writes)
