@@ -234,7 +234,7 @@ class RpcChannel(ChannelApi):
         elif kind is MetaNotice:
             self._dispatcher.park_meta(event.id, event.meta, size)  # type: ignore[union-attr]
         elif event is not None:
-            (self._registry or self._streams).on_event(event)
+            (self._registry if self._registry is not None else self._streams).on_event(event)
 
     def _store(self) -> PromiseStore:
         """fastapi-ws-rpc's promise store (``async_call``), made on first use."""
