@@ -32,6 +32,8 @@ class ChannelApi:
     _callbacks: Callbacks
     _calls: OutgoingCalls
     _streams: StreamRegistry
+    #: The stream registry once made (``_streams`` makes it on first use; an idle connection has none).
+    _registry: Optional[StreamRegistry]
     _state: ConnectionState
     _budget: Budget
     _context: Dict[str, Any]
@@ -161,7 +163,8 @@ class ChannelApi:
     @property
     def stream_count(self) -> int:
         """Streams open on this connection, both ways (0 once every stream has ended)."""
-        return len(self._streams)
+        registry = self._registry
+        return len(registry) if registry is not None else 0
 
     def _store(self) -> PromiseStore:  # pragma: no cover - the channel defines it
         raise NotImplementedError
