@@ -84,6 +84,8 @@ def run_ir(tree: str, twin: str, name: str, n: int, workdir: str) -> int:
         check_import(err, tree)
         return ir
     port_file = out + ".port"
+    if os.path.exists(port_file):
+        os.remove(port_file)  # a kept directory's last run: its server is gone
     server_cmd = [sys.executable, os.path.join(HERE, "native_server.py"), port_file]
     vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no"]
     with open(out + ".err", "w+") as err_file:
