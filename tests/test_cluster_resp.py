@@ -106,8 +106,8 @@ async def _silent_server() -> Tuple[asyncio.AbstractServer, int]:
 
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await reader.read(1 << 20)
-            await asyncio.get_running_loop().create_future()  # until the test ends
+            while await reader.read(1 << 20):  # never answers, until the client drops the connection
+                pass
         finally:
             writer.close()
 
@@ -130,12 +130,15 @@ async def test_replies_that_stop_coming_fail_their_callers_after_the_timeout() -
             conn.send(command(b"PING"), replies.append)
     finally:
         server.close()
+        await server.wait_closed()
 
 
 async def test_a_connection_the_server_closes_fails_its_callers() -> None:
     async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(1)
-        writer.close()
+        try:
+            await reader.read(1)
+        finally:
+            writer.close()
 
     server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
     lost: List[BaseException] = []
@@ -150,6 +153,7 @@ async def test_a_connection_the_server_closes_fails_its_callers() -> None:
         assert len(replies) == 1 and isinstance(replies[0], ConnectionError)
     finally:
         server.close()
+        await server.wait_closed()
 
 
 @pytest.fixture(params=["hiredis", "python"])

@@ -32,9 +32,17 @@ Subjects, under a namespace (default ``fastwsrpc``):
   that with no peer at all the server answers "no responders" and the start does
   not wait.
 
-The node's own subject, ``{ns}.all`` and the reply subject are read with no task per
-message: nats-py hands each message to our handler as it parses it (see
-:class:`_Deliver`), rather than through a queue to a task of the subscription's.
+The cluster's own traffic (requests, answers, one-way messages, broadcasts, the sync
+requests and their answers, routed topics) goes over a second connection that the
+broker drives by hand (:mod:`~fastwsrpc.cluster.natsproto`): a message is parsed and
+handed to its handler in the protocol's ``data_received``, a ``PUB`` written from
+the step that makes it. nats-py's connection keeps presence, JetStream and the
+session records. A request and its "no responders" must share a connection (the
+server answers 503 on the requester's), so do the sync requests and the subscription
+made after them. With options that connection does not support (see
+:func:`~fastwsrpc.cluster.natsproto.supported`), or ``own_connection=False``, that
+traffic stays on nats-py's connection, read with no task per message: nats-py hands
+each message to our handler as it parses it (see :class:`_Deliver`).
 
 When the connection drops, every request waiting for a reply fails with
 ``RpcBrokerUnavailableError`` (its reply could be lost); the broker reconnects with
@@ -80,6 +88,7 @@ import msgspec
 
 from ..errors import RpcBrokerUnavailableError, RpcMessageTooLargeError, RpcTimeoutError
 from ..topics import HistoryPolicy, HistorySlice, Position, new_epoch
+from . import natsproto
 from .base import (
     TOPIC_LINGER,
     Head,
@@ -202,6 +211,23 @@ class _Entry:
         self.groups = groups
 
 
+#: A hot-path message handler: ``(subject, reply, data, status)``.
+Handler = Callable[[str, str, bytes, int], None]
+#: Subjects this node keeps encoded (cleared when full).
+_SUBJECT_CACHE = 10_000
+
+
+def _adapt(handler: Handler) -> Callable[[Any], None]:
+    """A hot-path handler fed by nats-py (its messages; the status from their headers)."""
+
+    def deliver(msg: Any) -> None:
+        headers = msg.headers
+        status = headers.get("Status", "") if headers else ""
+        handler(msg.subject, msg.reply, msg.data, int(status) if status.isdigit() else 0)
+
+    return deliver
+
+
 class _TopicSub:
     """A topic's subscription while nats-py makes it (``dropped``: unsubscribe it once made)."""
 
@@ -276,7 +302,10 @@ class NatsBroker:
     token). ``history_storage`` is JetStream's storage for topic history (``"file"``
     survives a NATS restart, ``"memory"`` does not). ``sync_timeout`` bounds how long
     ``start`` (and each reconnect) waits for the peers' presence (see the module
-    docstring); a lone node, or peers that all answer, do not wait it out. With topics
+    docstring); a lone node, or peers that all answer, do not wait it out.
+    ``own_connection`` (the default) carries the calls, broadcasts and routed topics on
+    a connection of the broker's own (:mod:`~fastwsrpc.cluster.natsproto`), when the
+    URL and options allow (else, or ``False``, on nats-py's). With topics
     routed (``Cluster.per_topic``), a node subscribes to a subject per topic it watches,
     up to ``max_topic_subscriptions`` (then one wildcard for the rest), each kept
     ``topic_linger`` seconds after its last subscriber left (see
@@ -295,6 +324,7 @@ class NatsBroker:
         sync_timeout: float = 2.0,
         max_topic_subscriptions: int = NATS_TOPIC_SUBSCRIPTIONS,
         topic_linger: float = TOPIC_LINGER,
+        own_connection: bool = True,
         **nats_kwargs: Any,
     ) -> None:
         if history_storage not in ("file", "memory"):
@@ -346,8 +376,18 @@ class NatsBroker:
         self._interest = TopicInterest(
             self._subscribe_topic, self._unsubscribe_topic, max_topic_subscriptions, topic_linger, connect_timeout
         )
-        #: The subscription of each topic (``None``: the wildcard) on the current connection.
-        self._topic_subs: Dict[Optional[str], _TopicSub] = {}
+        #: The cluster's own traffic on a connection driven by hand (see natsproto), when the
+        #: options allow; else on nats-py's.
+        self.own_connection = own_connection and natsproto.supported(url, nats_kwargs)
+        self._hot: Optional[natsproto.NatsConnection] = None
+        #: Handlers of the hot connection's subscriptions, by sid.
+        self._handlers: Dict[int, Handler] = {}
+        self._sids = 0
+        #: Subjects as bytes (the hot path's, made once each).
+        self._subjects: Dict[str, bytes] = {}
+        #: The subscription of each topic (``None``: the wildcard) on the current connection:
+        #: a sid on the hot connection, a :class:`_TopicSub` on nats-py's.
+        self._topic_subs: Dict[Optional[str], Any] = {}
         #: Topic SUBs sent so far, barriers on their way by name, and the newest barrier
         #: (the SUBs it covers, its future, its connection): see :meth:`_barrier`.
         self._sub_seq = 0
@@ -417,17 +457,39 @@ class NatsBroker:
             error_cb=on_error,
             **self._nats_kwargs,
         )
+        hot: Optional[natsproto.NatsConnection] = None
         try:
-            await nc.subscribe(self._node_subject(self.node_id), future=_Deliver(self._on_node_msg))
-            await nc.subscribe(f"{self.namespace}.all", future=_Deliver(self._on_all_msg))
             await nc.subscribe(f"{self.namespace}.presence", cb=self._on_presence_msg)
-            await nc.subscribe(self._reply_prefix + "*", future=_Deliver(self._on_reply_msg))
-            await nc.subscribe(f"{self._sync_subject}.{self.node_id}", cb=self._on_sync_msg)
+            own: List[Tuple[str, Handler]] = [
+                (self._node_subject(self.node_id), self._on_node_msg),
+                (f"{self.namespace}.all", self._on_all_msg),
+                (self._reply_prefix + "*", self._on_reply_msg),
+                (f"{self._sync_subject}.{self.node_id}", self._on_sync_msg),
+            ]
+            if self.own_connection:
+
+                def hot_gone(reason: BaseException) -> None:
+                    if generation == self._generation:
+                        lost.set()
+
+                self._handlers = {}
+                hot = await natsproto.open_connection(
+                    self.url, self._nats_kwargs, self._on_hot_msg, hot_gone, self.connect_timeout
+                )
+                for subject, handler in own:
+                    self._hot_subscribe(hot, subject, handler)
+                await asyncio.wait_for(hot.ping(), self.connect_timeout)  # every SUB in place
+            else:
+                for subject, handler in own:
+                    await nc.subscribe(subject, future=_Deliver(_adapt(handler)))
             await nc.flush(timeout=self.connect_timeout)
         except BaseException:
+            if hot is not None:
+                hot.abort()
             await _quiet_close(nc)
             raise
         self._nc = nc
+        self._hot = hot
         self._generation = generation
         lost.clear()
         self._connected = True
@@ -458,6 +520,9 @@ class NatsBroker:
                 self._connected = False
                 self._interest.down()
                 self._topic_subs.clear()
+                hot, self._hot = self._hot, None
+                if hot is not None:
+                    hot.abort()
                 nc, self._nc = self._nc, None
                 if nc is not None:
                     spawn(self._tasks, _quiet_close(nc))
@@ -496,6 +561,9 @@ class NatsBroker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # unwound before the connection closes
+        hot, self._hot = self._hot, None
+        if hot is not None:
+            hot.close()
         if self._nc is not None:
             await _quiet_close(self._nc)
             self._nc = None
@@ -516,22 +584,69 @@ class NatsBroker:
         except (errors.Error, OSError) as exc:
             raise unavailable("NATS", exc) from exc
 
-    # ------------------------------------------------------------ messages
-    def _on_node_msg(self, msg: Any) -> None:
-        assert self._on_message is not None
-        if msg.reply:
-            spawn(self._tasks, self._serve(msg.reply, msg.data))
+    def _hot_send(self, subject: str, data: bytes, reply: str = "") -> bool:
+        """Publish on the hot connection if there is one (``False``: there is none, use nats-py's)."""
+        hot = self._hot
+        if hot is None:
+            return False
+        if len(data) > hot.max_payload:
+            raise RpcMessageTooLargeError(f"{len(data)} bytes exceed the NATS server's max_payload ({hot.max_payload})")
+        try:
+            hot.publish(self._subject_bytes(subject), data, reply.encode() if reply else b"")
+        except ConnectionError as exc:
+            raise unavailable("NATS", exc) from exc
+        return True
+
+    def _subject_bytes(self, subject: str) -> bytes:
+        encoded = self._subjects.get(subject)
+        if encoded is None:
+            if len(self._subjects) >= _SUBJECT_CACHE:
+                self._subjects.clear()
+            encoded = self._subjects[subject] = subject.encode()
+        return encoded
+
+    async def _send(self, subject: str, data: bytes, reply: str = "") -> None:
+        """The cluster's own traffic: on the hot connection, else on nats-py's."""
+        self._check()
+        if not self._hot_send(subject, data, reply):
+            await self._publish(subject, data, reply)
+
+    async def _subscribe_core(self, nc: Any, subject: str, handler: Handler) -> None:
+        """Subscribe where the cluster's own traffic goes (the hot connection, else nats-py's)."""
+        hot = self._hot
+        if hot is not None:
+            self._hot_subscribe(hot, subject, handler)
         else:
-            self._on_message(msg.data)
+            await nc.subscribe(subject, future=_Deliver(_adapt(handler)))
 
-    def _on_all_msg(self, msg: Any) -> None:
+    def _hot_subscribe(self, hot: natsproto.NatsConnection, subject: str, handler: Handler) -> int:
+        self._sids += 1
+        sid = self._sids
+        self._handlers[sid] = handler
+        hot.subscribe(subject, sid)
+        return sid
+
+    def _on_hot_msg(self, sid: int, subject: str, reply: str, data: bytes, status: int) -> None:
+        handler = self._handlers.get(sid)
+        if handler is not None:
+            handler(subject, reply, data, status)
+
+    # ------------------------------------------------------------ messages
+    def _on_node_msg(self, subject: str, reply: str, data: bytes, status: int) -> None:
         assert self._on_message is not None
-        self._on_message(msg.data)
+        if reply:
+            spawn(self._tasks, self._serve(reply, data))
+        else:
+            self._on_message(data)
 
-    def _on_reply_msg(self, msg: Any) -> None:
-        suffix = msg.subject[len(self._reply_prefix) :]
+    def _on_all_msg(self, subject: str, reply: str, data: bytes, status: int) -> None:
+        assert self._on_message is not None
+        self._on_message(data)
+
+    def _on_reply_msg(self, subject: str, reply: str, data: bytes, status: int) -> None:
+        suffix = subject[len(self._reply_prefix) :]
         if suffix.startswith("sync"):
-            self._on_sync_reply(suffix, msg)
+            self._on_sync_reply(suffix, data, status)
             return
         if suffix.startswith("barrier-"):
             self._passed(suffix)
@@ -540,13 +655,12 @@ class NatsBroker:
             rid = int(suffix)
         except ValueError:
             return
-        headers = msg.headers
-        if headers and headers.get("Status") == "503":
+        if status == 503:
             self._pending.fail(
                 rid, RpcNodeGoneError("the node is gone (NATS: no responders on its subject)", delivered=False)
             )
         else:
-            self._pending.resolve(rid, msg.data)
+            self._pending.resolve(rid, data)
 
     async def _serve(self, reply_to: str, data: bytes) -> None:
         assert self._on_request is not None
@@ -558,7 +672,7 @@ class NatsBroker:
             logger.exception("cluster request handler failed")
             reply = join_frame(Head(s="error", m=f"{type(exc).__name__}: {exc}"))
         try:
-            await self._publish(reply_to, reply)
+            await self._send(reply_to, reply)
         except Exception as exc:
             logger.debug("cluster: reply on %s not sent: %s", reply_to, exc)
 
@@ -566,18 +680,18 @@ class NatsBroker:
         self._check()
         rid, future = self._pending.add(node_id)
         try:
-            await self._publish(self._node_subject(node_id), data, reply=f"{self._reply_prefix}{rid}")
+            await self._send(self._node_subject(node_id), data, f"{self._reply_prefix}{rid}")
         except BaseException:
             self._pending.discard(rid)
             raise
         return await self._pending.wait(rid, future, timeout, node_id)
 
     async def send(self, node_id: str, data: bytes) -> bool:
-        await self._publish(self._node_subject(node_id), data)
+        await self._send(self._node_subject(node_id), data)
         return True
 
     async def publish(self, data: bytes) -> None:
-        await self._publish(f"{self.namespace}.all", data)
+        await self._send(f"{self.namespace}.all", data)
 
     async def check_peers(self) -> None:
         """Probe each node that calls wait on: the server answers "no responders" for a dead one.
@@ -652,7 +766,7 @@ class NatsBroker:
         self._interest.unwatch(topic)
 
     async def publish_topic(self, topic: str, data: bytes) -> None:
-        await self._publish(self._live_subject(topic) if self._routing else f"{self.namespace}.all", data)
+        await self._send(self._live_subject(topic) if self._routing else f"{self.namespace}.all", data)
 
     def _barrier(self, nc: Any) -> asyncio.Future[None]:
         """Done once the server has processed every SUB this connection sent so far.
@@ -690,10 +804,20 @@ class NatsBroker:
 
     def _subscribe_topic(self, topic: Optional[str]) -> Optional[asyncio.Future[Any]]:
         """Subscribe a topic's subject (every topic's: ``None``); done once the server has it
-        (see :meth:`_barrier`)."""
+        (a PING's PONG on the hot connection; :meth:`_barrier` on nats-py's)."""
         nc = self._nc
         if nc is None or not self._connected:
             return None
+        hot = self._hot
+        if hot is not None:
+            if hot.lost is not None:
+                return None
+            wildcard = topic is None
+            subject = f"{self.namespace}.t.>" if topic is None else self._live_subject(topic)
+            self._topic_subs[topic] = self._hot_subscribe(
+                hot, subject, lambda subject, reply, data, status: self._on_topic_msg(subject, data, wildcard)
+            )
+            return hot.ping()
         holder = self._topic_subs[topic] = _TopicSub()
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         spawn(self._tasks, self._make_topic_sub(nc, topic, holder, done))
@@ -705,7 +829,8 @@ class NatsBroker:
         wildcard = topic is None
         subject = f"{self.namespace}.t.>" if topic is None else self._live_subject(topic)
         try:
-            holder.sub = await nc.subscribe(subject, future=_Deliver(lambda msg: self._on_topic_msg(msg, wildcard)))
+            deliver = _Deliver(lambda msg: self._on_topic_msg(msg.subject, msg.data, wildcard))
+            holder.sub = await nc.subscribe(subject, future=deliver)
             self._sub_seq += 1
             if holder.dropped:
                 await holder.sub.unsubscribe()
@@ -720,18 +845,22 @@ class NatsBroker:
 
     def _unsubscribe_topic(self, topic: Optional[str]) -> None:
         holder = self._topic_subs.pop(topic, None)
-        if holder is not None:
+        if isinstance(holder, int):
+            self._handlers.pop(holder, None)
+            hot = self._hot
+            if hot is not None and hot.lost is None:
+                hot.unsubscribe(holder)
+        elif holder is not None:
             holder.dropped = True
             if holder.sub is not None:
                 spawn(self._tasks, _quiet_unsubscribe(holder.sub))
 
-    def _on_topic_msg(self, msg: Any, wildcard: bool) -> None:
+    def _on_topic_msg(self, subject: str, data: bytes, wildcard: bool) -> None:
         assert self._on_message is not None
         prefix = f"{self.namespace}.t."
-        subject: str = msg.subject
         topic = _tokens_topic(subject[len(prefix) :]) if subject.startswith(prefix) else None
         if topic is not None and self._interest.accepts(topic, wildcard):
-            self._on_message(msg.data)
+            self._on_message(data)
 
     def enable_history(self, policy: HistoryPolicy) -> None:
         self._history = policy
@@ -961,7 +1090,7 @@ class NatsBroker:
             if self._routing:
                 frame = join_frame(Head(op="topic", g=topic, e=position[0], o=position[1]), body)
                 try:
-                    await self._publish(self._live_subject(topic), frame)
+                    await self._send(self._live_subject(topic), frame)
                 except RpcBrokerUnavailableError as exc:  # kept all the same: a subscriber fills the gap
                     logger.debug("cluster: publication %s of topic %r not routed: %s", position, topic, exc)
         return position
@@ -1179,11 +1308,12 @@ class NatsBroker:
         request = _gossip_encoder.encode(_Gossip(op="sync", n=self.node_id))
         try:
             try:
-                await self._publish(self._sync_subject, request, reply=f"{self._reply_prefix}sync")
+                # On the connection with the reply subscription: "no responders" goes to that one.
+                await self._send(self._sync_subject, request, f"{self._reply_prefix}sync")
             finally:
                 # Only now: our own request must reach nobody here, so that with no peer
                 # the server answers "no responders" rather than leave us waiting.
-                await nc.subscribe(self._sync_subject, cb=self._on_sync_msg)
+                await self._subscribe_core(nc, self._sync_subject, self._on_sync_msg)
             deadline = now + self.sync_timeout
             while not sync.done(self.node_id):
                 remaining = deadline - self._now()
@@ -1201,20 +1331,17 @@ class NatsBroker:
                 except asyncio.TimeoutError:
                     for node in sync.missing(self.node_id) - sync.asked:
                         sync.asked.add(node)
-                        await self._publish(
-                            f"{self._sync_subject}.{node}", request, reply=f"{self._reply_prefix}sync-{node}"
-                        )
+                        await self._send(f"{self._sync_subject}.{node}", request, f"{self._reply_prefix}sync-{node}")
         except Exception as exc:
             logger.warning("cluster: node %s could not ask its peers for presence: %s", self.node_id, exc)
         finally:
             if self._sync is sync:
                 self._sync = None
 
-    def _on_sync_reply(self, suffix: str, msg: Any) -> None:
+    def _on_sync_reply(self, suffix: str, data: bytes, status: int) -> None:
         """An answer to our sync request: a peer's clients, its ``ready``, or "no responders"."""
         sync = self._sync
-        headers = msg.headers
-        if headers and headers.get("Status") == "503":
+        if status == 503:
             if sync is not None:
                 if suffix == "sync":
                     sync.nobody = True
@@ -1223,7 +1350,7 @@ class NatsBroker:
                 sync.changed.set()
             return
         try:
-            message = _gossip_decoder.decode(msg.data)
+            message = _gossip_decoder.decode(data)
         except msgspec.DecodeError:
             logger.warning("cluster: malformed presence message dropped")
             return
@@ -1234,16 +1361,16 @@ class NatsBroker:
             sync.expected.update(message.k or ())
             sync.changed.set()
 
-    async def _on_sync_msg(self, msg: Any) -> None:
+    def _on_sync_msg(self, subject: str, reply: str, data: bytes, status: int) -> None:
         """A node joining asks for our clients: answer on its reply subject (not to everyone)."""
         try:
-            message = _gossip_decoder.decode(msg.data)
+            message = _gossip_decoder.decode(data)
         except msgspec.DecodeError:
             logger.warning("cluster: malformed presence message dropped")
             return
-        if message.n == self.node_id or not msg.reply:
+        if message.n == self.node_id or not reply:
             return
-        spawn(self._tasks, self._answer_sync(msg.reply))
+        spawn(self._tasks, self._answer_sync(reply))
 
     async def _answer_sync(self, reply_to: str) -> None:
         """This node's own clients (as ``state`` messages), then ``ready`` naming the nodes it knows."""
