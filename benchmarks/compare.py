@@ -961,6 +961,8 @@ def print_cluster(r: Dict[str, Any]) -> None:
         if x is not None:
             runs = r[f"routed_{kind}_rounds"]
             gaps = [run["cross_p50_us"] - run["floor_p50_us"] for run in runs]
+            # What the cluster adds beyond the broker's trips and the same call on one node.
+            own = [run["cross_p50_us"] - run["floor_p50_us"] - run["same_p50_us"] for run in runs]
             ratios = [run["cross_inflight64_calls_s"] / run["same_inflight64_calls_s"] for run in runs]
             spread = f" [{min(gaps):.0f} to {max(gaps):.0f}]" if len(runs) > 1 else ""
             print(
@@ -971,7 +973,8 @@ def print_cluster(r: Dict[str, Any]) -> None:
             print(
                 f"    broker floor (two trips, {kind}'s own client): p50 {x['floor_p50_us']:.0f} us "
                 f"(p99 {x['floor_p99_us']:.0f}); cross-node p50 minus floor: "
-                f"{statistics.median(gaps):.0f} us{spread}"
+                f"{statistics.median(gaps):.0f} us{spread}; minus the same-node call too: "
+                f"{statistics.median(own):.0f} us"
             )
             spread = f" [{min(ratios):.2f}-{max(ratios):.2f}]" if len(runs) > 1 else ""
             print(
