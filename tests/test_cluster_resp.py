@@ -181,3 +181,30 @@ async def test_routed_calls_with_either_parser(two_redis_nodes: List[Node]) -> N
     assert [r.result for r in answers] == [i + 1 for i in range(200)]
     await a.connect("alice")
     assert (await bounded(b.cluster.call("alice", "whoami"))).result == "alice"
+
+
+async def test_a_heartbeat_refreshes_every_client_record_in_chunks(redis_server: BrokerServer) -> None:  # noqa: F811
+    """A node's heartbeat writes its clients' records through a script per chunk (not a SET each): every one
+    of 2,500 (three chunks) is there, on this node, with the heartbeat's TTL; one left out is not renewed."""
+    import redis.asyncio as aioredis
+
+    from fastwsrpc.cluster import RedisBroker
+
+    namespace = f"hb{uuid.uuid4().hex[:10]}"
+    cluster = Cluster(RedisBroker(redis_server.url, namespace=namespace))
+    await cluster.start()
+    probe = aioredis.from_url(redis_server.url)
+    try:
+        broker = cluster.broker
+        clients = {f"c{i}": () for i in range(2500)}
+        await bounded(broker.heartbeat("node-a", clients, 30.0))  # type: ignore[attr-defined]
+        for cid in ("c0", "c999", "c1000", "c2499"):
+            assert await broker.locate(cid) == "node-a"  # type: ignore[attr-defined]
+        ttls = await probe.pttl(f"{namespace}:c:c2499"), await probe.pttl(f"{namespace}:c:c0")
+        assert all(25_000 < ttl <= 30_000 for ttl in ttls)
+        await bounded(broker.heartbeat("node-a", {"c0": ()}, 60.0))  # type: ignore[attr-defined]
+        assert 55_000 < await probe.pttl(f"{namespace}:c:c0") <= 60_000
+        assert await probe.pttl(f"{namespace}:c:c1") <= 30_000
+    finally:
+        await probe.aclose()
+        await cluster.close()

@@ -93,6 +93,19 @@ return 0
 """
 
 
+#: A heartbeat's client records, refreshed in one command per chunk. KEYS: the client keys.
+#: ARGV: the node, the TTL in ms.
+_REFRESH = """
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+end
+return #KEYS
+"""
+#: Client keys per refresh command: Redis runs a script to its end, so a chunk is kept short
+#: (about a millisecond of Redis time) for the calls and publications that wait behind it.
+_REFRESH_CHUNK = 1000
+
+
 #: Number, keep and deliver one publication (see the module docstring). KEYS: stream, meta.
 #: ARGV: size, ttl in ms (0: none), a fresh epoch (used if the topic has none), the
 #: channel, the routing header up to the epoch's opening quote, the JSON body.
@@ -288,6 +301,7 @@ class RedisBroker:
         self._on_message: Optional[MessageHandler] = None
         self._on_announce: Optional[NotifyHandler] = None
         self._unregister: Any = None
+        self._refresh: Any = None
         self._publisher: Optional[_Publisher] = None
         self._history: Optional[HistoryPolicy] = None
         self._publish_history: Any = None
@@ -349,6 +363,7 @@ class RedisBroker:
             **self._redis_kwargs,
         )
         self._unregister = self._redis.register_script(_UNREGISTER)
+        self._refresh = self._redis.register_script(_REFRESH)
         self._publish_history = self._redis.register_script(_PUBLISH_HISTORY)
         self._read_history = self._redis.register_script(_READ_HISTORY)
         self._node_b = self._node_channel(node_id).encode()
@@ -696,9 +711,13 @@ class RedisBroker:
         ms = _ms(ttl)
         pipe = self._redis.pipeline(transaction=False)
         pipe.set(f"{self.namespace}:n:{node_id}", b"1", px=ms)
+        # Every client's record in a few script calls rather than a SET each: at 17,000
+        # clients a node spent ~0.3 s of CPU per heartbeat building and parsing the SETs.
+        keys = [self._client_key(client_id) for client_id in clients]
+        for start in range(0, len(keys), _REFRESH_CHUNK):
+            await self._refresh(keys=keys[start : start + _REFRESH_CHUNK], args=[node_id, ms], client=pipe)
         groups: Dict[str, Dict[str, str]] = {}
         for client_id, its_groups in clients.items():
-            pipe.set(self._client_key(client_id), node_id, px=ms)
             for group in its_groups:
                 groups.setdefault(group, {})[client_id] = node_id
         for group, members in groups.items():
