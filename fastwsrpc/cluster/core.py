@@ -292,7 +292,7 @@ class Cluster:
             self._drop_local(client_id)
             spawn(self._tasks, old.close(REPLACED_CLOSE_CODE, REPLACED_REASON))
         self._channels[client_id] = channel
-        self._groups[client_id] = set()
+        self._groups.pop(client_id, None)  # its groups, made by its first join (an idle client joins none)
         self._located.pop(client_id, None)
         if not self.broker.available:
             return
