@@ -50,11 +50,13 @@ import json
 import math
 import os
 import resource
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -69,6 +71,47 @@ OPEN_CONCURRENCY = 64
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 TICKS = os.sysconf("SC_CLK_TCK")
 _TRACE: Dict[str, Any] = {}
+#: Where each server process stamps the moment it has written a publication to its subscribers
+#: (set by the controller for the server's processes; see :func:`_stamp_fan_out`).
+STAMPS_ENV = "FASTWSRPC_SCALE_STAMPS"
+
+
+def _stamp_fan_out(folder: str) -> None:
+    """In a server process: after each ``publish_local``, append ``seq end-time subscribers`` to a file of its own.
+
+    The time a publication takes to reach N subscribers is the server's writing
+    plus the client processes' reading, on the same cores; this stamp separates
+    the server's part (the last worker done) from the rest.
+    """
+    from fastwsrpc.topics import TopicHub
+
+    real = TopicHub.publish_local
+    path = os.path.join(folder, f"{os.getpid()}.stamps")
+
+    def publish_local(self: TopicHub, topic: str, data: Any, *args: Any) -> int:
+        count = real(self, topic, data, *args)
+        if isinstance(data, dict) and isinstance(data.get("seq"), int):
+            with open(path, "a") as f:
+                f.write(f"{data['seq']} {time.time()} {count}\n")
+        return count
+
+    TopicHub.publish_local = publish_local  # type: ignore[method-assign,assignment]
+
+
+def read_stamps(folder: str, seq: int) -> List[float]:
+    """Every server process's stamp for publication ``seq``: when it had written it to its subscribers."""
+    ends: List[float] = []
+    for name in os.listdir(folder):
+        with open(os.path.join(folder, name)) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 3 and int(parts[0]) == seq:
+                    ends.append(float(parts[1]))
+    return ends
+
+
+if os.environ.get(STAMPS_ENV):
+    _stamp_fan_out(os.environ[STAMPS_ENV])
 
 
 class ScaleMethods(RpcMethodsBase):
@@ -394,6 +437,8 @@ class Run:
         self.server: Optional[subprocess.Popen[bytes]] = None
         self.result: Dict[str, Any] = {}
         self.log: List[str] = []
+        #: The server processes' fan-out stamps (see :func:`_stamp_fan_out`), removed by :meth:`cleanup`.
+        self.stamps = tempfile.mkdtemp(prefix="fastwsrpc-scale-")
 
     def note(self, text: str) -> None:
         self.log.append(text)
@@ -431,6 +476,7 @@ class Run:
         if broker:
             cmd += ["--broker", broker]
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env[STAMPS_ENV] = self.stamps
         if self.args.tracemalloc:
             env["PYTHONTRACEMALLOC"] = "1"
         self.server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sys.stderr, preexec_fn=raise_nofile_quietly)
@@ -613,10 +659,16 @@ class Run:
                             break
                     if len(lasts) == len(self.children):
                         r["publish_s"].append(round(max(lasts) - sent, 4))
+                        ends = read_stamps(self.stamps, seq)
+                        if ends:
+                            r.setdefault("server_written_s", []).append(round(max(ends) - sent, 4))
                     await asyncio.sleep(1.0)
                 if r["publish_s"]:
                     r["publish_median_s"] = statistics.median(r["publish_s"])
+                if r.get("server_written_s"):
+                    r["server_written_median_s"] = statistics.median(r["server_written_s"])
                 self.note(f"publish to {subscribed}: {r['publish_s']} s")
+                self.note(f"  written by the server (every worker done): {r.get('server_written_s')} s")
             for child in self.children:
                 answer = await child.ask(30, cmd="rss")
                 r.setdefault("client_rss_kb", []).append(answer.get("rss_kb"))
@@ -663,18 +715,19 @@ def table(results: List[Dict[str, Any]]) -> str:
     """The README's table: one row per run."""
     lines = [
         "| server | connections | workers | kB/conn at 1k / 10k / N | opened/s | call p50/p99 idle server "
-        "| call p50/p99 beside N | publish to N (s) | CPU us/conn/s |",
+        "| call p50/p99 beside N | publish to N (s): all received / written by the server | CPU us/conn/s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         per = {s["target"]: s.get("kb_per_conn") for s in r.get("steps", [])}
         kb = " / ".join("-" if per.get(t) is None else f"{per[t]:.1f}" for t in (1000, 10000, r["n"]))
         idle, busy = r.get("idle_server_call", {}), r.get("busy_server_call", {})
-        pub = r.get("publish_median_s")
+        pub, written = r.get("publish_median_s"), r.get("server_written_median_s")
         lines.append(
             f"| {r['server']} | {r.get('held', 0):,} | {r['workers']} | {kb} | {r.get('open_per_s')} "
             f"| {idle.get('p50_ms')} / {idle.get('p99_ms')} ms | {busy.get('p50_ms')} / {busy.get('p99_ms')} ms "
-            f"| {'-' if pub is None else f'{pub:.3f}'} | {r.get('cpu_us_per_conn_s')} |"
+            f"| {'-' if pub is None else f'{pub:.3f}'} / {'-' if written is None else f'{written:.3f}'} "
+            f"| {r.get('cpu_us_per_conn_s')} |"
         )
     return "\n".join(lines)
 
@@ -742,6 +795,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         code = 1
     finally:
         kill_all(run.procs)
+        shutil.rmtree(run.stamps, ignore_errors=True)
     if args.json:
         print(json.dumps(result))
     else:
