@@ -29,6 +29,7 @@ from .outgoing import BatchCall, OutgoingCalls, Params, RpcCaller
 from .protocol import (
     _BIG_FRAME,
     CONTROL_METHODS,
+    STREAM_ITEM,
     Batch,
     CancelRequest,
     MetaNotice,
@@ -218,6 +219,8 @@ class RpcChannel(ChannelApi):
             kind = type(msg)
             if kind is Request or (kind is Notification and msg.method not in CONTROL_METHODS):
                 return self._admit(msg, size)
+            if kind is Notification and msg.method == STREAM_ITEM and type(msg.params) is dict:
+                return (self._registry if self._registry is not None else self._streams).on_item_params(msg.params)
             event = self._protocol.event_of(msg)
         else:
             event = self._protocol.receive(frame)

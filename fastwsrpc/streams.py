@@ -529,17 +529,27 @@ class StreamRegistry:
                 budget.nested -= 1
 
     # ------------------------------------------------------- control messages
+    def on_item_params(self, params: Dict[str, Any]) -> None:
+        """A ``$/stream.item``'s params, straight from the decode: a subscription's items are most of
+        what a subscriber reads, so they skip the protocol's event (same checks, same outcome)."""
+        sid = params.get("stream")
+        if isinstance(sid, (str, int, float)) or sid is None:
+            self.on_item(sid, params.get("item"))
+
+    def on_item(self, sid: Any, item: Any) -> None:
+        consumer = self.consumers.get(sid)
+        if consumer is None:
+            # Items of a stream nobody here consumes (called as a plain call, say): stop it, once.
+            self._cancel_unknown(sid)
+        elif not consumer._push(item):
+            consumer._finish(RpcError(f"stream {consumer.method!r}: the producer sent more items than credits"))
+            self._cancel_unknown(sid)
+
     def on_event(self, event: Any) -> None:
         """A stream control event from the protocol (read whatever the budget says)."""
         kind = type(event)
         if kind is StreamItem:
-            consumer = self.consumers.get(event.stream)
-            if consumer is None:
-                # Items of a stream nobody here consumes (called as a plain call, say): stop it, once.
-                self._cancel_unknown(event.stream)
-            elif not consumer._push(event.item):
-                consumer._finish(RpcError(f"stream {consumer.method!r}: the producer sent more items than credits"))
-                self._cancel_unknown(event.stream)
+            self.on_item(event.stream, event.item)
         elif kind is StreamCredit:
             producer = self.producers.get(event.stream)
             if producer is not None:
