@@ -61,6 +61,7 @@ from .protocol import (
     StreamCredit,
     StreamEnd,
     StreamItem,
+    _is_id,
     encode,
     encode_error,
     encode_notification,
@@ -533,7 +534,7 @@ class StreamRegistry:
         """A ``$/stream.item``'s params, straight from the decode: a subscription's items are most of
         what a subscriber reads, so they skip the protocol's event (same checks, same outcome)."""
         sid = params.get("stream")
-        if isinstance(sid, (str, int, float)) or sid is None:
+        if _is_id(sid):
             self.on_item(sid, params.get("item"))
 
     def on_item(self, sid: Any, item: Any) -> None:

@@ -203,3 +203,25 @@ async def test_a_subscriber_that_reads_nothing_holds_nobody_back_on_the_native_s
             assert {item["dropped"] for item in rest} == {400 - INITIAL_CREDITS - DEFAULT_TOPIC_QUEUE}
         for client in clients:
             await client.__aexit__(None, None, None)
+
+
+async def test_stream_items_of_a_bad_shape_or_an_unknown_stream_are_handled_as_any_control_message(
+    speedups: Any,
+) -> None:
+    """The subscriber's shortcut for items (decode straight to the consumer) keeps the protocol's checks:
+    an item whose stream is not an id is ignored, one of an unknown stream is cancelled once, and the
+    connection goes on answering."""
+    raw, end = memory_pair()
+    channel = RpcChannel(RpcMethodsBase(), end, settings=RpcSettings(), speedups=speedups)
+    reader = asyncio.ensure_future(channel.run())
+    try:
+        for params in ({"stream": [1], "item": 1}, {"stream": 99, "item": 1}, {"stream": 99, "item": 2}):
+            await raw.send(json.dumps({"jsonrpc": "2.0", "method": STREAM_ITEM, "params": params}).encode())
+        await raw.send(b'{"jsonrpc":"2.0","id":7,"method":"_ping_"}')
+        got = [json.loads(await asyncio.wait_for(raw.receive(), 10)) for _ in range(2)]
+        assert got[0] == {"jsonrpc": "2.0", "method": "$/stream.cancel", "params": {"stream": 99}}
+        assert got[1]["id"] == 7  # answered (method not found here): the connection reads on
+        assert not channel.is_closed()
+    finally:
+        channel.abort("test over")
+        await asyncio.gather(reader, return_exceptions=True)
