@@ -14,8 +14,6 @@ import inspect
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, FrozenSet, Optional, Sequence, Tuple, Type, cast
 
-import msgspec
-
 from ._version import __version__
 from .budget import Budget
 from .config import RpcSettings
@@ -23,7 +21,7 @@ from .errors import JsonRpcErrorCode, RemoteValueError
 from .interceptors import MAX_PARKED_META, RpcCall, RpcInterceptor, run_chain
 from .logger import get_logger
 from .methods import NoResponse, RpcMethodsBase, exposed_method_names
-from .protocol import encode_error, encode_result
+from .protocol import ENCODE_ERRORS, encode_error, encode_result
 from .topics import SUBSCRIBE
 from .typed import method_spec, openrpc_document, typed_handler
 
@@ -38,7 +36,6 @@ DISCOVER = "rpc.discover"
 #: fastapi-ws-rpc's built-in: the other side asks for this connection's channel id.
 GET_CHANNEL_ID = "_get_channel_id_"
 
-_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -252,7 +249,7 @@ class Dispatcher:
             return None
         try:
             return encode_result(call_id, result)
-        except _ENCODE_ERRORS as exc:
+        except ENCODE_ERRORS as exc:
             return self.internal_error(call_id, name, exc, False, "result could not be encoded as JSON")
 
     async def _invoke_intercepted(self, name: str, params: Any, call_id: Any, notification: bool) -> Optional[bytes]:
@@ -281,7 +278,7 @@ class Dispatcher:
             return None
         try:
             return encode_result(call_id, result)
-        except _ENCODE_ERRORS as exc:
+        except ENCODE_ERRORS as exc:
             return self.internal_error(call_id, name, exc, False, "result could not be encoded as JSON")
 
     def _failure(

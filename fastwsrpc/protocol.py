@@ -123,6 +123,8 @@ def _enc_hook(obj: Any) -> Any:
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 #: Encode any value our way (msgspec, with pydantic support); returns bytes.
 encode = _encoder.encode
+#: What :func:`encode` raises for a value that is not JSON (a method's result, a stream's item, a publication).
+ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
 
 def encode_request(call_id: Id, method: str, params: Any = None) -> bytes:

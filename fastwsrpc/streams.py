@@ -37,8 +37,6 @@ import functools
 from collections import deque
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Deque, Dict, List, Optional, Type
 
-import msgspec
-
 from .errors import (
     JsonRpcErrorCode,
     RemoteValueError,
@@ -51,6 +49,7 @@ from .errors import (
 from .logger import get_logger
 from .outgoing import DEFAULT_STREAM_BUFFER, OutgoingCalls
 from .protocol import (
+    ENCODE_ERRORS,
     STREAM_CANCEL,
     STREAM_CREDIT,
     STREAM_END,
@@ -91,7 +90,6 @@ MAX_REPLAY = 1024
 _MAX_EARLY_CREDITS = 1000
 #: Unknown stream ids we told to stop, remembered so each is told once.
 _MAX_TOLD_STREAMS = 1024
-_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 _ITEM_HEAD = b'{"jsonrpc":"2.0","method":"' + STREAM_ITEM.encode() + b'","params":{"stream":'
 
 
@@ -718,7 +716,7 @@ class StreamRegistry:
                 producer.sent += 1
                 try:
                     data = encode_notification(STREAM_ITEM, {"stream": sid, "item": item})
-                except _ENCODE_ERRORS:
+                except ENCODE_ERRORS:
                     ended = True
                     error = {"code": JsonRpcErrorCode.INTERNAL_ERROR, "message": "item could not be encoded as JSON"}
                     await end_send(encode_notification(STREAM_END, {"stream": sid, "error": error}))

@@ -57,7 +57,7 @@ import msgspec
 
 from .errors import RemoteValueError, RpcBrokerUnavailableError, RpcTimeoutError
 from .logger import get_logger
-from .protocol import encode
+from .protocol import ENCODE_ERRORS, encode
 from .transport import CLOSE_POLICY_VIOLATION
 from .watchdog import spawn_background
 
@@ -576,7 +576,7 @@ def _item_parts(topic: str, data: Any, epoch: Optional[str], offset: Optional[in
     """
     try:
         body = encode(data)
-    except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+    except ENCODE_ERRORS:
         return ()
     head = b"".join((b'{"topic":', encode(topic), b',"data":', body, b',"dropped":'))
     if epoch is None or offset is None:
