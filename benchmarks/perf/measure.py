@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -91,13 +91,7 @@ def run_ir(tree: str, twin: str, name: str, n: int, workdir: str) -> int:
     with open(out + ".err", "w+") as err_file:
         server = subprocess.Popen(vg + server_cmd, env=env, stdout=subprocess.DEVNULL, stderr=err_file)
         try:
-            deadline = time.monotonic() + 600
-            while not os.path.exists(port_file):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"server did not start for {tree} {twin}")
-                time.sleep(0.2)
-            with open(port_file) as f:
-                port = f.read()
+            port = wait_for_port(server, port_file, 600, f"for {tree} {twin}")
             client = [sys.executable, os.path.join(HERE, "native_client.py"), port, name[7:], str(n)]
             subprocess.run(client, check=True, timeout=3600, env=env_for(ROOT, "cython"))
             server.wait(600)
@@ -181,6 +175,18 @@ def ir(args: argparse.Namespace) -> None:
             json.dump(rows, f, indent=2)
 
 
+def wait_for_port(server: subprocess.Popen[Any], port_file: str, seconds: float, what: str) -> str:
+    """The port the benchmark server wrote to ``port_file`` once listening; exits if it died or took too long."""
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(port_file):
+        if server.poll() is not None or time.monotonic() > deadline:
+            stderr = server.stderr.read() if server.stderr and not server.stderr.closed else ""
+            raise SystemExit(f"server did not start {what}: {stderr}")
+        time.sleep(0.05)
+    with open(port_file) as f:
+        return f.read()
+
+
 def mem_once(tree: str, twin: str, conns: int, traced: bool) -> Dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         port_file = os.path.join(tmp, "port")
@@ -191,13 +197,7 @@ def mem_once(tree: str, twin: str, conns: int, traced: bool) -> Dict[str, float]
             cmd, env=env_for(tree, twin), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
         try:
-            deadline = time.monotonic() + 60
-            while not os.path.exists(port_file):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"server did not start: {server.stderr.read() if server.stderr else ''}")
-                time.sleep(0.05)
-            with open(port_file) as f:
-                port = f.read()
+            port = wait_for_port(server, port_file, 60, "")
             client = [sys.executable, os.path.join(HERE, "native_client.py"), port, "idle", str(conns)]
             done = subprocess.run(
                 client, check=True, timeout=600, capture_output=True, text=True, env=env_for(ROOT, "cython")
