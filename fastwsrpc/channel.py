@@ -203,19 +203,34 @@ class RpcChannel(ChannelApi):
         return self._reader_context.copy().run(self._loop.create_task, coro)
 
     def _push(self, frame: bytes) -> None:
-        """A message straight from the transport (see ``run``); stops the pushing when the reader must pause."""
-        if not self._state.closed:
-            self._reader_context.run(self.feed, frame)
+        """A message straight from the transport (see ``run``); stops the pushing when the reader must pause.
+
+        A stream's item goes to its consumer from here: it starts nothing (it wakes the consumer's
+        task, which has a context of its own), so only the rest runs in the reader's context.
+        """
+        state = self._state
+        if not state.closed:
+            size = len(frame)
+            msg = self._decode(frame, self._limits[0], self._limits[1]) if size <= _BIG_FRAME else None
+            if type(msg) is Notification and msg.method == STREAM_ITEM and type(msg.params) is dict:
+                state.received += 1
+                (self._registry if self._registry is not None else self._streams).on_item_params(msg.params)
+            else:
+                self._reader_context.run(self._feed_decoded, frame, msg, size)
         b = self._budget  # Budget.must_pause, inlined: this runs for every frame the native transport reads
-        if self._state.closed or b.sending >= b.max_sending or b.held > b.max_bytes or len(b.deferred) > b.max_queued:
+        if state.closed or b.sending >= b.max_sending or b.held > b.max_bytes or len(b.deferred) > b.max_queued:
             self.socket.push = None  # type: ignore[attr-defined]  # queue from here; the reader decides
 
     def feed(self, frame: Union[str, bytes]) -> None:
         """Handle one received frame. Raises RpcMessageTooLargeError for an oversized one."""
-        self._state.received += 1
         size = len(frame)
-        if size <= _BIG_FRAME:  # the hot path: a call or a notification, decoded once, started at once
-            msg = self._decode(frame, self._limits[0], self._limits[1])
+        msg = self._decode(frame, self._limits[0], self._limits[1]) if size <= _BIG_FRAME else None
+        self._feed_decoded(frame, msg, size)
+
+    def _feed_decoded(self, frame: Union[str, bytes], msg: Any, size: int) -> None:
+        """``feed`` after the decode: ``msg``, None for a frame over ``_BIG_FRAME`` (the protocol reads those)."""
+        self._state.received += 1
+        if msg is not None:  # the hot path: a call or a notification, decoded once, started at once
             kind = type(msg)
             if kind is Request or (kind is Notification and msg.method not in CONTROL_METHODS):
                 return self._admit(msg, size)

@@ -295,7 +295,20 @@ class NativeWebSocket(asyncio.Protocol):
         if self.state is CONNECTING:
             self._handshake_data(data)
             return
-        self._on_events(self._feed(data))
+        events = self._feed(data)
+        push = self.push
+        if push is not None and len(events) == 1 and self.state is OPEN and not self._messages:
+            # The common case, inlined (one message, handed straight to the reader): _on_events otherwise.
+            opcode, payload = events[0]
+            if opcode <= _OP_BINARY and self._parser.error is None:
+                try:
+                    push(payload)
+                except Exception as exc:  # the reader's own failure: receive() raises it there
+                    self.push = None
+                    self._push_error = exc
+                    self._wake()
+                return
+        self._on_events(events)
 
     def eof_received(self) -> Optional[bool]:
         return None  # close the transport: a half-closed WebSocket has nothing more to say

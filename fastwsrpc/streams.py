@@ -532,17 +532,26 @@ class StreamRegistry:
         """A ``$/stream.item``'s params, straight from the decode: a subscription's items are most of
         what a subscriber reads, so they skip the protocol's event (same checks, same outcome)."""
         sid = params.get("stream")
-        if _is_id(sid):
+        kind = type(sid)
+        if kind is int or kind is str:  # the ids we give (on_item's lookup, inlined: one call less per item)
+            consumer = self.consumers.get(sid)
+            if consumer is not None and consumer._push(params.get("item")):
+                return
+            self._refuse_item(sid, consumer)
+        elif _is_id(sid):
             self.on_item(sid, params.get("item"))
 
     def on_item(self, sid: Any, item: Any) -> None:
         consumer = self.consumers.get(sid)
-        if consumer is None:
-            # Items of a stream nobody here consumes (called as a plain call, say): stop it, once.
-            self._cancel_unknown(sid)
-        elif not consumer._push(item):
+        if consumer is None or not consumer._push(item):
+            self._refuse_item(sid, consumer)
+
+    def _refuse_item(self, sid: Any, consumer: Optional[RpcStream]) -> None:
+        """An item nobody here consumes (a stream called as a plain call, say), or one over its
+        credits (a broken producer: the stream fails): either way its producer is told to stop, once."""
+        if consumer is not None:
             consumer._finish(RpcError(f"stream {consumer.method!r}: the producer sent more items than credits"))
-            self._cancel_unknown(sid)
+        self._cancel_unknown(sid)
 
     def on_event(self, event: Any) -> None:
         """A stream control event from the protocol (read whatever the budget says)."""
