@@ -647,7 +647,10 @@ class Run:
                 r["kb_per_subscriber"] = round((rss - r["steps"][-1]["rss_kb"]) / subscribed, 2) if subscribed else None
                 self.note(f"{subscribed} subscribed in {r['subscribe_s']} s; {r['kb_per_subscriber']} kB each")
                 r["publish_s"] = []
+                client_pids = [child.proc.pid for child in self.children]
+                server_pids = self.server_pids()
                 for seq in range(1, args.publishes + 1):
+                    cpu_server, cpu_clients = cpu_seconds(server_pids), cpu_seconds(client_pids)
                     sent = time.time()
                     await probe.call("publish", {"topic": TOPIC, "data": {"seq": seq, "t": sent}}, timeout=60)
                     lasts: List[float] = []
@@ -663,6 +666,13 @@ class Run:
                             break
                     if len(lasts) == len(self.children):
                         r["publish_s"].append(round(max(lasts) - sent, 4))
+                        # Where the publication's time went: CPU per subscriber, idle work (pings) included.
+                        for key, pids, before in (
+                            ("server", server_pids, cpu_server),
+                            ("clients", client_pids, cpu_clients),
+                        ):
+                            used = (cpu_seconds(pids) - before) / subscribed * 1e6
+                            r.setdefault(f"publish_cpu_us_{key}", []).append(round(used, 2))
                         ends = read_stamps(self.stamps, seq)
                         if ends:
                             r.setdefault("server_written_s", []).append(round(max(ends) - sent, 4))
@@ -673,6 +683,8 @@ class Run:
                     r["server_written_median_s"] = statistics.median(r["server_written_s"])
                 self.note(f"publish to {subscribed}: {r['publish_s']} s")
                 self.note(f"  written by the server (every worker done): {r.get('server_written_s')} s")
+                for key in ("server", "clients"):
+                    self.note(f"  CPU per subscriber, {key}: {r.get(f'publish_cpu_us_{key}')} us")
             for child in self.children:
                 answer = await child.ask(30, cmd="rss")
                 r.setdefault("client_rss_kb", []).append(answer.get("rss_kb"))

@@ -20,7 +20,11 @@ high-water mark). While the channel's budget has room,
 incoming messages are pushed to its reader straight from ``data_received`` (see
 ``RpcChannel.run``). Keepalive uses real protocol pings: every ``ping_interval``
 seconds a ping, and no pong within ``ping_timeout`` drops the connection (close
-1011).
+1011). A side whose peer pinged it since its last turn sends none: that ping and
+our pong were an exchange both ways already, and with both sides pinging (our
+server and client both do, by default) the idle traffic would be twice what
+keeps the connection alive. A peer that stops pinging is pinged again on the
+next turn, so a dead one is still found, within two turns and ``ping_timeout``.
 
 permessage-deflate (RFC 7692) is negotiated by ``websockets``' own extension
 factories (:func:`server_extensions`, :func:`client_extensions`), whose
@@ -196,6 +200,7 @@ class NativeWebSocket(asyncio.Protocol):
         "_pending_error",
         "_ping_bucket",
         "_ping_deadline",
+        "_pinged",
         "_pings",
         "_push_error",
         "_reading_paused",
@@ -270,6 +275,7 @@ class NativeWebSocket(asyncio.Protocol):
         #: (see fastwsrpc/wheel.py: one timer for every connection, not a TimerHandle each).
         self._ping_bucket: Optional[Set[Any]] = None
         self._ping_deadline: Optional[asyncio.TimerHandle] = None
+        self._pinged = False  # the peer pinged us since our last turn: our own ping is not needed (see on_turn)
         self._close_handle: Optional[asyncio.TimerHandle] = None
         #: A protocol error behind messages the application has not read yet (see _on_events).
         self._pending_error: Optional[FrameError] = None
@@ -392,6 +398,7 @@ class NativeWebSocket(asyncio.Protocol):
                             self.opcodes.append(opcode)
             elif opcode == _OP_PING:
                 if self.state is OPEN:
+                    self._pinged = True
                     self._sender.send_control(self._build(_OP_PONG, payload, self.is_client))
             elif opcode == _OP_PONG:
                 self._on_pong(payload)
@@ -684,12 +691,18 @@ class NativeWebSocket(asyncio.Protocol):
             bucket.discard(self)
 
     def on_turn(self) -> None:
-        """Every ``ping_interval`` (the wheel's turn): a ping; no pong within ``ping_timeout`` drops the connection."""
+        """Every ``ping_interval`` (the wheel's turn): a ping; no pong within ``ping_timeout`` drops the connection.
+
+        None when the peer pinged us since the last turn (see the module's docstring).
+        """
         if self.state is not OPEN:
             self._leave_wheel()
             return
         if self._ping_deadline is not None:
             return  # the last ping is still within its timeout
+        if self._pinged:
+            self._pinged = False
+            return
         payload = os.urandom(4)
         self._waiting_pings()[payload] = self._loop.create_future()
         self._sent_at = self._loop.time()
