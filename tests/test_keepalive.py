@@ -59,11 +59,13 @@ def opened(speedups: Any) -> Tuple[NativeWebSocket, Recorder]:
 
 
 def ping_from_peer(speedups: Any, payload: bytes = b"pp") -> bytes:
-    return speedups.build_frame(0x9, payload, True)  # a client's frames are masked
+    frame: bytes = speedups.build_frame(0x9, payload, True)  # a client's frames are masked
+    return frame
 
 
 def pong_from_peer(speedups: Any, payload: bytes) -> bytes:
-    return speedups.build_frame(0xA, payload, True)
+    frame: bytes = speedups.build_frame(0xA, payload, True)
+    return frame
 
 
 async def test_a_side_that_was_pinged_since_its_last_turn_sends_no_ping(speedups: Any) -> None:
