@@ -132,12 +132,12 @@ class Watchdog:
         received_any = state.received != self.last_received
         sent_any = state.sent != self.last_sent
         self.last_received, self.last_sent = state.received, state.sent
-        peer = self._socket.peer or "?"
         owner = self._owner
         # A peer that takes none of what we send.
         busy = budget.sending or state.outgoing
         self.stalled_for = self.stalled_for + tick if (busy and not sent_any) else 0.0
         if s.send_timeout and self.stalled_for >= s.send_timeout:
+            peer = self._socket.peer or "?"  # read for the log line only: a syscall on some transports
             logger.warning("channel %s: peer %s read nothing for %.3g s; disconnecting", owner.id, peer, s.send_timeout)
             self.stop()
             reason = f"send timeout: the peer read nothing for {s.send_timeout} s"
@@ -152,7 +152,7 @@ class Watchdog:
             logger.warning(
                 "channel %s: peer %s took over %.3g s to send one message; closing",
                 owner.id,
-                peer,
+                self._socket.peer or "?",
                 s.message_receive_timeout,
             )
             self.stop()
