@@ -214,7 +214,8 @@ class RpcChannel(ChannelApi):
             msg = self._decode(frame, self._limits[0], self._limits[1]) if size <= _BIG_FRAME else None
             if type(msg) is Notification and msg.method == STREAM_ITEM and type(msg.params) is dict:
                 state.received += 1
-                (self._registry if self._registry is not None else self._streams).on_item_params(msg.params)
+                if (self._registry if self._registry is not None else self._streams).on_item_params(msg.params):
+                    return  # taken by its consumer: the budget is as it was, no need to read it
             else:
                 self._reader_context.run(self._feed_decoded, frame, msg, size)
         b = self._budget  # Budget.must_pause, inlined: this runs for every frame the native transport reads
@@ -235,7 +236,8 @@ class RpcChannel(ChannelApi):
             if kind is Request or (kind is Notification and msg.method not in CONTROL_METHODS):
                 return self._admit(msg, size)
             if kind is Notification and msg.method == STREAM_ITEM and type(msg.params) is dict:
-                return (self._registry if self._registry is not None else self._streams).on_item_params(msg.params)
+                (self._registry if self._registry is not None else self._streams).on_item_params(msg.params)
+                return
             event = self._protocol.event_of(msg)
         else:
             event = self._protocol.receive(frame)

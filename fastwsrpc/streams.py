@@ -528,18 +528,23 @@ class StreamRegistry:
                 budget.nested -= 1
 
     # ------------------------------------------------------- control messages
-    def on_item_params(self, params: Dict[str, Any]) -> None:
+    def on_item_params(self, params: Dict[str, Any]) -> bool:
         """A ``$/stream.item``'s params, straight from the decode: a subscription's items are most of
-        what a subscriber reads, so they skip the protocol's event (same checks, same outcome)."""
+        what a subscriber reads, so they skip the protocol's event (same checks, same outcome).
+
+        True when a consumer took the item: then nothing the channel's budget counts has changed
+        (a refusal sends a cancel, which it counts).
+        """
         sid = params.get("stream")
         kind = type(sid)
         if kind is int or kind is str:  # the ids we give (on_item's lookup, inlined: one call less per item)
             consumer = self.consumers.get(sid)
             if consumer is not None and consumer._push(params.get("item")):
-                return
+                return True
             self._refuse_item(sid, consumer)
         elif _is_id(sid):
             self.on_item(sid, params.get("item"))
+        return False
 
     def on_item(self, sid: Any, item: Any) -> None:
         consumer = self.consumers.get(sid)
