@@ -61,6 +61,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from fastwsrpc import RpcMethodsBase
+from fastwsrpc.gctune import GC_THRESHOLD, tune_gc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -387,8 +388,9 @@ class ClientProcess:
         os._exit(0)  # closing 15,000 connections one by one is not what is measured
 
 
-def client_main(url: str, source: str, ping_interval: Optional[float]) -> None:
+def client_main(url: str, source: str, ping_interval: Optional[float], gc_threshold: int) -> None:
     raise_nofile()
+    tune_gc(gc_threshold)  # as the server does: this process holds thousands of connections too
     import fastwsrpc.client  # noqa: F401  (imported before the first connection is timed)
 
     process = ClientProcess(url, source, ping_interval if ping_interval and ping_interval > 0 else None)
@@ -479,6 +481,7 @@ class Run:
             cmd += ["--workers", str(workers)]
         if broker:
             cmd += ["--broker", broker]
+        cmd += ["--gc-threshold", str(self.args.gc_threshold)]
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         env[STAMPS_ENV] = self.stamps
         if self.args.tracemalloc:
@@ -518,6 +521,8 @@ class Run:
                 "--client-ping",
                 # Under tracemalloc a snapshot stops the server for longer than a ping's timeout.
                 "0" if self.args.tracemalloc else str(self.args.client_ping),
+                "--gc-threshold",
+                str(self.args.gc_threshold),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 cwd=ROOT,
@@ -770,6 +775,13 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     p.add_argument("--client-ping", type=float, default=20.0, help="the clients' WebSocket ping interval (0: none)")
     p.add_argument("--top", type=int, default=25, help="lines of the --tracemalloc report")
+    p.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=GC_THRESHOLD,
+        help="the server's and the client processes' young-generation GC threshold (fastwsrpc serve's "
+        "--gc-threshold; 0: Python's 700)",
+    )
     p.add_argument("--role", choices=["controller", "client"], default="controller", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--source", help=argparse.SUPPRESS)
@@ -779,7 +791,7 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse(argv)
     if args.role == "client":
-        client_main(args.url, args.source, args.client_ping)
+        client_main(args.url, args.source, args.client_ping, args.gc_threshold)
         return 0
     raise_nofile()
     run = Run(args)

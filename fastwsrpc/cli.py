@@ -38,6 +38,8 @@ import sys
 from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
+from .gctune import GC_THRESHOLD, tune_gc
+
 EXIT_OK = 0
 EXIT_REMOTE_ERROR = 1
 EXIT_USAGE = 2
@@ -611,6 +613,7 @@ def _run_node(args: argparse.Namespace, target: Any, worker: bool) -> int:
         except OSError as exc:
             return _fail(EXIT_USAGE, f"worker {args.worker}: cannot listen on {args.host}:{args.port}: {exc}")
         _watch_supervisor(supervisor)
+    tune_gc(args.gc_threshold)  # this process holds the connections: see fastwsrpc/gctune.py
     if args.asgi:
         return _run_uvicorn(args, target, sock, supervisor)
     import logging
@@ -1092,6 +1095,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--broker",
         metavar="URL",
         help="cluster broker shared by the workers and other servers: redis://host:6379/0 or nats://host:4222",
+    )
+    serve.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=GC_THRESHOLD,
+        metavar="N",
+        help=(
+            "collect Python's youngest GC generation every N allocations (Python's default: 700), so that "
+            "a process holding many connections is not stalled by frequent full collections; 0: leave Python's"
+        ),
     )
     # What a supervisor passes to the workers it starts; not for people.
     serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
