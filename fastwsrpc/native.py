@@ -25,6 +25,8 @@ our pong were an exchange both ways already, and with both sides pinging (our
 server and client both do, by default) the idle traffic would be twice what
 keeps the connection alive. A peer that stops pinging is pinged again on the
 next turn, so a dead one is still found, within two turns and ``ping_timeout``.
+A server skips its first turn, so that a client that pings keeps the pinging
+and the server, holding the many connections, only answers.
 
 permessage-deflate (RFC 7692) is negotiated by ``websockets``' own extension
 factories (:func:`server_extensions`, :func:`client_extensions`), whose
@@ -275,7 +277,10 @@ class NativeWebSocket(asyncio.Protocol):
         #: (see fastwsrpc/wheel.py: one timer for every connection, not a TimerHandle each).
         self._ping_bucket: Optional[Set[Any]] = None
         self._ping_deadline: Optional[asyncio.TimerHandle] = None
-        self._pinged = False  # the peer pinged us since our last turn: our own ping is not needed (see on_turn)
+        # The peer pinged us since our last turn: our own ping is not needed (see on_turn). A server
+        # starts as if pinged: it leaves its first turn to the client, and a client that pings (ours
+        # does) keeps the pinging, while the server only answers, which costs it less.
+        self._pinged = not self.is_client
         self._close_handle: Optional[asyncio.TimerHandle] = None
         #: A protocol error behind messages the application has not read yet (see _on_events).
         self._pending_error: Optional[FrameError] = None

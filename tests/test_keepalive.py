@@ -50,11 +50,15 @@ class Recorder:
         return [frame[0] for frame in self.written]
 
 
-def opened(speedups: Any) -> Tuple[NativeWebSocket, Recorder]:
+def opened(speedups: Any, first_turn: bool = True) -> Tuple[NativeWebSocket, Recorder]:
+    """A server side, open; ``first_turn``: its first turn, which it leaves to the client, already past."""
     ws = NativeWebSocket(1 << 20, ping_interval=600, ping_timeout=600, speedups=speedups)
     transport = Recorder()
     ws.connection_made(transport)  # type: ignore[arg-type]
     ws._open(b"")
+    if first_turn:
+        ws.on_turn()
+        assert transport.written == []
     return ws, transport
 
 
@@ -113,9 +117,22 @@ async def test_our_ping_answered_keeps_the_connection_and_the_next_turn_pings_ag
         ws.connection_lost(None)
 
 
+async def test_a_server_leaves_its_first_turn_to_the_client(speedups: Any) -> None:
+    """A peer that never pings (a browser) is pinged from the server's second turn on."""
+    ws, transport = opened(speedups, first_turn=False)
+    try:
+        ws.on_turn()
+        assert transport.written == []
+        ws.on_turn()
+        assert transport.opcodes() == [_PING]
+    finally:
+        ws.connection_lost(None)
+
+
 async def test_both_sides_pinging_make_one_exchange_a_turn(speedups: Any) -> None:
-    """Two protocol objects wired to each other: over ten turns each, ten pings in all, not twenty."""
-    server, to_client = opened(speedups)
+    """Two protocol objects wired to each other: over ten turns each, ten pings in all, not twenty,
+    and the client's: the server, which holds the many connections, only answers."""
+    server, to_client = opened(speedups, first_turn=False)
     client = ClientSide(1 << 20, ping_interval=600, ping_timeout=600, speedups=speedups)
     to_server = Recorder()
     client.connection_made(to_server)  # type: ignore[arg-type]
@@ -130,18 +147,18 @@ async def test_both_sides_pinging_make_one_exchange_a_turn(speedups: Any) -> Non
             for frame in frames:
                 server.data_received(frame)
 
-    pings: List[int] = []
+    pings: List[str] = []
     real_server_build, real_client_build = server._build, client._build
 
-    def counting(build: Any) -> Any:
+    def counting(build: Any, side: str) -> Any:
         def counted(opcode: int, *args: Any) -> bytes:
             if opcode == 0x9:
-                pings.append(opcode)
+                pings.append(side)
             return build(opcode, *args)  # type: ignore[no-any-return]
 
         return counted
 
-    server._build, client._build = counting(real_server_build), counting(real_client_build)
+    server._build, client._build = counting(real_server_build, "server"), counting(real_client_build, "client")
     try:
         for _ in range(10):
             server.on_turn()
@@ -149,7 +166,7 @@ async def test_both_sides_pinging_make_one_exchange_a_turn(speedups: Any) -> Non
             client.on_turn()
             deliver()
             await asyncio.sleep(0)
-        assert len(pings) == 10
+        assert pings == ["client"] * 10
         assert server._ping_deadline is None and client._ping_deadline is None  # every ping answered
     finally:
         server.connection_lost(None)
