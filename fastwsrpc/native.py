@@ -314,10 +314,8 @@ class NativeWebSocket(asyncio.Protocol):
             if opcode <= _OP_BINARY and self._parser.error is None:
                 try:
                     push(payload)
-                except Exception as exc:  # the reader's own failure: receive() raises it there
-                    self.push = None
-                    self._push_error = exc
-                    self._wake()
+                except Exception as exc:
+                    self._push_failed(exc)
                 return
         self._on_events(events)
 
@@ -391,10 +389,8 @@ class NativeWebSocket(asyncio.Protocol):
                     if push is not None and not messages:
                         try:
                             push(payload)
-                        except Exception as exc:  # the reader's own failure: receive() raises it there
-                            self.push = None
-                            self._push_error = exc
-                            self._wake()
+                        except Exception as exc:
+                            self._push_failed(exc)
                     else:
                         if messages is None:
                             messages = self._messages = deque()
@@ -425,6 +421,12 @@ class NativeWebSocket(asyncio.Protocol):
                 self._fail_handle = self._loop.call_later(self.close_timeout, self._fail_pending)
             else:
                 self._on_frame_error(error)
+
+    def _push_failed(self, exc: Exception) -> None:
+        """The reader's own failure in ``push``: pushing stops, and ``receive()`` raises it there."""
+        self.push = None
+        self._push_error = exc
+        self._wake()
 
     def _fail_pending(self) -> None:
         error, self._pending_error = self._pending_error, None
